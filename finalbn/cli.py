@@ -1,0 +1,200 @@
+"""Command line: ``finalbn train`` (= ``python -m finalbn.train``) and ``finalbn prefetch``.
+
+Every field of the trial dataclasses is a flag (``--train-minority 20``,
+``--final-norm none``, ``--no-augment``), generated from the dataclasses so the
+CLI can never drift from the config. Errors a user can cause print one line
+and exit 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, validate
+from finalbn.errors import UserError
+from finalbn.presets import base_config
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``finalbn`` console script."""
+    parser = argparse.ArgumentParser(prog="finalbn", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="train one trial (see finalbn train --help)", add_help=False)
+    prefetch = commands.add_parser("prefetch", help="download ImageNet weights into the local cache")
+    prefetch.add_argument("--backbone", nargs="+", required=True, help="backbone name(s), e.g. resnet34 vgg19_bn")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "train":
+        return train_main(rest, prog="finalbn train")
+    return _guarded(lambda: _prefetch(args.backbone), debug=False)
+
+
+def train_main(argv: Sequence[str] | None = None, prog: str = "python -m finalbn.train") -> int:
+    """Train one trial from flags (and an optional JSON config), printing each epoch."""
+    parser = train_parser(prog)
+    args = parser.parse_args(argv)
+    return _guarded(lambda: _train(args), debug=args.debug)
+
+
+def train_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Train one trial and write its result folder. With no flags: the embedded MNIST "
+            "default (3 vs 8, 1% minority, simple CNN, final BN), no download needed. "
+            "--source picks the starting preset: mnist sources start from that default, "
+            "plantvillage/folder from the thesis protocol (1000+10 / 150+7 / 150+150, ResNet34)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="JSON file with data/model/train sections; flags override it")
+    parser.add_argument(
+        "--ratio",
+        type=float,
+        help="set train_minority to round(ratio x train_majority), at least 1 (e.g. 0.01)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="results go to OUT/<trial id>/")
+    parser.add_argument("--no-save-model", action="store_true", help="do not write model.pt")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} ({cls.__name__})")
+        for field in dataclasses.fields(cls):
+            _add_field(group, section, field, typing.get_type_hints(cls)[field.name])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    """Base preset (or --config file), then every flag the user gave."""
+    given = {
+        section: {
+            f.name: getattr(args, f"{section}__{f.name}")
+            for f in dataclasses.fields(cls)
+            if getattr(args, f"{section}__{f.name}") is not None
+        }
+        for section, cls in SECTIONS.items()
+    }
+    if args.config is not None:
+        base = _read_config_file(args.config)
+    else:
+        base = base_config(given["data"].get("source", "mnist"))
+    config = base.replace(**given)
+    if args.ratio is not None:
+        config = _apply_ratio(config, args.ratio)
+    return config
+
+
+def _apply_ratio(config: TrialConfig, ratio: float) -> TrialConfig:
+    if not 0 < ratio <= 1:
+        raise UserError(f"--ratio {ratio} is outside (0, 1]: give the minority:majority ratio, e.g. 0.01")
+    count = max(1, round(ratio * config.data.train_majority))
+    return config.replace(data={"train_minority": count})
+
+
+def _train(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    # Impossible numbers fail before torch is even imported.
+    validate(config)
+    from finalbn.results import run_trial
+
+    print(
+        f"trial: {config.data.source} {'/'.join(config.data.minority) or config.data.plant} "
+        f"train {config.data.train_majority}+{config.data.train_minority}, "
+        f"{config.model.backbone}, final norm {config.model.final_norm}, seed {config.train.seed}"
+    )
+    result, folder = run_trial(
+        config,
+        args.out,
+        on_epoch=lambda row: print(format_epoch(row, config.train.epochs)),
+        save_model=not args.no_save_model,
+    )
+    final = result.final
+    line = f"test minority F1 {final['f1_minority']:.4f}, majority F1 {final['f1_majority']:.4f}"
+    if "nobn_f1_minority" in final:
+        line += (
+            f"; final BN removed: minority F1 {final['nobn_f1_minority']:.4f}, "
+            f"majority F1 {final['nobn_f1_majority']:.4f}"
+        )
+    print(line)
+    print(f"results: {folder}  ({result.seconds:.1f} s on {result.device})")
+
+
+def format_epoch(row: dict[str, float], epochs: int) -> str:
+    """One readable line per epoch: losses, accuracies and per-class test F1."""
+    parts = [f"epoch {int(row['epoch']):>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
+    for key in ("val_loss", "val_accuracy", "test_accuracy"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    parts += [
+        f"test_f1[{key.removeprefix('test_f1_')}] {value:.4f}"
+        for key, value in row.items()
+        if key.startswith("test_f1_") and key not in ("test_f1_minority", "test_f1_majority")
+    ]
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def _prefetch(backbones: list[str]) -> None:
+    from finalbn.models import prefetch_weights
+
+    for name in backbones:
+        print(f"{name}: {prefetch_weights(name)}")
+
+
+def _read_config_file(path: Path) -> TrialConfig:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist: check the --config path") from None
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"config file {path} is not valid JSON ({error.msg}, line {error.lineno}): fix the file"
+        ) from None
+    # A trial's own config.json nests the config under "config": accept it as is.
+    return TrialConfig.from_dict(raw.get("config", raw))
+
+
+def _add_field(group: argparse._ArgumentGroup, section: str, field: dataclasses.Field[Any], hint: Any) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    dest = f"{section}__{field.name}"
+    kind = _flag_type(hint)
+    default = field.default if field.default is not dataclasses.MISSING else None
+    help_text = f"{section}.{field.name} (preset default: {default!r})"
+    # default=None everywhere: only flags the user typed override the base config.
+    if kind is bool:
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif kind is tuple:
+        group.add_argument(flag, dest=dest, nargs="+", default=None, help=help_text)
+    else:
+        group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+
+
+def _flag_type(hint: Any) -> type:
+    """str | None -> str, tuple[str, ...] -> tuple, plain types as they are."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    origin = typing.get_origin(hint)
+    return origin if origin is not None else hint
+
+
+def _guarded(action: Callable[[], None], debug: bool) -> int:
+    try:
+        action()
+    except UserError as error:
+        if debug:
+            raise
+        print(f"finalbn: error: {error}", file=sys.stderr)
+        return UserError.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

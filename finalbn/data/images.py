@@ -1,0 +1,117 @@
+"""Decoding image files: the cheap checks, the full check and the resize to tensors.
+
+All decoding goes through :func:`decode_image`, so a decoded-image cache can
+later wrap that one function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from finalbn.errors import UserError
+
+# Reasons a file is skipped; they are the keys of Manifest.skipped.
+ZERO_BYTE = "zero-byte"
+NOT_AN_IMAGE = "not an image"
+TRUNCATED = "truncated"
+CORRUPT = "corrupt"
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What reading a file once tells us: its hash and whether it can be an image."""
+
+    sha256: str
+    # None when the header parses as an image; otherwise a skip reason.
+    problem: str | None
+
+
+def inspect_file(path: Path) -> FileFacts:
+    """Hash a file and parse only its image header.
+
+    Cheap enough to run on every candidate file (the bytes are read anyway
+    for the hash), so zero-byte and non-image files are counted over the
+    whole scan, not only among the files a split happens to pick.
+    """
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return FileFacts(digest, ZERO_BYTE)
+    try:
+        Image.open(io.BytesIO(data)).close()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return FileFacts(digest, NOT_AN_IMAGE)
+    return FileFacts(digest, None)
+
+
+def inspect_files(paths: list[Path]) -> list[FileFacts]:
+    """:func:`inspect_file` over many files, in order; threads, as I/O and hashing free the GIL."""
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        return list(pool.map(inspect_file, paths))
+
+
+def decode_problem(path: Path) -> str | None:
+    """Fully decode a file; None when it decodes, else the skip reason.
+
+    JPEGs are decoded at 1/8 scale (Image.draft): the decoder still reads the
+    whole entropy-coded stream, so truncation is caught at a fraction of the cost.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (32, 32))
+            image.load()
+    except OSError as error:
+        return TRUNCATED if "truncated" in str(error) else CORRUPT
+    except (UnidentifiedImageError, SyntaxError, ValueError):
+        return CORRUPT
+    return None
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One file as a ``size x size`` RGB uint8 array [H, W, 3].
+
+    Grayscale, RGBA and palette images become RGB. Non-square images are
+    squashed, not cropped, so no part of a leaf is cut away (PlantVillage
+    images are square). Resizing is bilinear; Pillow's resize filters over the
+    whole source footprint when shrinking, i.e. it is antialiased.
+    """
+    with Image.open(path) as image:
+        # Lets libjpeg decode at a reduced scale that is still >= size.
+        image.draft("RGB", (size, size))
+        rgb = image.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_image_tensor(root: Path, paths: list[str], size: int) -> torch.Tensor:
+    """Decode manifest paths under ``root`` into a uint8 tensor [N, 3, size, size]."""
+    batch = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+
+    def fill(index: int) -> None:
+        path = root / paths[index]
+        try:
+            batch[index] = decode_image(path, size)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise UserError(
+                f"cannot read {path} listed in the manifest ({error}): "
+                "the data changed since the manifest was built; rebuild the manifest"
+            ) from None
+
+    # Pillow releases the GIL while decoding and resizing, so threads scale.
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        list(pool.map(fill, range(len(paths))))
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+def _workers() -> int:
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,204 @@
+"""Trunks that turn images into one feature vector per sample, registered by name.
+
+Each trunk ends in its pooling, so its output is a compact [N, D] vector that a
+frozen trunk's caller can cache. The torchvision trunks keep torchvision's own
+module names, so their state-dict keys are those of torchvision's checkpoints
+("conv1.weight", "features.0.weight") and ImageNet files load without renaming.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum, vgg
+
+from finalbn.config import ModelConfig
+from finalbn.registry import Registry
+
+# (config, in_channels, image_size) -> (trunk with pooling, feature dimension D)
+TrunkBuilder = Callable[[ModelConfig, int, int], tuple[nn.Module, int]]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and what it supports."""
+
+    build: TrunkBuilder
+    # Head used when ModelConfig.head is "auto".
+    default_head: str
+    # torchvision ImageNet weights; None where no pretrained weights exist.
+    imagenet: WeightsEnum | None = None
+    # Dotted name of the conv that sees the image: its pretrained RGB kernel
+    # is adapted when in_channels != 3.
+    first_conv: str | None = None
+    # Smallest square side whose feature map survives every downsampling.
+    min_image_size: int = 1
+    # Whether ModelConfig.first_bn means anything for this backbone.
+    takes_first_bn: bool = False
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+class AvgPool(nn.Module):
+    """Global average pooling to [N, C]."""
+
+    widen = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class AvgMaxPool(nn.Module):
+    """fastai's AdaptiveConcatPool2d: global max and average side by side, [N, 2C]."""
+
+    widen = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Max first, as fastai orders it, so weights trained there line up.
+        return torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
+
+
+POOLS: Registry[type[AvgPool | AvgMaxPool]] = Registry("pool")
+POOLS.register("avg")(AvgPool)
+POOLS.register("avgmax")(AvgMaxPool)
+
+
+def _pool(cfg: ModelConfig, channels: int) -> tuple[nn.Module, int]:
+    pool_cls = POOLS.get(cfg.pool)
+    return pool_cls(), channels * pool_cls.widen
+
+
+def _torchvision_conv_init(conv: nn.Conv2d) -> None:
+    # torchvision's ResNet and VGG both initialise their convs this way; a
+    # replaced first conv should start like the rest of the trunk.
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    if in_channels == conv.in_channels:
+        return conv
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    _torchvision_conv_init(new)
+    return new
+
+
+_RESNET_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def _resnet(factory: Callable[..., torchvision.models.ResNet]) -> TrunkBuilder:
+    def build(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+        net = factory(weights=None)
+        net.conv1 = _with_in_channels(net.conv1, in_channels)
+        pool, dim = _pool(cfg, net.fc.in_features)
+        layers = [(name, getattr(net, name)) for name in _RESNET_TRUNK]
+        return nn.Sequential(OrderedDict([*layers, ("pool", pool)])), dim
+
+    return build
+
+
+def _vgg(layout: str, batch_norm: bool) -> TrunkBuilder:
+    def build(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+        # Only .features: torchvision's full VGG also builds and initialises a
+        # 120M-parameter classifier that would be thrown away at once.
+        features = vgg.make_layers(vgg.cfgs[layout], batch_norm=batch_norm)
+        for module in features:
+            if isinstance(module, nn.Conv2d):
+                _torchvision_conv_init(module)
+        features[0] = _with_in_channels(features[0], in_channels)
+        pool, dim = _pool(cfg, 512)
+        return nn.Sequential(OrderedDict([("features", features), ("pool", pool)])), dim
+
+    return build
+
+
+def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+
+
+def _simple_cnn(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+    # The thesis' MNIST CNN has five Conv2D layers. No BN inside, so the final
+    # BN is the only normalisation in the network.
+    pool, dim = _pool(cfg, 128)
+    return nn.Sequential(
+        *_conv_relu(in_channels, 32),
+        *_conv_relu(32, 32),
+        nn.MaxPool2d(2),
+        *_conv_relu(32, 64),
+        *_conv_relu(64, 64),
+        nn.MaxPool2d(2),
+        *_conv_relu(64, 128),
+        pool,
+    ), dim
+
+
+def _fc128(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+    # The thesis' one-hidden-layer network (Table 4.8); it has no feature map,
+    # so cfg.pool does not apply.
+    layers: list[nn.Module] = [
+        nn.Flatten(),
+        nn.Linear(in_channels * image_size * image_size, 128),
+        nn.ReLU(inplace=True),
+    ]
+    if cfg.first_bn:
+        layers.append(nn.BatchNorm1d(128))
+    return nn.Sequential(*layers), 128
+
+
+# The IMAGENET1K_V1 files are pinned rather than DEFAULT: they are the ones
+# fastai v1 (the thesis' framework) loaded, and DEFAULT may move between
+# torchvision releases.
+BACKBONES.register("resnet18")(
+    BackboneSpec(
+        build=_resnet(torchvision.models.resnet18),
+        default_head="thesis",
+        imagenet=torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+        first_conv="conv1",
+    )
+)
+BACKBONES.register("resnet34")(
+    BackboneSpec(
+        build=_resnet(torchvision.models.resnet34),
+        default_head="thesis",
+        imagenet=torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+        first_conv="conv1",
+    )
+)
+# Five 2x2 max-pools: below 32 px the last one has nothing left to pool.
+BACKBONES.register("vgg19")(
+    BackboneSpec(
+        build=_vgg("E", batch_norm=False),
+        default_head="thesis",
+        imagenet=torchvision.models.VGG19_Weights.IMAGENET1K_V1,
+        first_conv="features.0",
+        min_image_size=32,
+    )
+)
+BACKBONES.register("vgg19_bn")(
+    BackboneSpec(
+        build=_vgg("E", batch_norm=True),
+        default_head="thesis",
+        imagenet=torchvision.models.VGG19_BN_Weights.IMAGENET1K_V1,
+        first_conv="features.0",
+        min_image_size=32,
+    )
+)
+BACKBONES.register("simple_cnn")(BackboneSpec(build=_simple_cnn, default_head="linear", min_image_size=4))
+BACKBONES.register("fc128")(BackboneSpec(build=_fc128, default_head="linear", takes_first_bn=True))

@@ -1,0 +1,29 @@
+"""Shared fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def plantvillage_root() -> Path:
+    """The real PlantVillage subset named by FINALBN_PLANTVILLAGE.
+
+    Skips the test without it, except where FINALBN_REQUIRE_DATA=1 (CI): there a
+    missing folder must fail the run instead of quietly skipping real-data tests.
+    """
+    value = os.environ.get("FINALBN_PLANTVILLAGE")
+    problem = None
+    if not value:
+        problem = (
+            "FINALBN_PLANTVILLAGE is not set: point it at the PlantVillage subset "
+            "(e.g. ../shared/data/plantvillage) to run real-data tests"
+        )
+    elif not Path(value).is_dir():
+        problem = f"FINALBN_PLANTVILLAGE={value} is not a directory: point it at the subset"
+    if problem is not None:
+        if os.environ.get("FINALBN_REQUIRE_DATA") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return Path(value)

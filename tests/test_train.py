@@ -1,0 +1,176 @@
+"""One trial end to end on real data: embedded MNIST and real PlantVillage JPEGs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
+from finalbn.presets import EMBEDDED_MNIST
+from finalbn.results import run_trial
+from finalbn.train import class_weights, train_trial
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist(epochs: int = 2, **train: object) -> TrialConfig:
+    return EMBEDDED_MNIST.replace(train={"epochs": epochs, **train})
+
+
+def test_cli_writes_the_result_folder(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "finalbn.train", "--epochs", "3", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    epoch_lines = [line for line in done.stdout.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 3
+    assert "test_f1[3]" in epoch_lines[0] and "test_f1[8]" in epoch_lines[0]
+    assert "final BN removed" in done.stdout
+
+    [folder] = list(tmp_path.iterdir())
+    record = json.loads((folder / "config.json").read_text())
+    assert record["trial_id"] == folder.name
+    assert record["config"]["data"]["minority"] == ["3"]
+    assert record["classes"] == ["8", "3"]
+
+    metrics = pl.read_parquet(folder / "metrics.parquet")
+    assert metrics["epoch"].to_list() == [1, 2, 3]
+    for column in (
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "test_accuracy",
+        "test_f1_3",
+        "test_precision_8",
+        "val_recall_3",
+        "test_ece",
+        "test_brier",
+        "seconds",
+    ):
+        assert metrics[column].is_finite().all(), column
+
+    manifest = pl.read_parquet(folder / "manifest.parquet")
+    counts = manifest.group_by("split", "label").len()
+    assert {(split, label): n for split, label, n in counts.rows()} == {
+        ("test", "3"): 150,
+        ("test", "8"): 150,
+        ("train", "3"): 3,
+        ("train", "8"): 300,
+        ("val", "3"): 3,
+        ("val", "8"): 50,
+    }
+
+    predictions = pl.read_parquet(folder / "predictions.parquet")
+    assert predictions.height == 300
+    probs = predictions.select("prob_8", "prob_3").to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert {"nobn_prob_3", "nobn_predicted_index"} <= set(predictions.columns)
+
+    confusion = (folder / "confusion.csv").read_text().splitlines()
+    assert confusion[0].split(",")[1:] == ["8", "3"]
+    assert sum(int(v) for line in confusion[1:] for v in line.split(",")[1:]) == 300
+
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["test"]["f1_minority"] == pytest.approx(metrics["test_f1_minority"][-1])
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert "final_norm.running_mean" in state
+
+
+def numbers(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Epoch rows without wall-clock time, the one column that may differ between runs."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_same_seed_same_metrics_other_seed_differs() -> None:
+    first = train_trial(mnist())
+    second = train_trial(mnist())
+    assert numbers(first.epochs) == numbers(second.epochs)
+    assert first.final == second.final
+    assert first.trial_id == second.trial_id
+    other = train_trial(mnist(seed=1))
+    assert numbers(other.epochs) != numbers(first.epochs)
+    assert other.trial_id != first.trial_id
+
+
+def test_final_bn_removed_metrics_only_when_the_model_has_one() -> None:
+    with_bn = train_trial(mnist(epochs=1))
+    assert "nobn_f1_minority" in with_bn.final
+    without = train_trial(mnist(epochs=1).replace(model={"final_norm": "none"}))
+    assert not any(key.startswith("nobn_") for key in without.final)
+    assert "final_norm.running_mean" not in without.state_dict
+
+
+@pytest.mark.parametrize(
+    "model, train",
+    [
+        ({"output": "sigmoid"}, {"loss": "bce"}),
+        ({}, {"loss": "bce"}),
+        ({"final_norm": "selu", "final_bias": False}, {}),
+        ({"backbone": "fc128", "first_bn": True}, {}),
+        (
+            {},
+            {"weighted_loss": True, "augment": True, "mixup_alpha": 0.4, "weight_decay": 1e-2, "label_smoothing": 0.1},
+        ),
+        ({}, {"optimizer": "sgd", "schedule": "constant"}),
+    ],
+)
+def test_thesis_variants_train(model: dict, train: dict) -> None:
+    config = mnist(epochs=1, **train).replace(model=model)
+    result = train_trial(config)
+    [row] = result.epochs
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    assert 0.0 <= row["test_f1_3"] <= 1.0
+    # Every variant is a distinct trial.
+    assert result.trial_id != train_trial(mnist(epochs=1)).trial_id
+
+
+def test_knobs_change_the_training() -> None:
+    plain = train_trial(mnist(epochs=1)).epochs[0]["train_loss"]
+    for knob in ({"weighted_loss": True}, {"augment": True}, {"mixup_alpha": 0.4}, {"label_smoothing": 0.1}):
+        assert train_trial(mnist(epochs=1, **knob)).epochs[0]["train_loss"] != plain, knob
+
+
+def test_class_weights_balance_total_weight() -> None:
+    labels = torch.tensor([0] * 1000 + [1] * 10)
+    weights = class_weights(labels, 2)
+    assert weights[1] / weights[0] == pytest.approx(100.0)
+    assert (weights * torch.bincount(labels)).tolist() == pytest.approx([505.0, 505.0])
+
+
+@pytest.mark.plantvillage
+def test_plantvillage_trial_on_real_images(plantvillage_root: Path, tmp_path: Path) -> None:
+    config = TrialConfig(
+        data=DataConfig(
+            source="plantvillage",
+            root=str(plantvillage_root),
+            plant="Apple",
+            train_majority=200,
+            train_minority=10,
+            val_majority=30,
+            val_minority=5,
+            test_majority=50,
+            test_minority=50,
+            image_size=64,
+        ),
+        model=ModelConfig(backbone="resnet18", weights="none", unfreeze="all"),
+        train=TrainConfig(epochs=2, batch_size=32, augment=True),
+    )
+    result, folder = run_trial(config, tmp_path, save_model=False)
+    assert [row["epoch"] for row in result.epochs] == [1.0, 2.0]
+    assert result.predictions.height == 100
+    assert set(result.predictions["label"]) == {"healthy", "unhealthy"}
+    assert result.confusion.sum() == 100
+    assert 0.0 <= result.final["f1_unhealthy"] <= 1.0
+    assert "nobn_f1_unhealthy" in result.final
+    assert not (folder / "model.pt").exists()
+    manifest = pl.read_parquet(folder / "manifest.parquet")
+    assert manifest.filter(pl.col("split") == "train").height == 210
