@@ -35,14 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         return train_main(rest, prog="finalbn train")
-    return _guarded(lambda: _prefetch(args.backbone), debug=False)
+    return guarded(lambda: _prefetch(args.backbone), debug=False)
 
 
 def train_main(argv: Sequence[str] | None = None, prog: str = "python -m finalbn.train") -> int:
     """Train one trial from flags (and an optional JSON config), printing each epoch."""
     parser = train_parser(prog)
     args = parser.parse_args(argv)
-    return _guarded(lambda: _train(args), debug=args.debug)
+    return guarded(lambda: _train(args), debug=args.debug)
 
 
 def train_parser(prog: str) -> argparse.ArgumentParser:
@@ -185,7 +185,7 @@ def _flag_type(hint: Any) -> type:
     return origin if origin is not None else hint
 
 
-def _guarded(action: Callable[[], None], debug: bool) -> int:
+def guarded(action: Callable[[], None], debug: bool) -> int:
     try:
         action()
     except UserError as error:

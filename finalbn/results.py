@@ -39,7 +39,7 @@ def run_trial(
     validate(config)
     manifest = build_manifest(config.data)
     tid = trial_id(config, manifest.fingerprint())
-    folder = _make_folder(out_root / tid)
+    folder = writable_folder(out_root / tid)
     _write_json(folder / "config.json", _config_record(config, tid, manifest.fingerprint(), manifest.classes))
     manifest.write(folder / "manifest.parquet")
     rows: list[EpochRow] = []
@@ -90,7 +90,8 @@ def _config_record(config: TrialConfig, tid: str, fingerprint: str, classes: tup
     }
 
 
-def _make_folder(folder: Path) -> Path:
+def writable_folder(folder: Path) -> Path:
+    """Create ``folder`` and prove it writable, so a bad --out fails before any training."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"

@@ -1,0 +1,102 @@
+"""A sweep declared as named grid axes over a base trial config.
+
+An axis either sets one config field (``Axis("data.train_minority", (5, 10))``)
+or several at once (a joint axis whose values are ``{field: value}`` dicts,
+e.g. a Table 4.8 row). ``search_space()`` is the Ray Tune form of the same
+declaration: one ``tune.grid_search`` per axis.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from finalbn.config import TrialConfig
+
+# tuning_playbook's vocabulary: scientific axes are what the sweep studies,
+# nuisance axes (seeds) are averaged over, fixed ones are held constant.
+AxisRole = Literal["scientific", "nuisance", "fixed"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    # A dotted config field ("model.final_norm") or, for a joint axis, a label.
+    name: str
+    # Field axis: the field's values. Joint axis: {dotted field: value} dicts.
+    values: tuple[Any, ...]
+    role: AxisRole = "scientific"
+    # Readable names of the values (joint axes), shown in dry runs and run names.
+    labels: tuple[str, ...] = ()
+
+    @property
+    def joint(self) -> bool:
+        return "." not in self.name
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else _short(self.values[index])
+
+    def overrides(self, index: int) -> dict[str, Any]:
+        value = self.values[index]
+        return dict(value) if self.joint else {self.name: value}
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    config: TrialConfig
+    # Axis name -> readable label of this trial's value.
+    point: dict[str, str]
+
+    def name(self) -> str:
+        return " ".join(f"{axis.rsplit('.', 1)[-1]}={label}" for axis, label in self.point.items())
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    # MLflow experiment name and results folder name.
+    name: str
+    base: TrialConfig
+    axes: tuple[Axis, ...]
+    description: str = ""
+    # Thesis table or figure this sweep reproduces, e.g. "Figure 4.6".
+    reproduces: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def search_space(self) -> dict[str, Any]:
+        from ray import tune
+
+        return {axis.name: tune.grid_search(list(axis.values)) for axis in self.axes}
+
+    def size(self) -> int:
+        total = 1
+        for axis in self.axes:
+            total *= len(axis.values)
+        return total
+
+    def trials(self) -> list[PlannedTrial]:
+        """Every grid point in declared order (the last axis varies fastest)."""
+        planned = []
+        for indices in itertools.product(*(range(len(axis.values)) for axis in self.axes)):
+            changes: dict[str, dict[str, Any]] = {}
+            for axis, index in zip(self.axes, indices, strict=True):
+                for dotted, value in axis.overrides(index).items():
+                    section, name = dotted.split(".", 1)
+                    changes.setdefault(section, {})[name] = value
+            point = {axis.name: axis.label(index) for axis, index in zip(self.axes, indices, strict=True)}
+            planned.append(PlannedTrial(config=self.base.replace(**changes), point=point))
+        return planned
+
+
+def flatten(config: TrialConfig) -> dict[str, Any]:
+    """``{"data.train_minority": 10, ...}``: one column or MLflow param per field."""
+    return {
+        f"{section}.{name}": ",".join(map(str, value)) if isinstance(value, tuple | list) else value
+        for section, fields in config.to_dict().items()
+        for name, value in fields.items()
+    }
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "+".join(map(str, value))
+    return str(value)

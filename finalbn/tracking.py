@@ -1,0 +1,211 @@
+"""MLflow layout of a sweep: one experiment per sweep, one parent run per
+invocation, one child run per trial.
+
+Only the sweep's driver process writes to MLflow (trials report to it through
+the backend), so a SQLite store never sees concurrent writers from one sweep.
+``NullTracker`` stands in when tracking is off.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Protocol
+
+import finalbn
+from finalbn.errors import UserError
+from finalbn.spec import PlannedTrial, SweepSpec, flatten
+
+TRIAL_TAG = "finalbn.trial_id"
+# Files of a trial folder worth keeping in MLflow; weights stay on disk.
+ARTIFACTS = (
+    "config.json",
+    "manifest.parquet",
+    "metrics.parquet",
+    "predictions.parquet",
+    "confusion.csv",
+    "summary.json",
+    "failure.json",
+)
+
+
+class Tracker(Protocol):
+    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None: ...
+    def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None: ...
+    def discard_attempt(self, trial_id: str) -> None: ...
+    def finish_trial(
+        self, trial: PlannedTrial, trial_id: str, fingerprint: str, folder: Path, failed: bool
+    ) -> None: ...
+    def end_sweep(self, status: str) -> None: ...
+    def where(self) -> list[str]: ...
+
+
+class NullTracker:
+    """Tracking off: every call does nothing."""
+
+    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None:
+        pass
+
+    def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None:
+        pass
+
+    def discard_attempt(self, trial_id: str) -> None:
+        pass
+
+    def finish_trial(self, trial: PlannedTrial, trial_id: str, fingerprint: str, folder: Path, failed: bool) -> None:
+        pass
+
+    def end_sweep(self, status: str) -> None:
+        pass
+
+    def where(self) -> list[str]:
+        return ["MLflow tracking: off"]
+
+
+def default_tracking_uri(directory: Path) -> str:
+    return f"sqlite:///{(directory / 'mlruns.db').resolve()}"
+
+
+class MlflowTracker:
+    """Writes through ``MlflowClient`` with explicit run ids: no global active run."""
+
+    def __init__(self, uri: str, artifact_root: Path) -> None:
+        _check_reachable(uri)
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.artifact_root = artifact_root
+        self.experiment_id = ""
+        self.parent_id = ""
+        self.children: dict[str, str] = {}
+
+    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None:
+        self.experiment_id = self._experiment(spec.name)
+        self._close_stale_runs()
+        parent = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={
+                "finalbn.sweep": spec.name,
+                "finalbn.reproduces": spec.reproduces,
+                "finalbn.version": finalbn.__version__,
+                "finalbn.git_commit": _git_commit(),
+                "finalbn.trials_total": str(spec.size()),
+                "finalbn.trials_pending": str(pending),
+                "finalbn.trials_skipped": str(skipped),
+                "mlflow.note.content": spec.description,
+            },
+        )
+        self.parent_id = parent.info.run_id
+
+    def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self._child(trial, trial_id, fingerprint)
+        step = int(row["epoch"])
+        now = int(time.time() * 1000)
+        metrics = [Metric(_metric_key(k), float(v), now, step) for k, v in row.items() if k != "epoch"]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def discard_attempt(self, trial_id: str) -> None:
+        """A failed attempt that will be retried: its half-logged run goes, the retry starts clean."""
+        run_id = self.children.pop(trial_id, None)
+        if run_id is not None:
+            self.client.delete_run(run_id)
+
+    def finish_trial(self, trial: PlannedTrial, trial_id: str, fingerprint: str, folder: Path, failed: bool) -> None:
+        run_id = self._child(trial, trial_id, fingerprint)
+        for name in ARTIFACTS:
+            if (folder / name).exists():
+                self.client.log_artifact(run_id, str(folder / name))
+        if failed and (folder / "failure.json").exists():
+            error = json.loads((folder / "failure.json").read_text())["traceback"]
+            # Tag values are capped; the whole traceback is in the failure.json artifact.
+            self.client.set_tag(run_id, "finalbn.error", error[-4000:])
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def end_sweep(self, status: str) -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status)
+
+    def where(self) -> list[str]:
+        lines = [f"MLflow: experiment id {self.experiment_id} in {self.uri}"]
+        if self.uri.startswith("sqlite:"):
+            lines.append(f"  open the UI: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
+        return lines
+
+    def _experiment(self, name: str) -> str:
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri:
+            location = (self.artifact_root / name).resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _child(self, trial: PlannedTrial, trial_id: str, fingerprint: str) -> str:
+        if trial_id in self.children:
+            return self.children[trial_id]
+        # A trial that failed in an earlier invocation keeps one run: the old one goes.
+        for run in self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'"):
+            self.client.delete_run(run.info.run_id)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{trial.name()} [{trial_id}]",
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                TRIAL_TAG: trial_id,
+                "finalbn.dataset_fingerprint": fingerprint,
+                "finalbn.version": finalbn.__version__,
+                "finalbn.git_commit": _git_commit(),
+            },
+        )
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)) for k, v in flatten(trial.config).items()]
+        self.client.log_batch(run.info.run_id, params=params)
+        self.children[trial_id] = run.info.run_id
+        return run.info.run_id
+
+    def _close_stale_runs(self) -> None:
+        """Runs a killed invocation left RUNNING are marked KILLED, never left RUNNING."""
+        for run in self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+            self.client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _metric_key(name: str) -> str:
+    # MLflow keys allow letters, digits and _ - . space : / only; class names may hold more.
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
+def _check_reachable(uri: str) -> None:
+    """A tracking server that does not answer fails the sweep before any trial."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+    except (urllib.error.URLError, OSError) as error:
+        raise UserError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}): "
+            "start it, fix --tracking-uri, or pass --no-tracking"
+        ) from None
+
+
+@functools.cache
+def _git_commit() -> str:
+    """The code version a trial ran with, so edits mid-sweep are visible afterwards."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path.cwd()
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+

@@ -1,0 +1,121 @@
+"""Sweeps through real Ray Tune into a real MLflow SQLite store, on embedded MNIST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+
+from finalbn.launch import RayTuneBackend
+from finalbn.presets import EMBEDDED_MNIST
+from finalbn.spec import Axis, SweepSpec
+from finalbn.sweep import FAULT_ENV, SweepOptions, run_sweep
+from finalbn.tracking import TRIAL_TAG, MlflowTracker
+
+pytestmark = pytest.mark.slow
+
+TINY = EMBEDDED_MNIST.replace(train={"epochs": 2})
+
+
+def spec(name: str, minority_counts: tuple[int, ...] = (3, 6)) -> SweepSpec:
+    return SweepSpec(
+        name=name,
+        base=TINY,
+        axes=(
+            Axis("data.train_minority", minority_counts),
+            Axis("model.final_norm", ("bn", "none")),
+            Axis("train.seed", (0, 1), role="nuisance"),
+        ),
+    )
+
+
+def sweep(spec_: SweepSpec, root: Path, **options: object) -> tuple:
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
+    # Half a core per trial: four trials run (and report) at once on two cores.
+    opts = SweepOptions(out=root / "results", cpus_per_trial=0.5, **options)
+    report = run_sweep(spec_, opts, RayTuneBackend(), tracker)
+    return report, MlflowClient(uri)
+
+
+def runs(client: MlflowClient, name: str) -> list:
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    root = tmp_path_factory.mktemp("sweep")
+    report, client = sweep(spec("smoke"), root)
+    return root, report, client
+
+
+def test_every_trial_finishes_once(finished: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    root, report, _ = finished
+    assert report.total == 8 and len(report.finished) == 8 and report.failed == [] and report.skipped == 0
+    epochs = pl.read_parquet(report.folder / "epochs.parquet")
+    assert epochs.height == 16
+    assert epochs.select("trial_id", "epoch").is_duplicated().sum() == 0
+    assert set(epochs["data.train_minority"]) == {3, 6}
+    assert set(epochs["axis.model.final_norm"]) == {"bn", "none"}
+    trials = pl.read_parquet(report.folder / "trials.parquet")
+    assert trials.height == 8
+    with_bn = trials.filter(pl.col("model.final_norm") == "bn")
+    assert with_bn["nobn_f1_minority"].is_not_null().all()
+
+
+def test_mlflow_holds_one_parent_and_a_child_per_trial(finished: tuple) -> None:
+    _, report, client = finished
+    all_runs = runs(client, "smoke")
+    parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 8
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.tags[TRIAL_TAG] for r in children} == set(report.finished)
+    child = children[0]
+    assert child.info.status == "FINISHED"
+    assert child.data.params["data.source"] == "mnist"
+    assert child.data.tags[TRIAL_TAG] in child.info.run_name
+    history = client.get_metric_history(child.info.run_id, "test_f1_minority")
+    assert sorted(m.step for m in history) == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"config.json", "manifest.parquet", "predictions.parquet", "confusion.csv"} <= artifacts
+
+
+def test_rerun_trains_nothing_and_adds_no_child_run(finished: tuple) -> None:
+    root, first, _ = finished
+    again, client = sweep(spec("smoke"), root)
+    assert again.skipped == 8 and again.finished == [] and again.failed == []
+    children = [r for r in runs(client, "smoke") if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 8
+    # A grown grid runs only the new points.
+    grown, _ = sweep(spec("smoke", minority_counts=(3, 6, 9)), root)
+    assert grown.skipped == 8 and len(grown.finished) == 4
+    assert pl.read_parquet(grown.folder / "trials.parquet").height == 12
+
+
+def test_failing_trial_is_retried_then_recorded_and_rerun_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faulty = spec("faulty", minority_counts=(3,))
+    monkeypatch.setenv(FAULT_ENV, "raise:final_norm=none seed=1")
+    report, client = sweep(faulty, tmp_path, retries=1)
+    assert len(report.finished) == 3 and len(report.failed) == 1
+    [bad] = report.failed
+    failure = json.loads((report.folder / "trials" / bad / "failure.json").read_text())
+    assert failure["attempts"] == 2  # the first try and one retry
+    assert "fault injected" in failure["traceback"]
+    [failed_run] = [r for r in runs(client, "faulty") if r.data.tags.get(TRIAL_TAG) == bad]
+    assert failed_run.info.status == "FAILED"
+    assert "fault injected" in failed_run.data.tags["finalbn.error"]
+
+    monkeypatch.delenv(FAULT_ENV)
+    rerun, client = sweep(faulty, tmp_path)
+    assert rerun.finished == [bad] and rerun.skipped == 3
+    trial_runs = [r for r in runs(client, "faulty") if r.data.tags.get(TRIAL_TAG) == bad]
+    assert [r.info.status for r in trial_runs] == ["FINISHED"]
+    assert not any(r.info.status == "RUNNING" for r in runs(client, "faulty"))
