@@ -152,6 +152,28 @@ def write_tables(folder: Path, jobs: list[TrialJob]) -> None:
     pl.DataFrame(finals, infer_schema_length=None).write_parquet(folder / "trials.parquet")
 
 
+def summary_table(folder: Path, spec: SweepSpec) -> pl.DataFrame | None:
+    """Test minority/majority F1 per value of the scientific axes, over seeds and
+    other nuisance axes: the sweep's answer at a glance (analysis/ goes further)."""
+    path = folder / "trials.parquet"
+    if not path.exists():
+        return None
+    keys = [f"axis.{axis.name}" for axis in spec.axes if axis.role == "scientific" and len(axis.values) > 1]
+    trials = pl.read_parquet(path)
+    aggregations = [
+        pl.col("f1_minority").mean().round(3).alias("minority F1"),
+        pl.col("f1_minority").std().round(3).alias("std"),
+        pl.col("f1_majority").mean().round(3).alias("majority F1"),
+        pl.len().alias("trials"),
+    ]
+    if not keys:
+        return trials.select(aggregations)
+    order = {f"axis.{a.name}": [a.label(i) for i in range(len(a.values))] for a in spec.axes}
+    table = trials.group_by(keys).agg(aggregations)
+    rank = [pl.col(k).replace_strict(order[k], list(range(len(order[k]))), default=None) for k in keys]
+    return table.sort(rank).rename({k: k.removeprefix("axis.") for k in keys})
+
+
 def _config_columns(job: TrialJob) -> dict[str, object]:
     point = {f"axis.{name}": label for name, label in job.trial.point.items()}
     config = flatten(job.trial.config)
@@ -207,7 +229,9 @@ class Progress:
 
     def started(self, job: TrialJob) -> None:
         self.running.add(job.trial_id)
-        self._show()
+        # In a log (no terminal) a line per finished trial is enough.
+        if self.tty:
+            self._show()
 
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
         self.running.add(job.trial_id)

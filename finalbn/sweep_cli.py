@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import polars as pl
+
 from finalbn.cli import guarded
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
@@ -69,7 +71,7 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
     specs = build_sweeps(experiment, args.preset, data)
     if args.dry_run:
         for spec in specs:
-            print(dry_run(spec, gpu=args.gpus_per_trial > 0))
+            print(dry_run(spec))
         return
     _check_gpus(args.gpus_per_trial)
     failed = 0
@@ -81,7 +83,7 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
 
 def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
     from finalbn.launch import BACKENDS
-    from finalbn.sweep import SweepOptions, run_sweep
+    from finalbn.sweep import SweepOptions, run_sweep, summary_table
     from finalbn.tracking import MlflowTracker, NullTracker, default_tracking_uri
 
     options = SweepOptions(
@@ -102,6 +104,10 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
         f"{spec.name}: {len(report.finished)} trained, {report.skipped} skipped (finished earlier), "
         f"{len(report.failed)} failed, in {report.seconds:.0f} s"
     )
+    table = summary_table(report.folder, spec)
+    if table is not None:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            print(f"test F1 (final model) by scientific axis, mean over seeds:\n{table}")
     print(f"results: {report.folder / 'epochs.parquet'} (trial x epoch), {report.folder / 'trials.parquet'} (trial)")
     for line in tracker.where():
         print(line)
@@ -110,7 +116,7 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
     return len(report.failed)
 
 
-def dry_run(spec: SweepSpec, gpu: bool) -> str:
+def dry_run(spec: SweepSpec) -> str:
     """The grid, the trials per axis value and a cost estimate, without training."""
     lines = [f"{spec.name} ({spec.reproduces or 'custom'}): {spec.size()} trials"]
     for axis in spec.axes:
@@ -119,13 +125,10 @@ def dry_run(spec: SweepSpec, gpu: bool) -> str:
         lines.append(
             f"  {axis.name} [{axis.role}]: {labels}  ({len(axis.values)} values, {per_value} trials each)"
         )
-    device = "gpu" if gpu else "cpu"
-    seconds = sum(estimate_trial_seconds(trial.config, device) for trial in spec.trials())
-    where = "one GPU (assumed H100, mixed precision)" if gpu else "one CPU core (measured on a 2-core machine)"
-    lines.append(
-        f"  estimated cost: {seconds / 3600:.2f} {device}-hours = {seconds:.0f} trial-seconds on {where}, "
-        f"data loading excluded; assumption, not a calibration"
-    )
+    for device, where in (("cpu", "one CPU core, measured on a 2-core machine"), ("gpu", "one H100, assumed")):
+        seconds = sum(estimate_trial_seconds(trial.config, device) for trial in spec.trials())
+        lines.append(f"  estimated cost on {device}: {seconds / 3600:.2f} hours ({seconds:.0f} trial-seconds; {where})")
+    lines.append("  (assumed per-image forward costs, data loading excluded; not a calibration)")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import subprocess
 import time
@@ -79,6 +80,8 @@ class MlflowTracker:
         _check_reachable(uri)
         from mlflow.tracking import MlflowClient
 
+        # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.artifact_root = artifact_root

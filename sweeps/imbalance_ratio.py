@@ -1,0 +1,31 @@
+"""Figure 4.6: minority-class F1 against the imbalance ratio, final BN on/off, frozen/unfrozen backbone.
+
+The thesis' "430 runs" are this sweep (400) plus sweeps/batch_size.py (30):
+
+    paper   data.train_minority 5, 10, ..., 100 vs 1,000 healthy (20 ratios, 0.005-0.1)
+            x model.final_norm {bn, none} x model.unfreeze {none, all} (frozen ResNet34
+            body vs every layer trained, fastai's unfreeze()) x train.seed 0-4
+            = 20 x 2 x 2 x 5 = 400 trials. PlantVillage Apple, ResNet34 on ImageNet
+            weights, 224 px, 10 epochs, batch 64; needs --data and a GPU.
+    laptop  train_minority {3, 6, 15, 30} of 300 (ratios 0.01-0.1) x final_norm {bn, none}
+            x seed {0, 1} = 16 trials, about 2 minutes on 2 CPU cores. The simple CNN
+            trains from scratch, so frozen vs unfrozen means nothing: unfreeze is a
+            fixed axis at "all". Embedded MNIST 3 vs 8 without --data; with --data,
+            that PlantVillage root's Apple at 32 px.
+    smoke   train_minority {1, 4} of 32 x final_norm x seed {0, 1} = 8 trials, 2 epochs.
+
+Seeds change initialisation and batch order; the images stay the same, and a
+smaller ratio's training set is a subset of a larger one's.
+
+Examples:
+    python sweeps/imbalance_ratio.py
+    python sweeps/imbalance_ratio.py --preset paper --data ~/data/plantvillage --dry-run
+    python sweeps/imbalance_ratio.py --preset paper --data ~/data/plantvillage
+"""
+
+import sys
+
+from finalbn.sweep_cli import run_script
+
+if __name__ == "__main__":
+    sys.exit(run_script("imbalance_ratio", __doc__))

@@ -1,0 +1,404 @@
+"""The thesis' experiments as declared sweeps: counts, valid configs, presets, scripts.
+
+Nothing here trains or starts Ray: the counts come from the declarations, and
+the expected values are transcribed from the thesis, not from the module.
+"""
+
+import ast
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from finalbn.config import DataConfig, validate
+from finalbn.data import build_manifest
+from finalbn.errors import UserError
+from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
+from finalbn.spec import SweepSpec
+
+REPO = Path(__file__).resolve().parents[1]
+# A path that does not exist: builders must declare without touching the file system.
+FAKE_ROOT = "/nonexistent/plantvillage"
+NAMES = ("imbalance_ratio", "batch_size", "factorial", "headline", "bn_removal", "mnist")
+# Every (experiment, preset, data) a user can ask for.
+CASES = [
+    (name, preset, data)
+    for name in NAMES
+    for preset, data in (("smoke", None), ("laptop", None), ("laptop", FAKE_ROOT), ("paper", FAKE_ROOT))
+]
+
+
+def case_id(case: tuple[str, str, str | None]) -> str:
+    name, preset, data = case
+    return f"{name}-{preset}{'-data' if data else ''}"
+
+
+def sizes(experiment: str, preset: str, data: str | None) -> dict[str, int]:
+    return {spec.name: len(spec.trials()) for spec in build_sweeps(experiment, preset, data)}
+
+
+def field_value(config: object, field: str) -> object:
+    section, name = field.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def test_every_experiment_is_registered() -> None:
+    assert set(EXPERIMENTS) == set(NAMES)
+    assert PRESETS == ("smoke", "laptop", "paper")
+
+
+# ------------------------------------------------------------ paper counts
+
+
+@pytest.mark.parametrize(
+    ("experiment", "expected"),
+    [
+        ("imbalance_ratio", {"imbalance_ratio-paper": 400}),
+        ("batch_size", {"batch_size-paper": 30}),
+        ("factorial", {"factorial-paper": 192}),
+        ("headline", {"headline-paper": 90}),
+        ("bn_removal", {"bn_removal-paper": 60}),
+        ("mnist", {"mnist_cnn-paper": 100, "mnist_fc-paper": 45}),
+    ],
+)
+def test_paper_counts(experiment: str, expected: dict[str, int]) -> None:
+    assert sizes(experiment, "paper", FAKE_ROOT) == expected
+
+
+def test_imbalance_and_batch_size_make_the_thesis_430_runs() -> None:
+    total = sum(sizes("imbalance_ratio", "paper", FAKE_ROOT).values()) + sum(
+        sizes("batch_size", "paper", FAKE_ROOT).values()
+    )
+    assert total == 430
+
+
+def test_imbalance_ratio_paper_grid() -> None:
+    [spec] = build_sweeps("imbalance_ratio", "paper", FAKE_ROOT)
+    configs = [t.config for t in spec.trials()]
+    assert sorted({c.data.train_minority for c in configs}) == list(range(5, 101, 5))
+    assert {c.data.train_majority for c in configs} == {1000}
+    assert {c.data.plant for c in configs} == {"Apple"}
+    assert {c.model.final_norm for c in configs} == {"bn", "none"}
+    assert {c.model.unfreeze for c in configs} == {"none", "all"}
+    assert {c.train.seed for c in configs} == set(range(5))
+    assert {(c.model.backbone, c.model.weights, c.data.image_size) for c in configs} == {("resnet34", "imagenet", 224)}
+    assert {(c.train.epochs, c.train.batch_size) for c in configs} == {(10, 64)}
+
+
+def test_batch_size_paper_grid() -> None:
+    [spec] = build_sweeps("batch_size", "paper", FAKE_ROOT)
+    configs = [t.config for t in spec.trials()]
+    assert sorted({c.train.batch_size for c in configs}) == [16, 32, 64, 128, 256, 512]
+    # Final BN, frozen backbone, 10 vs 1,000.
+    assert {(c.model.final_norm, c.model.unfreeze) for c in configs} == {("bn", "none")}
+    assert {(c.data.train_minority, c.data.train_majority) for c in configs} == {(10, 1000)}
+
+
+# Tables 4.3 and 4.4: Config Id -> the factors checked in that configuration.
+THESIS_CONFIG_IDS = {
+    31: {"BN"},
+    23: {"BN", "DA"},
+    20: {"BN", "DA", "UF", "WD"},
+    29: {"BN", "UF"},
+    28: {"BN", "UF", "WD"},
+    49: {"DA", "MX", "UF"},
+    48: {"DA", "MX", "UF", "WD"},
+    50: {"DA", "MX", "WD"},
+}
+# What "checked" means for each factor (thesis 4.3.3).
+FACTOR_CHECKED = {
+    "BN": ("model.final_norm", "bn"),
+    "WL": ("train.weighted_loss", True),
+    "DA": ("train.augment", True),
+    "MX": ("train.mixup_alpha", 0.4),
+    "UF": ("model.unfreeze", "bn"),
+    "WD": ("train.weight_decay", 1e-2),
+}
+FACTOR_UNCHECKED = {"BN": "none", "WL": False, "DA": False, "MX": 0.0, "UF": "none", "WD": 0.0}
+
+
+def factors_on(config: object) -> set[str]:
+    return {name for name, (field, on) in FACTOR_CHECKED.items() if field_value(config, field) == on}
+
+
+def test_factorial_paper_is_64_distinct_configurations_per_plant() -> None:
+    [spec] = build_sweeps("factorial", "paper", FAKE_ROOT)
+    by_plant: dict[str, list[object]] = {}
+    for trial in spec.trials():
+        by_plant.setdefault(trial.config.data.plant, []).append(trial.config)
+    assert sorted(by_plant) == ["Apple", "Pepper", "Tomato"]
+    for configs in by_plant.values():
+        assert len(configs) == 64
+        combos = {tuple(field_value(c, field) for field, _ in FACTOR_CHECKED.values()) for c in configs}
+        assert len(combos) == 2**6
+        for name, (field, on) in FACTOR_CHECKED.items():
+            assert {field_value(c, field) for c in configs} == {on, FACTOR_UNCHECKED[name]}
+        assert {(c.model.backbone, c.train.epochs, c.train.seed) for c in configs} == {("resnet34", 10, 0)}
+
+
+def test_factorial_trial_index_within_a_plant_is_the_thesis_config_id() -> None:
+    [spec] = build_sweeps("factorial", "paper", FAKE_ROOT)
+    apple = [t.config for t in spec.trials() if t.config.data.plant == "Apple"]
+    for config_id, factors in THESIS_CONFIG_IDS.items():
+        assert factors_on(apple[config_id]) == factors, config_id
+
+
+def test_headline_paper_is_vgg19_bn_with_the_three_table_columns() -> None:
+    [spec] = build_sweeps("headline", "paper", FAKE_ROOT)
+    configs = [t.config for t in spec.trials()]
+    assert {c.model.backbone for c in configs} == {"vgg19_bn"}
+    columns = Counter((c.model.final_norm, c.train.weighted_loss) for c in configs)
+    # plain, weighted loss without BN, final BN without weighted loss; 3 plants x 10 runs each.
+    assert columns == {("none", False): 30, ("none", True): 30, ("bn", False): 30}
+    assert {c.data.plant for c in configs} == {"Apple", "Pepper", "Tomato"}
+    assert {c.train.seed for c in configs} == set(range(10))
+
+
+def test_bn_removal_paper_protocol() -> None:
+    [spec] = build_sweeps("bn_removal", "paper", FAKE_ROOT)
+    configs = [t.config for t in spec.trials()]
+    assert Counter(c.model.final_norm for c in configs) == {"bn": 30, "none": 30}
+    assert {c.data.train_minority / c.data.train_majority for c in configs} == {0.01}
+    assert {(c.model.backbone, c.train.epochs, c.train.batch_size) for c in configs} == {("resnet34", 10, 64)}
+
+
+# ------------------------------------------------------------------ MNIST
+
+# Table 4.7's settings as (minority digits, majority digits).
+TABLE_4_7 = [({"3"}, {"8"}), ({"2"}, {"8"}), ({"3"}, {"5"}), ({"3"}, {"5", "8"}), ({"3", "5"}, {"8"})]
+# Table 4.8 row by row: output activation, loss, first BN, final BN.
+TABLE_4_8 = [
+    ("sigmoid", "BCE", "", ""),
+    ("softmax", "BCE", "", ""),
+    ("softmax", "BCE", "✓", ""),
+    ("softmax", "CCE", "", ""),
+    ("sigmoid", "BCE", "", "✓"),
+    ("softmax", "BCE", "", "✓"),
+    ("softmax", "BCE", "✓", "✓"),
+    ("softmax", "CCE", "", "✓"),
+    ("softmax", "CCE", "✓", "✓"),
+]
+
+
+def mnist_specs(preset: str, data: str | None) -> tuple[SweepSpec, SweepSpec]:
+    cnn, fc = build_sweeps("mnist", preset, data)
+    assert cnn.reproduces == "Table 4.7" and fc.reproduces == "Table 4.8"
+    return cnn, fc
+
+
+@pytest.mark.parametrize(("preset", "data"), [("smoke", None), ("laptop", None), ("paper", FAKE_ROOT)])
+def test_mnist_cnn_covers_table_4_7(preset: str, data: str | None) -> None:
+    cnn, _ = mnist_specs(preset, data)
+    seed0 = [t.config for t in cnn.trials() if t.config.train.seed == 0 and t.config.model.final_norm == "bn"]
+    assert [(set(c.data.minority), set(c.data.majority)) for c in seed0] == TABLE_4_7
+    configs = [t.config for t in cnn.trials()]
+    assert {c.model.backbone for c in configs} == {"simple_cnn"}
+    assert {c.model.final_norm for c in configs} == {"bn", "none"}
+    if preset != "smoke":  # smoke's counts are the smallest that work, not a ratio
+        assert {c.data.train_minority / c.data.train_majority for c in configs} == {0.01}
+
+
+@pytest.mark.parametrize(("preset", "data"), [("smoke", None), ("laptop", None), ("paper", FAKE_ROOT)])
+def test_mnist_fc_rows_are_table_4_8(preset: str, data: str | None) -> None:
+    _, fc = mnist_specs(preset, data)
+    seed0 = [t.config for t in fc.trials() if t.config.train.seed == 0]
+    rows = [
+        (
+            c.model.output,
+            c.train.loss.upper(),
+            "✓" if c.model.first_bn else "",
+            "✓" if c.model.final_norm == "bn" else "",
+        )
+        for c in seed0
+    ]
+    assert rows == TABLE_4_8
+    configs = [t.config for t in fc.trials()]
+    assert {(c.data.minority, c.data.majority) for c in configs} == {(("3",), ("8",))}
+    assert {(c.model.backbone, c.model.weights, c.model.unfreeze) for c in configs} == {("fc128", "none", "all")}
+
+
+def test_mnist_paper_uses_full_mnist_at_1_percent_with_counts_it_holds() -> None:
+    cnn, fc = mnist_specs("paper", FAKE_ROOT)
+    configs = [t.config for t in (*cnn.trials(), *fc.trials())]
+    assert {(c.data.source, c.data.root) for c in configs} == {("torchvision-mnist", FAKE_ROOT)}
+    assert {c.data.train_minority / c.data.train_majority for c in configs} == {0.01}
+    # Digit 5, the rarest used, has 6,313 images in train + test pooled.
+    for c in configs:
+        d = c.data
+        assert d.train_majority + d.val_majority + d.test_majority <= 6313
+        assert d.test_majority == d.test_minority
+    assert {c.train.epochs for c in (t.config for t in fc.trials())} == {100}
+    assert {c.train.seed for c in (t.config for t in fc.trials())} == set(range(5))
+    assert {c.train.seed for c in (t.config for t in cnn.trials())} == set(range(10))
+
+
+# ---------------------------------------------------- every experiment x preset
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_every_planned_trial_is_valid_and_named_once(case: tuple[str, str, str | None]) -> None:
+    specs = build_sweeps(*case)
+    assert specs
+    for spec in specs:
+        trials = spec.trials()
+        for trial in trials:
+            validate(trial.config)
+        names = [trial.name() for trial in trials]
+        assert len(set(names)) == len(names), spec.name
+        assert spec.reproduces and spec.description
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_search_space_has_one_grid_per_axis(case: tuple[str, str, str | None]) -> None:
+    for spec in build_sweeps(*case):
+        space = spec.search_space()
+        assert list(space) == [axis.name for axis in spec.axes]
+        lengths = [len(grid["grid_search"]) for grid in space.values()]
+        assert math.prod(lengths) == spec.size() == len(spec.trials())
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_axis_roles(case: tuple[str, str, str | None]) -> None:
+    for spec in build_sweeps(*case):
+        for axis in spec.axes:
+            if axis.name == "train.seed":
+                assert axis.role == "nuisance"
+            elif len(axis.values) == 1:
+                assert axis.role == "fixed", axis.name
+            else:
+                assert axis.role == "scientific", axis.name
+            if axis.joint:
+                assert len(axis.labels) == len(set(axis.labels)) == len(axis.values)
+
+
+def test_sweep_names_are_unique_across_experiments_presets_and_data() -> None:
+    names = [spec.name for case in CASES for spec in build_sweeps(*case)]
+    assert len(set(names)) == len(names)
+    assert "imbalance_ratio-laptop" in names and "mnist_fc-paper" in names
+
+
+@pytest.mark.parametrize("experiment", NAMES)
+def test_laptop_without_data_runs_on_embedded_mnist_within_budget(experiment: str) -> None:
+    for spec in build_sweeps(experiment, "laptop", None):
+        configs = [t.config for t in spec.trials()]
+        assert {c.data.source for c in configs} == {"mnist"}
+        assert 8 <= len(configs) <= 24, spec.name
+
+
+@pytest.mark.parametrize("data", [None, FAKE_ROOT])
+def test_imbalance_ratio_laptop_fits_three_minutes(data: str | None) -> None:
+    # ~5-7 s a trial on one core, two at a time, plus Ray's start.
+    [spec] = build_sweeps("imbalance_ratio", "laptop", data)
+    configs = [t.config for t in spec.trials()]
+    assert len(configs) <= 16
+    assert {c.data.train_majority for c in configs} == {300}
+    assert {c.data.train_minority / 300 for c in configs} == {0.01, 0.02, 0.05, 0.1}
+    assert {c.model.unfreeze for c in configs} == {"all"}
+
+
+@pytest.mark.parametrize("experiment", NAMES)
+def test_laptop_with_data_uses_that_data(experiment: str) -> None:
+    source = "torchvision-mnist" if experiment == "mnist" else "plantvillage"
+    for spec in build_sweeps(experiment, "laptop", FAKE_ROOT):
+        assert spec.name.endswith(f"-laptop-{source}")
+        for trial in spec.trials():
+            assert (trial.config.data.source, trial.config.data.root) == (source, FAKE_ROOT)
+            # No ImageNet weights or GPU on a laptop: a network trained from scratch.
+            assert (trial.config.model.weights, trial.config.model.unfreeze) == ("none", "all")
+
+
+@pytest.mark.parametrize("experiment", NAMES)
+def test_smoke_is_small_and_short(experiment: str) -> None:
+    for spec in build_sweeps(experiment, "smoke", None):
+        configs = [t.config for t in spec.trials()]
+        assert len(configs) >= 8, spec.name
+        assert {c.train.epochs for c in configs} == {2}
+        assert {c.data.source for c in configs} == {"mnist"}
+
+
+def test_small_presets_fit_the_embedded_digits() -> None:
+    # validate() does not know the source holds 500 images per digit; the split does.
+    data_configs = {
+        trial.config.data
+        for name in NAMES
+        for preset in ("smoke", "laptop")
+        for spec in build_sweeps(name, preset, None)
+        for trial in spec.trials()
+    }
+    for data in data_configs:
+        manifest = build_manifest(data)
+        assert manifest.table.height == sum(
+            data.count(split, role) * len(getattr(data, role))
+            for split in ("train", "val", "test")
+            for role in ("majority", "minority")
+        )
+
+
+@pytest.mark.plantvillage
+def test_laptop_counts_fit_the_plantvillage_subset(plantvillage_root: Path) -> None:
+    # Per plant, the most minority images any laptop trial asks for (smaller
+    # draws are subsets of it).
+    largest: dict[str, DataConfig] = {}
+    for name in NAMES[:-1]:  # mnist reads MNIST, not PlantVillage
+        for spec in build_sweeps(name, "laptop", str(plantvillage_root)):
+            for trial in spec.trials():
+                data = trial.config.data
+                if data.plant not in largest or data.train_minority > largest[data.plant].train_minority:
+                    largest[data.plant] = data
+    assert sorted(largest) == ["Apple", "Pepper", "Tomato"]
+    for data in largest.values():
+        build_manifest(data)
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("experiment", NAMES)
+def test_paper_without_data_names_the_fix(experiment: str) -> None:
+    with pytest.raises(UserError, match=r"the paper preset needs --data PATH"):
+        build_sweeps(experiment, "paper", None)
+
+
+def test_paper_without_data_names_the_right_folder() -> None:
+    with pytest.raises(UserError, match="PlantVillage root"):
+        build_sweeps("imbalance_ratio", "paper", None)
+    with pytest.raises(UserError, match="MNIST/raw"):
+        build_sweeps("mnist", "paper", None)
+
+
+def test_unknown_preset_lists_the_presets() -> None:
+    with pytest.raises(UserError, match="unknown preset 'huge': choose one of smoke, laptop, paper"):
+        build_sweeps("headline", "huge", None)
+
+
+def test_unknown_experiment_lists_the_experiments() -> None:
+    with pytest.raises(UserError, match="bn_removal, factorial, headline, imbalance_ratio, mnist"):
+        build_sweeps("nope", "laptop", None)
+
+
+def test_smoke_refuses_data() -> None:
+    with pytest.raises(UserError, match="drop --data"):
+        build_sweeps("factorial", "smoke", FAKE_ROOT)
+
+
+def test_relative_data_paths_become_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Ray runs each trial in its own working directory.
+    monkeypatch.chdir(tmp_path)
+    [spec] = build_sweeps("bn_removal", "paper", "pv")
+    assert spec.base.data.root == str(tmp_path / "pv")
+
+
+# ----------------------------------------------------------------- scripts
+
+
+@pytest.mark.parametrize("experiment", NAMES)
+def test_sweep_script_is_thin(experiment: str) -> None:
+    """Docstring, imports, and one run_script call for its own experiment under __main__."""
+    tree = ast.parse((REPO / "sweeps" / f"{experiment}.py").read_text())
+    docstring = ast.get_docstring(tree)
+    assert docstring and "Examples:" in docstring
+    *imports, main = tree.body[1:]
+    assert all(isinstance(node, ast.Import | ast.ImportFrom) for node in imports)
+    assert isinstance(main, ast.If) and ast.unparse(main.test) == "__name__ == '__main__'"
+    assert ast.unparse(main.body[0]) == f"sys.exit(run_script({experiment!r}, __doc__))"
