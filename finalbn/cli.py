@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import types
 import typing
@@ -25,9 +26,16 @@ from finalbn.presets import base_config
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix (exit 2), like every other user error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(UserError.exit_code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``finalbn`` console script."""
-    parser = argparse.ArgumentParser(prog="finalbn", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="finalbn", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train one trial (see finalbn train --help)", add_help=False)
     prefetch = commands.add_parser("prefetch", help="download ImageNet weights into the local cache")
@@ -46,7 +54,7 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "python -m finalbn
 
 
 def train_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description=(
             "Train one trial and write its result folder. With no flags: the embedded MNIST "
@@ -186,6 +194,9 @@ def _flag_type(hint: Any) -> type:
 
 
 def guarded(action: Callable[[], None], debug: bool) -> int:
+    """Run a command: user errors become one line and exit 2; Ctrl-C (or
+    SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         action()
     except UserError as error:
@@ -193,7 +204,15 @@ def guarded(action: Callable[[], None], debug: bool) -> int:
             raise
         print(f"finalbn: error: {error}", file=sys.stderr)
         return UserError.exit_code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ while the trial id (a hash of the resolved config and the data manifest) can.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +27,11 @@ from finalbn.results import run_trial, writable_folder
 from finalbn.spec import PlannedTrial, SweepSpec, flatten
 from finalbn.tracking import Tracker
 
-# Tests set this to make matching trials fail: "raise:<text>" raises in the
-# trial, "exit:<text>" kills the worker process; <text> is matched against the
-# trial's readable name.
+# Fault injection, for tests only: "MODE:SELECTOR[:N]". MODE "raise" raises in
+# the trial, "exit" kills its worker process (os._exit). SELECTOR "p=0.3" hits
+# that fraction of trials (by trial-id hash, so the same ones every run), any
+# other text hits trials whose readable name contains it. N limits the fault
+# to a trial's first N attempts.
 FAULT_ENV = "FINALBN_FAULT"
 
 
@@ -55,13 +57,18 @@ class SweepOptions:
 
 
 class TrialEvents(Protocol):
-    """What a backend tells the driver about its trials, in the driver process."""
+    """What a backend tells the driver about its trials, in the driver process.
+
+    ``error`` is the failed attempt's traceback as the backend saw it; the
+    driver, not the worker, writes it down, so a worker that died without a
+    word (killed, out of memory) is recorded too.
+    """
 
     def started(self, job: TrialJob) -> None: ...
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
-    def retrying(self, job: TrialJob) -> None: ...
+    def retrying(self, job: TrialJob, error: str) -> None: ...
     def finished(self, job: TrialJob) -> None: ...
-    def failed(self, job: TrialJob) -> None: ...
+    def failed(self, job: TrialJob, error: str) -> None: ...
 
 
 class Backend(Protocol):
@@ -105,11 +112,35 @@ def is_finished(job: TrialJob) -> bool:
     return (job.folder / "summary.json").exists()
 
 
+def set_aside_damaged(jobs: list[TrialJob]) -> list[str]:
+    """A finished-looking trial folder whose files do not read back is moved
+    aside (kept for inspection) so the trial reruns; returns one note per folder."""
+    notes = []
+    for job in jobs:
+        if not is_finished(job):
+            continue
+        try:
+            json.loads((job.folder / "summary.json").read_text())["test"]["f1_minority"]
+            pl.read_parquet(job.folder / "metrics.parquet")
+        except Exception as error:  # any unreadable state means: train it again
+            # Outside trials/, so nothing that scans trial folders ever reads it again.
+            damaged = job.folder.parent.parent / "damaged" / f"{job.trial_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+            damaged.parent.mkdir(exist_ok=True)
+            job.folder.rename(damaged)
+            notes.append(
+                f"trial {job.trial_id}: result folder unreadable ({type(error).__name__}); "
+                f"moved to {damaged}, it will be rerun"
+            )
+    return notes
+
+
 def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker: Tracker) -> SweepReport:
     started = time.perf_counter()
     folder = sweep_folder(spec, options)
     writable_folder(folder)
     jobs = plan(spec, options)
+    for note in set_aside_damaged(jobs):
+        print(note)
     pending = [job for job in jobs if not is_finished(job)]
     report = SweepReport(spec=spec, folder=folder, total=len(jobs), skipped=len(jobs) - len(pending))
     print(f"{spec.name}: {len(jobs)} trials, {report.skipped} finished earlier (skipped), {len(pending)} to run")
@@ -122,7 +153,12 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"\ninterrupted: rerun the same command to resume ({len(report.finished)} trials finished now)")
+        left = len(pending) - len(report.finished) - len(report.failed)
+        print(
+            f"\ninterrupted: {len(report.finished)} trials finished in this run, {left} did not; "
+            "rerun the same command to resume (finished trials are skipped)",
+            flush=True,
+        )
         raise
     finally:
         tracker.end_sweep(status)
@@ -189,29 +225,38 @@ def execute(job: TrialJob, threads: int, report: Callable[[dict[str, float]], No
     import torch
 
     torch.set_num_threads(max(1, threads))
-    try:
-        _inject_fault(job)
-        run_trial(job.trial.config, job.folder.parent, on_epoch=report, save_model=False)
-    except BaseException:
-        _record_failure(job, traceback.format_exc())
-        raise
+    _inject_fault(job)
+    run_trial(job.trial.config, job.folder.parent, on_epoch=report, save_model=False)
+
+
+def failed_attempts(job: TrialJob) -> int:
+    path = job.folder / "failure.json"
+    return json.loads(path.read_text())["attempts"] if path.exists() else 0
+
+
+def record_failure(job: TrialJob, error: str) -> None:
+    """Count one more failed attempt and keep its traceback (driver side)."""
+    job.folder.mkdir(parents=True, exist_ok=True)
+    record = {"trial_id": job.trial_id, "attempts": failed_attempts(job) + 1, "traceback": error}
+    (job.folder / "failure.json").write_text(json.dumps(record, indent=2))
 
 
 def _inject_fault(job: TrialJob) -> None:
     rule = os.environ.get(FAULT_ENV, "")
-    mode, _, needle = rule.partition(":")
-    if not needle or needle not in job.trial.name():
+    if not rule:
+        return
+    mode, selector, *limit = rule.split(":", 2)
+    if limit and failed_attempts(job) >= int(limit[0]):
+        return
+    if selector.startswith("p="):
+        hit = int(hashlib.sha256(job.trial_id.encode()).hexdigest()[:8], 16) / 16**8 < float(selector[2:])
+    else:
+        hit = selector in job.trial.name()
+    if not hit:
         return
     if mode == "exit":
         os._exit(3)
     raise RuntimeError(f"fault injected by {FAULT_ENV}={rule}")
-
-
-def _record_failure(job: TrialJob, trace: str) -> None:
-    job.folder.mkdir(parents=True, exist_ok=True)
-    path = job.folder / "failure.json"
-    attempts = json.loads(path.read_text())["attempts"] + 1 if path.exists() else 1
-    path.write_text(json.dumps({"trial_id": job.trial_id, "attempts": attempts, "traceback": trace}, indent=2))
 
 
 class Progress:
@@ -237,7 +282,8 @@ class Progress:
         self.running.add(job.trial_id)
         self.tracker.log_epoch(job.trial, job.trial_id, job.fingerprint, row)
 
-    def retrying(self, job: TrialJob) -> None:
+    def retrying(self, job: TrialJob, error: str) -> None:
+        record_failure(job, error)
         self.tracker.discard_attempt(job.trial_id)
 
     def finished(self, job: TrialJob) -> None:
@@ -248,7 +294,8 @@ class Progress:
         self.best = final if self.best != self.best else max(self.best, final)
         self._show()
 
-    def failed(self, job: TrialJob) -> None:
+    def failed(self, job: TrialJob, error: str) -> None:
+        record_failure(job, error)
         self.running.discard(job.trial_id)
         self.report.failed.append(job.trial_id)
         self.tracker.finish_trial(job.trial, job.trial_id, job.fingerprint, job.folder, failed=True)

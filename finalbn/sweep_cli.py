@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from finalbn.cli import guarded
+from finalbn.cli import OneLineParser, guarded
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.experiments import PRESETS, build_sweeps
@@ -40,7 +40,7 @@ def run_script(experiment: str, doc: str | None, argv: Sequence[str] | None = No
 def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     from finalbn.launch import BACKENDS
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=f"python sweeps/{experiment}.py",
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,6 +8,8 @@ the backend), so a SQLite store never sees concurrent writers from one sweep.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -16,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -83,10 +86,12 @@ class MlflowTracker:
         # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with _store_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)
         self.artifact_root = artifact_root
         self.experiment_id = ""
         self.parent_id = ""
+        # Trial id -> child run id, for runs not yet terminated.
         self.children: dict[str, str] = {}
 
     def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None:
@@ -133,13 +138,18 @@ class MlflowTracker:
             # Tag values are capped; the whole traceback is in the failure.json artifact.
             self.client.set_tag(run_id, "finalbn.error", error[-4000:])
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        del self.children[trial_id]
 
     def end_sweep(self, status: str) -> None:
+        """Close the parent and any trial cut short (Ctrl-C, crash): none stays RUNNING."""
+        for run_id in self.children.values():
+            self.client.set_terminated(run_id, "KILLED" if status == "KILLED" else "FAILED")
+        self.children.clear()
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
 
     def where(self) -> list[str]:
-        lines = [f"MLflow: experiment id {self.experiment_id} in {self.uri}"]
+        lines = [f"MLflow: experiment id {self.experiment_id} in {redact(self.uri)}"]
         if self.uri.startswith("sqlite:"):
             lines.append(f"  open the UI: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
         return lines
@@ -183,6 +193,29 @@ class MlflowTracker:
             self.client.set_terminated(run.info.run_id, "KILLED")
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise opening a SQLite store across processes: MLflow creates and
+    migrates a new database on first open, and two sweeps starting together
+    would both run the migrations ("duplicate column name")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def redact(uri: str) -> str:
+    """``https://user:secret@host`` -> ``https://***@host``: credentials never reach logs."""
+    return re.sub(r"(?<=://)[^/@]+@", "***@", uri)
+
+
 def _metric_key(name: str) -> str:
     # MLflow keys allow letters, digits and _ - . space : / only; class names may hold more.
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
@@ -196,7 +229,7 @@ def _check_reachable(uri: str) -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
     except (urllib.error.URLError, OSError) as error:
         raise UserError(
-            f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}): "
+            f"MLflow tracking server {redact(uri)} is unreachable ({getattr(error, 'reason', error)}): "
             "start it, fix --tracking-uri, or pass --no-tracking"
         ) from None
 

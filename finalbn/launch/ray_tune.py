@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -30,6 +31,9 @@ class RayTuneBackend:
         # Trials write into their own folders by absolute path; keep Tune from
         # moving each worker into a Tune-owned directory.
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+        # Ctrl-C must stop the sweep (as KeyboardInterrupt), not ask Tune to
+        # save experiment state we do not use.
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         if not options.verbose:
             # The sweep prints its own one-line progress; Tune's tables and its
             # per-failure tracebacks (kept in each failure.json) stay off.
@@ -88,13 +92,27 @@ class _Relay(tune.Callback):
             self.events.epoch(self._job(trial), result["row"])
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.retrying(self._job(trial))
+        self.events.retrying(self._job(trial), _error_text(trial))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.finished(self._job(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.failed(self._job(trial))
+        self.events.failed(self._job(trial), _error_text(trial))
 
     def _job(self, trial: Any) -> TrialJob:
         return self.by_id[trial.config["trial_id"]]
+
+
+def _error_text(trial: Any) -> str:
+    """The failed attempt's traceback as Tune stored it (the worker's own
+    traceback for an exception, Ray's account of a dead worker otherwise).
+
+    Read from the trial's local error file, which Tune appends to before it
+    calls back; its storage copy (``trial.get_error()``) is synced later.
+    """
+    path = Path(trial.error_file) if trial.error_file else None
+    if path is None or not path.exists():
+        return "the trial failed and Ray Tune recorded no error text"
+    text = path.read_text()
+    return text[text.rfind("Failure #") :]
