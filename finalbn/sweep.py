@@ -93,13 +93,19 @@ def sweep_folder(spec: SweepSpec, options: SweepOptions) -> Path:
 def plan(spec: SweepSpec, options: SweepOptions) -> list[TrialJob]:
     """Resolve every grid point to a trial id; bad configs or data fail here, before any trial."""
     from finalbn.data import build_manifest
+    from finalbn.models import check_weights
 
     fingerprints: dict[DataConfig, str] = {}
+    checked: set[tuple[str, str]] = set()
     jobs = []
     # Absolute: workers may run in another working directory.
     trials_root = sweep_folder(spec, options).resolve() / "trials"
     for trial in spec.trials():
         validate(trial.config)
+        model = (trial.config.model.backbone, trial.config.model.weights)
+        if model not in checked:
+            check_weights(*model)
+            checked.add(model)
         data = trial.config.data
         if data not in fingerprints:
             fingerprints[data] = build_manifest(data).fingerprint()

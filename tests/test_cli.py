@@ -1,64 +1,13 @@
-"""User errors: one line naming the problem and the fix, exit status 2, no traceback."""
+"""The trial command line: flags, presets and config files (rejected input: test_bad_input.py)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from finalbn.cli import config_from_args, train_parser
 from finalbn.presets import EMBEDDED_MNIST, THESIS
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "finalbn.cli", "train", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-
-
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["--epochs", "0"], "epochs is 0"),
-        (["--backbone", "resnet1000"], "resnet34"),
-        (["--final-norm", "layer"], "bn, none, selu"),
-        (["--batch-size", "1"], "BatchNorm needs batches of 2"),
-        (["--ratio", "1.5"], "outside (0, 1]"),
-        (["--source", "plantvillage", "--root", "/nonexistent/plantvillage"], "/nonexistent/plantvillage"),
-        (["--source", "nosuchsource"], "mnist"),
-        (["--minority", "x"], "x"),
-        (["--output", "sigmoid"], "--loss bce"),
-        (["--config", "/nonexistent.json"], "--config"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
-    done = run_cli(*args)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("finalbn: error: ")
-    assert needle in lines[0]
-    assert "Traceback" not in done.stderr
-
-
-def test_unwritable_out_dir_fails_before_training(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    done = run_cli("--out", str(blocker / "runs"))
-    assert done.returncode == 2
-    assert str(blocker / "runs") in done.stderr
-    assert "epoch" not in done.stdout
-
-
-def test_debug_shows_the_traceback() -> None:
-    done = run_cli("--epochs", "0", "--debug")
-    assert done.returncode != 0 and "Traceback" in done.stderr
 
 
 def test_flags_override_the_preset_and_ratio_sets_minority_count() -> None:

@@ -29,8 +29,11 @@ EPOCHS = 3
 def start(name: str, root: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(DRIVER), name, str(root / "results"), uri(root), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **(env or {})}, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
     )
 
 
@@ -87,8 +90,11 @@ def test_killed_driver_loses_nothing(tmp_path: Path) -> None:
     assert "finished earlier (skipped)" in output
     check_store(tmp_path, "killed")
     client = MlflowClient(uri(tmp_path))
-    parents = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
-               if TRIAL_TAG not in r.data.tags]
+    parents = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+        if TRIAL_TAG not in r.data.tags
+    ]
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]
 
 

@@ -7,7 +7,7 @@ channels; pretrained RGB kernels are adapted to it (summed for one channel).
 from finalbn.models.backbones import BACKBONES, POOLS, BackboneSpec
 from finalbn.models.heads import FINAL_NORMS, HEADS
 from finalbn.models.net import UNFREEZE_MODES, FinalBNNet, create_model, without_final_norm
-from finalbn.models.weights import prefetch_weights
+from finalbn.models.weights import check_weights, prefetch_weights
 
 __all__ = [
     "BACKBONES",
@@ -17,6 +17,7 @@ __all__ = [
     "UNFREEZE_MODES",
     "BackboneSpec",
     "FinalBNNet",
+    "check_weights",
     "create_model",
     "prefetch_weights",
     "without_final_norm",

@@ -110,19 +110,34 @@ def _imagenet_weights(name: str, spec: BackboneSpec) -> WeightsEnum:
     return spec.imagenet
 
 
+def check_weights(backbone: str, weights: str) -> None:
+    """Fail before any trial starts when the weights a config names cannot be had
+    (a sweep would otherwise fail, and retry, every trial on the same cause)."""
+    spec = BACKBONES.get(backbone)
+    if weights != "none":
+        weights_file(backbone, spec, weights)
+
+
+def weights_file(name: str, spec: BackboneSpec, weights: str) -> Path:
+    """The local file behind cfg.weights ("imagenet" or a path)."""
+    if weights == "imagenet":
+        return prefetch_weights(name)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"weights file {path} not found: pass imagenet, none or the path of a state-dict file for {name}"
+        )
+    return path
+
+
 def load_trunk_weights(trunk: nn.Module, name: str, spec: BackboneSpec, weights: str) -> None:
     """Fill the trunk from cfg.weights: "none" keeps the random init."""
     if weights == "none":
         return
+    path = weights_file(name, spec, weights)
     if weights == "imagenet":
-        path = prefetch_weights(name)
         hint = f"delete {path} and run `finalbn prefetch --backbone {name}` again"
     else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise UserError(
-                f"weights file {path} not found: pass imagenet, none or the path of a state-dict file for {name}"
-            )
         hint = f"pass a state dict saved from torchvision's {name} or a finalbn {name} model"
     state = _read_state_dict(path, hint)
     trunk.load_state_dict(_fit_to_trunk(state, trunk, spec, path, hint))
