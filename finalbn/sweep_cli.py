@@ -94,10 +94,10 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
         retries=args.retries,
         verbose=args.verbose,
     )
-    if args.no_tracking:
+    uri = None if args.no_tracking else args.tracking_uri or default_tracking_uri(Path.cwd())
+    if uri is None:
         tracker = NullTracker()
     else:
-        uri = args.tracking_uri or default_tracking_uri(Path.cwd())
         tracker = MlflowTracker(uri, artifact_root=args.out.resolve() / "mlartifacts")
     report = run_sweep(spec, options, BACKENDS.get(args.backend)(), tracker)
     print(
@@ -111,9 +111,28 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
     print(f"results: {report.folder / 'epochs.parquet'} (trial x epoch), {report.folder / 'trials.parquet'} (trial)")
     for line in tracker.where():
         print(line)
+    if report.finished or report.skipped:
+        _report(report.folder, spec, uri)
     for trial_id in report.failed:
         print(f"failed: {report.folder / 'trials' / trial_id / 'failure.json'} (rerun the command to retry)")
     return len(report.failed)
+
+
+def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
+    """The analysis report of what is finished (thresholds, optimum, tables, figures).
+
+    Grad-CAM is left to `python analysis/report.py`: it retrains two trials,
+    which would double the main job's time.
+    """
+    from finalbn.analysis.report import write_report
+
+    try:
+        result = write_report(folder, spec, tracking_uri=uri, gradcam=False)
+    except UserError as error:
+        print(f"no report: {error}")
+        return
+    print(result.headline)
+    print(f"report: {result.html}")
 
 
 def dry_run(spec: SweepSpec) -> str:

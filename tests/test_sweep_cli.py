@@ -51,6 +51,9 @@ def test_smoke_sweep_from_the_script(tmp_path: Path) -> None:
     assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout and "--host 127.0.0.1" in done.stdout
     # Ray's own tables stay off by default.
     assert "Configuration for experiment" not in done.stdout + done.stderr
+    # The run ends with the analysis: the threshold line and the report's path.
+    assert "report: " in done.stdout
+    assert (tmp_path / "results" / "imbalance_ratio-smoke" / "report" / "report.html").exists()
     table = tmp_path / "results" / "imbalance_ratio-smoke" / "epochs.parquet"
     assert pl.read_parquet(table).height == 16
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")

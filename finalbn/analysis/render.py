@@ -1,0 +1,150 @@
+"""One document, two renderings: self-contained HTML (figures inlined as base64) and a Markdown twin."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .85em; }
+th, td { border: 1px solid #ccc; padding: .25em .55em; text-align: right; }
+th { background: #f4f4f4; } td.text { text-align: left; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+.headline { background: #eef6ee; border-left: 4px solid #27ae60; padding: .6em 1em; font-weight: 600; }
+.note { color: #8a6d3b; } .scroll { overflow-x: auto; }
+"""
+
+
+@dataclass
+class Document:
+    title: str
+    # (kind, payload) in order: "h2", "p", "note", "headline", "table", "figure".
+    blocks: list[tuple[str, object]] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(("note", text))
+
+    def headline(self, text: str) -> None:
+        self.blocks.append(("headline", text))
+
+    def table(self, frame: pl.DataFrame, caption: str = "", digits: int = 3) -> None:
+        self.blocks.append(("table", (frame, caption, digits)))
+
+    def figure(self, path: Path, caption: str) -> None:
+        self.blocks.append(("figure", (path, caption)))
+
+    def figures(self) -> list[Path]:
+        return [payload[0] for kind, payload in self.blocks if kind == "figure"]
+
+    def html(self) -> str:
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(self.title)}</title><style>{STYLE}</style></head><body>",
+            f"<h1>{html.escape(self.title)}</h1>",
+        ]
+        for kind, payload in self.blocks:
+            parts.append(_html_block(kind, payload))
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+    def markdown(self, base: Path) -> str:
+        """Markdown with figures linked relative to ``base`` (the folder the .md file is written to)."""
+        parts = [f"# {self.title}", ""]
+        for kind, payload in self.blocks:
+            parts += [_markdown_block(kind, payload, base), ""]
+        return "\n".join(parts)
+
+
+def cell(value: object, digits: int) -> str:
+    """One table cell as text: floats rounded, missing values as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.{digits}f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _html_block(kind: str, payload: object) -> str:
+    if kind == "h2":
+        return f"<h2>{html.escape(str(payload))}</h2>"
+    if kind == "p":
+        return f"<p>{html.escape(str(payload))}</p>"
+    if kind == "note":
+        return f'<p class="note">{html.escape(str(payload))}</p>'
+    if kind == "headline":
+        return f'<p class="headline">{html.escape(str(payload))}</p>'
+    if kind == "table":
+        frame, caption, digits = payload
+        return _html_table(frame, caption, digits)
+    path, caption = payload
+    encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _html_table(frame: pl.DataFrame, caption: str, digits: int) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.iter_rows():
+        cells = []
+        for value in row:
+            text = "text" if isinstance(value, str) else ""
+            cells.append(f'<td class="{text}">{html.escape(cell(value, digits))}</td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    body = f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    # Wide tables scroll inside their box instead of widening the page.
+    return f'<div class="scroll">{body}</div>'
+
+
+def _markdown_block(kind: str, payload: object, base: Path) -> str:
+    if kind == "h2":
+        return f"## {payload}"
+    if kind in ("p", "note"):
+        return str(payload) if kind == "p" else f"> {payload}"
+    if kind == "headline":
+        return f"**{payload}**"
+    if kind == "table":
+        frame, caption, digits = payload
+        return _markdown_table(frame, caption, digits)
+    path, caption = payload
+    relative = Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+    return f"![{caption}]({relative})\n\n*{caption}*"
+
+
+def _markdown_table(frame: pl.DataFrame, caption: str, digits: int) -> str:
+    def escape(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"*{caption}*", ""] if caption else []
+    lines.append("| " + " | ".join(escape(c) for c in frame.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in frame.columns) + "|")
+    for row in frame.iter_rows():
+        lines.append("| " + " | ".join(escape(cell(v, digits)) for v in row) + " |")
+    return "\n".join(lines)

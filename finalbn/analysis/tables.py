@@ -1,0 +1,215 @@
+"""Tables 4.2, 4.6, 4.7 and 4.8 regenerated from their sweeps, the thesis' numbers beside them.
+
+Each function returns a long table: one row per cell of the thesis' table,
+with the measured mean over seeds, its bootstrap CI, the run count, the
+thesis' value and ``difference`` = measured - thesis. Where the sweep ran on
+other data than the thesis' table (the laptop presets run on MNIST where the
+thesis used PlantVillage), ``thesis_ref`` says which thesis row it is
+compared with.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from finalbn.analysis.factorial import plant_column
+from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
+from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_COLUMNS, TABLE_4_6, TABLE_4_7, TABLE_4_8
+from finalbn.errors import UserError
+
+CLASSES = {"minority": "f1_minority", "majority": "f1_majority"}
+CLASS_NAMES = {"minority": "Unhealthy (minority)", "majority": "Healthy (majority)"}
+# Reference plant for sweeps not run on PlantVillage: the thesis' headline plant.
+REFERENCE_PLANT = "Apple"
+SCHEMA = {
+    "measured": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "thesis": pl.Float64,
+    "difference": pl.Float64,
+}
+
+
+def table_4_2(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """Headline sweep: test F1 per plant and class for plain, WL, final BN, and final BN - WL."""
+    _require(trials, ["axis.variant", *CLASSES.values()], "Table 4.2 (the headline sweep)")
+    rows = []
+    for plant, ref, frame in _plants(trials):
+        for cls, metric in CLASSES.items():
+            thesis = TABLE_4_2.get(ref, {}).get(cls)
+            cells = aggregate(frame, ["axis.variant"], [metric], boot)
+            for index, variant in enumerate(TABLE_4_2_COLUMNS[:3]):
+                cell = cells.filter(pl.col("axis.variant") == variant)
+                rows.append(_row(plant, ref, cls, variant, cell, metric, thesis[index] if thesis else None))
+            # The thesis' "BN total improvement" is final BN minus WL; paired by seed here.
+            pairs = paired_differences(frame, metric, "axis.variant", "final_BN", "WL", pair_on=_seed(frame))
+            cell = aggregate(pairs, [], ["difference"], boot)
+            rows.append(
+                _row(plant, ref, cls, "improvement", cell, "difference", thesis[3] if thesis else None, pairs.height)
+            )
+    return _frame(rows, extra={"column": pl.String})
+
+
+def table_4_6(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """BN-removal sweep: no final BN, final BN, and final BN removed at test, per plant and class."""
+    _require(trials, ["model.final_norm", *CLASSES.values()], "Table 4.6 (the bn_removal sweep)")
+    if "nobn_f1_minority" not in trials.columns:
+        raise UserError(
+            "Table 4.6 needs nobn_f1_minority (final-BN trials scored with the BN removed): "
+            "the sweep has no final-BN trial; rerun it with model.final_norm bn"
+        )
+    rows = []
+    settings = (("no final BN", "none", ""), ("final BN", "bn", ""), ("final BN removed at test", "bn", "nobn_"))
+    for plant, ref, frame in _plants(trials):
+        for label, norm, prefix in settings:
+            subset = frame.filter(pl.col("model.final_norm") == norm)
+            for cls, metric in CLASSES.items():
+                cell = aggregate(subset, [], [prefix + metric], boot) if subset.height else pl.DataFrame()
+                healthy, unhealthy = TABLE_4_6[label].get(ref, (None, None))
+                thesis = unhealthy if cls == "minority" else healthy
+                rows.append(_row(plant, ref, cls, label, cell, prefix + metric, thesis))
+    return _frame(rows, extra={"column": pl.String})
+
+
+def table_4_7(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """MNIST CNN sweep: per-digit test F1 per setting, without and with final BN."""
+    _require(trials, ["axis.setting", "model.final_norm"], "Table 4.7 (the mnist_cnn sweep)")
+    rows = []
+    for setting in trials["axis.setting"].unique(maintain_order=True).to_list():
+        frame = trials.filter(pl.col("axis.setting") == setting)
+        minority = set(_digits(frame, "data.minority"))
+        for digit in _digits(frame, "data.minority") + _digits(frame, "data.majority"):
+            metric = f"f1_{digit}"
+            if metric not in frame.columns:
+                continue
+            for index, (norm, label) in enumerate((("none", "without final BN"), ("bn", "with final BN"))):
+                subset = frame.filter(pl.col("model.final_norm") == norm)
+                cell = aggregate(subset, [], [metric], boot) if subset.height else pl.DataFrame()
+                thesis = TABLE_4_7.get(setting, {}).get(digit)
+                row = _row(
+                    setting,
+                    setting,
+                    f"{digit}{' (minority)' if digit in minority else ''}",
+                    label,
+                    cell,
+                    metric,
+                    thesis[index] if thesis else None,
+                )
+                rows.append(row)
+    return _frame(rows, extra={"column": pl.String}).rename({"plant": "setting"}).drop("thesis_ref")
+
+
+def table_4_8(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """MNIST FC sweep: test F1 of class 3 (minority) and 8 per row of output/loss/first BN/final BN."""
+    _require(trials, ["axis.row"], "Table 4.8 (the mnist_fc sweep)")
+    minority = _digits(trials, "data.minority")
+    majority = _digits(trials, "data.majority")
+    rows = []
+    for label in trials["axis.row"].unique(maintain_order=True).to_list():
+        frame = trials.filter(pl.col("axis.row") == label)
+        thesis = TABLE_4_8.get(label)
+        for index, digit in enumerate(minority[:1] + majority[:1]):
+            metric = f"f1_{digit}"
+            if metric not in frame.columns:
+                continue
+            cell = aggregate(frame, [], [metric], boot)
+            cls = f"class {digit}{' (minority)' if index == 0 else ''}"
+            rows.append(_row(label, label, cls, label, cell, metric, thesis[index] if thesis else None))
+    table = _frame(rows, extra={"column": pl.String})
+    return table.rename({"plant": "row"}).drop("thesis_ref", "column")
+
+
+def wide(table: pl.DataFrame, index: list[str], on: str = "column") -> pl.DataFrame:
+    """Display form: per value of ``on``, its measured mean, the thesis value and the difference side by side."""
+    values = table.select(
+        *index,
+        on,
+        pl.col("measured"),
+        pl.col("thesis"),
+        pl.col("difference").alias("Δ"),
+    )
+    order = table[on].unique(maintain_order=True).to_list()
+    out = values.pivot(on=on, index=index, values=["measured", "thesis", "Δ"], separator="|")
+    columns = [f"{kind}|{value}" for value in order for kind in ("measured", "thesis", "Δ")]
+    renamed = {c: _display(c) for c in columns}
+    return out.select(*index, *columns).rename(renamed)
+
+
+def class_names(trials: pl.DataFrame, require_metrics: bool = True) -> tuple[list[str], list[str]]:
+    """(minority, majority) class names as the data config names them; with ``require_metrics``
+    only those with an ``f1_<name>`` column."""
+    source = trials["data.source"][0] if "data.source" in trials.columns else None
+    if source == "plantvillage":
+        minority, majority = ["unhealthy"], ["healthy"]
+    else:
+        minority, majority = _digits(trials, "data.minority"), _digits(trials, "data.majority")
+        if "data.pool_minority" in trials.columns and trials["data.pool_minority"][0]:
+            minority = ["minority"]
+    if not require_metrics:
+        return minority, majority
+    return [m for m in minority if f"f1_{m}" in trials.columns], [m for m in majority if f"f1_{m}" in trials.columns]
+
+
+def _display(column: str) -> str:
+    kind, value = column.split("|", 1)
+    return value if kind == "measured" else f"{value} ({'thesis' if kind == 'thesis' else 'Δ'})"
+
+
+def _plants(trials: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
+    """(plant shown, thesis plant compared with, its trials)."""
+    column = plant_column(trials)
+    if column is None:
+        source = trials["data.source"][0] if "data.source" in trials.columns else "other data"
+        return [(f"{source} (vs thesis {REFERENCE_PLANT})", REFERENCE_PLANT, trials)]
+    return [
+        (plant, plant, trials.filter(pl.col(column) == plant))
+        for plant in trials[column].unique(maintain_order=True).to_list()
+    ]
+
+
+def _row(
+    plant: str,
+    ref: str,
+    cls: str,
+    column: str,
+    cell: pl.DataFrame,
+    metric: str,
+    thesis: float | None,
+    runs: int | None = None,
+) -> dict[str, object]:
+    measured = cell[f"{metric}_mean"][0] if cell.height else None
+    measured = None if measured is None or measured != measured else float(measured)
+    return {
+        "plant": plant,
+        "thesis_ref": ref,
+        "class": CLASS_NAMES.get(cls, cls),
+        "column": column,
+        "measured": measured,
+        "ci_low": cell[f"{metric}_lo"][0] if cell.height else None,
+        "ci_high": cell[f"{metric}_hi"][0] if cell.height else None,
+        "runs": runs if runs is not None else (int(cell["n"][0]) if cell.height else 0),
+        "thesis": thesis,
+        "difference": measured - thesis if measured is not None and thesis is not None else None,
+    }
+
+
+def _frame(rows: list[dict[str, object]], extra: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema_overrides={**SCHEMA, **extra}).with_columns(
+        pl.col("ci_low", "ci_high").fill_nan(None)
+    )
+
+
+def _seed(frame: pl.DataFrame) -> list[str]:
+    return [c for c in ("data.plant", "train.seed") if c in frame.columns]
+
+
+def _digits(frame: pl.DataFrame, column: str) -> list[str]:
+    if column not in frame.columns:
+        return []
+    return [d for d in str(frame[column][0]).split(",") if d]
+
+
+def _require(trials: pl.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in trials.columns]
+    if missing:
+        raise UserError(f"{what} needs column(s) {', '.join(missing)}: pass that sweep's results folder")
