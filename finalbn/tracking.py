@@ -80,7 +80,7 @@ class MlflowTracker:
     """Writes through ``MlflowClient`` with explicit run ids: no global active run."""
 
     def __init__(self, uri: str, artifact_root: Path) -> None:
-        _check_reachable(uri)
+        check_reachable(uri)
         from mlflow.tracking import MlflowClient
 
         # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here.
@@ -221,8 +221,9 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
 
 
-def _check_reachable(uri: str) -> None:
-    """A tracking server that does not answer fails the sweep before any trial."""
+def check_reachable(uri: str, fallback: str = "pass --no-tracking") -> None:
+    """A tracking server that does not answer fails in seconds, before any work,
+    instead of after MLflow's minutes of retries; ``fallback`` ends the fix."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -230,7 +231,7 @@ def _check_reachable(uri: str) -> None:
     except (urllib.error.URLError, OSError) as error:
         raise UserError(
             f"MLflow tracking server {redact(uri)} is unreachable ({getattr(error, 'reason', error)}): "
-            "start it, fix --tracking-uri, or pass --no-tracking"
+            f"start it, fix --tracking-uri, or {fallback}"
         ) from None
 
 

@@ -19,8 +19,6 @@ import shutil
 import tempfile
 import types
 import typing
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ import pyarrow as pa
 from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from finalbn.errors import UserError
 from finalbn.spec import SweepSpec
+from finalbn.tracking import check_reachable
 
 # Columns every analysis needs; a table without them is not a finalbn sweep table.
 REQUIRED = ("trial_id", "f1_minority", "f1_majority")
@@ -400,7 +399,7 @@ _FIELD_TYPES = _field_types()
 
 def from_mlflow(experiment: str, tracking_uri: str, spec: SweepSpec | None = None) -> SweepData:
     """One MLflow experiment (a sweep): finished child runs -> trials; their metrics.parquet -> epochs."""
-    check_reachable(tracking_uri)
+    check_reachable(tracking_uri, fallback="pass the sweep's results folder instead")
     client = _client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -452,7 +451,7 @@ def from_mlflow(experiment: str, tracking_uri: str, spec: SweepSpec | None = Non
 
 def latest_parent_run(tracking_uri: str, experiment: str) -> str | None:
     """Run id of the sweep's most recent invocation (a run without a parent), or None."""
-    check_reachable(tracking_uri)
+    check_reachable(tracking_uri, fallback="pass the sweep's results folder instead")
     client = _client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -460,19 +459,6 @@ def latest_parent_run(tracking_uri: str, experiment: str) -> str | None:
     parents = [r for r in _all_runs(client, found.experiment_id) if PARENT_TAG not in r.data.tags]
     parents = [r for r in parents if TRIAL_TAG not in r.data.tags]
     return max(parents, key=lambda r: r.info.start_time).info.run_id if parents else None
-
-
-def check_reachable(uri: str) -> None:
-    """A tracking server that does not answer fails in seconds, not after MLflow's minutes of retries."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
-    except (urllib.error.URLError, OSError) as error:
-        raise UserError(
-            f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}): "
-            "start it, fix --tracking-uri, or pass the sweep's results folder instead"
-        ) from None
 
 
 def _client(tracking_uri: str) -> Any:
