@@ -152,6 +152,8 @@ class MlflowTracker:
         lines = [f"MLflow: experiment id {self.experiment_id} in {redact(self.uri)}"]
         if self.uri.startswith("sqlite:"):
             lines.append(f"  open the UI: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
+            # MLflow 3 opens experiments on its GenAI overview; the runs table is one link away.
+            lines.append(f"  runs (parent with one child per trial): http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs")
         return lines
 
     def _experiment(self, name: str) -> str:
