@@ -232,13 +232,17 @@ def make_scheduler(
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """DA on a normalised batch: per-sample flips, 90-degree turns, brightness/contrast.
+    """DA on a normalised batch: per-sample flips and transposes (together every
+    90-degree turn and mirror), and brightness/contrast jitter.
 
-    Leaves have no canonical orientation, so every flip and turn is a valid
+    Leaves have no canonical orientation, so every turn and mirror is a valid
     view; done on tensors so it costs no per-image Python work.
     """
     n = images.shape[0]
-    draw = lambda: torch.rand(n, generator=generator).to(images.device)  # noqa: E731
+
+    def draw() -> torch.Tensor:
+        return torch.rand(n, generator=generator).to(images.device)
+
     flip_h = (draw() < 0.5).view(n, 1, 1, 1)
     images = torch.where(flip_h, images.flip(3), images)
     flip_v = (draw() < 0.5).view(n, 1, 1, 1)
