@@ -18,8 +18,8 @@ and repeatable) or read from a model.pt already there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +81,9 @@ def load_trial_model(data: SweepData, trial_id: str, cache: Path) -> TrialModel:
         weights, origin, retrained = folder / "model.pt", "retrained", float(result.final["f1_minority"])
     manifest = build_manifest(config.data)
     tensors = load_split_tensors(manifest, config.data)
-    # Weights come from the state dict: no ImageNet file is needed to build the shell.
-    shell = config.model.__class__(**{**config.model.__dict__, "weights": "none"})
-    logging.getLogger("finalbn.models.net").setLevel(logging.ERROR)
+    # Weights come from the state dict: no ImageNet file is needed to build the
+    # shell, and a trainable shell lets gradients reach the backbone's maps.
+    shell = dataclasses.replace(config.model, weights="none", unfreeze="all")
     model = create_model(
         shell, len(tensors.classes), tensors.x["test"].shape[1], image_size=tensors.x["test"].shape[-1]
     )
