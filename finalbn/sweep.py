@@ -151,6 +151,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
     report = SweepReport(spec=spec, folder=folder, total=len(jobs), skipped=len(jobs) - len(pending))
     print(f"{spec.name}: {len(jobs)} trials, {report.skipped} finished earlier (skipped), {len(pending)} to run")
     tracker.start_sweep(spec, pending=len(pending), skipped=report.skipped)
+    relogged = tracker.sync_finished([job for job in jobs if is_finished(job)])
+    if relogged:
+        print(f"MLflow: {relogged} finished trials had no finished run (driver killed?); logged from their folders")
     progress = Progress(report, pending, tracker)
     status = "FAILED"
     try:

@@ -20,11 +20,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import polars as pl
 
 import finalbn
 from finalbn.errors import UserError
 from finalbn.spec import PlannedTrial, SweepSpec, flatten
+
+if TYPE_CHECKING:
+    from finalbn.sweep import TrialJob
 
 TRIAL_TAG = "finalbn.trial_id"
 # Files of a trial folder worth keeping in MLflow; weights stay on disk.
@@ -41,6 +46,7 @@ ARTIFACTS = (
 
 class Tracker(Protocol):
     def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None: ...
+    def sync_finished(self, jobs: list[TrialJob]) -> int: ...
     def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None: ...
     def discard_attempt(self, trial_id: str) -> None: ...
     def finish_trial(
@@ -55,6 +61,9 @@ class NullTracker:
 
     def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None:
         pass
+
+    def sync_finished(self, jobs: list[TrialJob]) -> int:
+        return 0
 
     def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None:
         pass
@@ -113,6 +122,23 @@ class MlflowTracker:
         )
         self.parent_id = parent.info.run_id
 
+    def sync_finished(self, jobs: list[TrialJob]) -> int:
+        """Finished trials (complete folders) whose run is not FINISHED are logged
+        again from their folders: a driver killed after a trial wrote its results
+        but before it closed the trial's run must not leave MLflow behind the disk."""
+        logged = {
+            run.data.tags.get(TRIAL_TAG)
+            for run in self.client.search_runs(
+                [self.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=50000
+            )
+        }
+        missing = [job for job in jobs if job.trial_id not in logged]
+        for job in missing:
+            for row in pl.read_parquet(job.folder / "metrics.parquet").drop("trial_id").to_dicts():
+                self.log_epoch(job.trial, job.trial_id, job.fingerprint, row)
+            self.finish_trial(job.trial, job.trial_id, job.fingerprint, job.folder, failed=False)
+        return len(missing)
+
     def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
@@ -153,7 +179,9 @@ class MlflowTracker:
         if self.uri.startswith("sqlite:"):
             lines.append(f"  open the UI: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
             # MLflow 3 opens experiments on its GenAI overview; the runs table is one link away.
-            lines.append(f"  runs (parent with one child per trial): http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs")
+            lines.append(
+                f"  runs (parent with one child per trial): http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs"
+            )
         return lines
 
     def _experiment(self, name: str) -> str:
@@ -241,10 +269,7 @@ def check_reachable(uri: str, fallback: str = "pass --no-tracking") -> None:
 def _git_commit() -> str:
     """The code version a trial ran with, so edits mid-sweep are visible afterwards."""
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path.cwd()
-        )
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path.cwd())
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
-

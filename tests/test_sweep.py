@@ -98,6 +98,21 @@ def test_rerun_trains_nothing_and_adds_no_child_run(finished: tuple) -> None:
     assert pl.read_parquet(grown.folder / "trials.parquet").height == 12
 
 
+def test_finished_trial_without_a_finished_run_is_logged_again(finished: tuple) -> None:
+    """A driver killed between a trial's last file and closing its run leaves the
+    run KILLED; the next invocation logs that trial again from its folder."""
+    root, report, client = finished
+    victim = report.finished[0]
+    [run] = [r for r in runs(client, "smoke") if r.data.tags.get(TRIAL_TAG) == victim]
+    client.set_terminated(run.info.run_id, "KILLED")
+    again, client = sweep(spec("smoke"), root)
+    assert again.finished == [] and again.skipped == 8
+    [relogged] = [r for r in runs(client, "smoke") if r.data.tags.get(TRIAL_TAG) == victim]
+    assert relogged.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(relogged.info.run_id, "test_f1_minority")) == [1, 2]
+    assert "config.json" in {a.path for a in client.list_artifacts(relogged.info.run_id)}
+
+
 def test_failing_trial_is_retried_then_recorded_and_rerun_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
