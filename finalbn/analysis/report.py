@@ -334,47 +334,43 @@ def _factorial(ctx: _Context) -> str:
     )
 
 
-def _headline(ctx: _Context) -> str:
-    table = tb.table_4_2(ctx.data.trials)
-    ctx.doc.heading("Table 4.2: plain vs weighted loss vs final BN")
-    ctx.save_table(table, "table_4_2")
-    ctx.doc.table(
-        tb.wide(table, ["plant", "class"]), "Test F1, mean over seeds; thesis value and Δ = measured - thesis", 4
-    )
+def _thesis_table(ctx: _Context, table: pl.DataFrame, heading: str, name: str, keys: list[str], caption: str) -> None:
+    """A regenerated thesis table: the wide view beside the thesis, then the long form with CIs."""
+    ctx.doc.heading(heading)
+    ctx.save_table(table, name)
+    ctx.doc.table(tb.wide(table, keys), caption, 4)
     ctx.doc.table(table, "Long form with 95% CIs and run counts", 4)
+
+
+def _minority_means(table: pl.DataFrame, columns: tuple[str, ...], thesis: str) -> str:
     minority = table.filter(pl.col("class") == tb.CLASS_NAMES["minority"])
-    values = {c: minority.filter(pl.col("column") == c)["measured"].mean() for c in ("plain", "WL", "final_BN")}
+    values = {c: minority.filter(pl.col("column") == c)["measured"].mean() for c in columns}
     return (
         "Minority F1 (mean over seeds and plants): "
         + ", ".join(f"{k} {_num(v)}" for k, v in values.items())
-        + (" (thesis Apple: plain 0.294, WL 0.795, final BN 0.956)")
+        + f" (thesis Apple: {thesis})"
     )
+
+
+def _headline(ctx: _Context) -> str:
+    table = tb.table_4_2(ctx.data.trials)
+    caption = "Test F1, mean over seeds; thesis value and Δ = measured - thesis"
+    _thesis_table(ctx, table, "Table 4.2: plain vs weighted loss vs final BN", "table_4_2", ["plant", "class"], caption)
+    return _minority_means(table, ("plain", "WL", "final_BN"), "plain 0.294, WL 0.795, final BN 0.956")
 
 
 def _bn_removal(ctx: _Context) -> str:
     table = tb.table_4_6(ctx.data.trials)
-    ctx.doc.heading("Table 4.6: final BN kept vs removed at test")
-    ctx.save_table(table, "table_4_6")
-    ctx.doc.table(
-        tb.wide(table, ["plant", "class"]), "Test F1, mean over seeds; thesis value and Δ = measured - thesis", 4
-    )
-    ctx.doc.table(table, "Long form with 95% CIs and run counts", 4)
-    minority = table.filter(pl.col("class") == tb.CLASS_NAMES["minority"])
+    caption = "Test F1, mean over seeds; thesis value and Δ = measured - thesis"
+    _thesis_table(ctx, table, "Table 4.6: final BN kept vs removed at test", "table_4_6", ["plant", "class"], caption)
     labels = ("no final BN", "final BN", "final BN removed at test")
-    values = {c: minority.filter(pl.col("column") == c)["measured"].mean() for c in labels}
-    return (
-        "Minority F1 (mean over seeds and plants): "
-        + ", ".join(f"{k} {_num(v)}" for k, v in values.items())
-        + (" (thesis Apple: 0.22, 0.91, 0.83)")
-    )
+    return _minority_means(table, labels, "0.22, 0.91, 0.83")
 
 
 def _mnist_cnn(ctx: _Context) -> str:
     table = tb.table_4_7(ctx.data.trials)
-    ctx.doc.heading("Table 4.7: MNIST digit settings, simple CNN")
-    ctx.save_table(table, "table_4_7")
-    ctx.doc.table(tb.wide(table, ["setting", "class"]), "Test F1 per digit; thesis value and Δ = measured - thesis", 4)
-    ctx.doc.table(table, "Long form with 95% CIs and run counts", 4)
+    caption = "Test F1 per digit; thesis value and Δ = measured - thesis"
+    _thesis_table(ctx, table, "Table 4.7: MNIST digit settings, simple CNN", "table_4_7", ["setting", "class"], caption)
     first = table.filter(pl.col("class").str.contains("minority")).head(2)
     return "First setting's minority F1: " + ", ".join(
         f"{r['column']} {_num(r['measured'])} (thesis {_num(r['thesis'])})" for r in first.iter_rows(named=True)
