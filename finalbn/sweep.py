@@ -147,11 +147,13 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
     jobs = plan(spec, options)
     for note in set_aside_damaged(jobs):
         print(note)
-    pending = [job for job in jobs if not is_finished(job)]
-    report = SweepReport(spec=spec, folder=folder, total=len(jobs), skipped=len(jobs) - len(pending))
+    done = [job for job in jobs if is_finished(job)]
+    done_ids = {job.trial_id for job in done}
+    pending = [job for job in jobs if job.trial_id not in done_ids]
+    report = SweepReport(spec=spec, folder=folder, total=len(jobs), skipped=len(done))
     print(f"{spec.name}: {len(jobs)} trials, {report.skipped} finished earlier (skipped), {len(pending)} to run")
     tracker.start_sweep(spec, pending=len(pending), skipped=report.skipped)
-    relogged = tracker.sync_finished([job for job in jobs if is_finished(job)])
+    relogged = tracker.sync_finished(done)
     if relogged:
         print(f"MLflow: {relogged} finished trials had no finished run (driver killed?); logged from their folders")
     progress = Progress(report, pending, tracker)
