@@ -6,7 +6,8 @@ Layout of ``<out_root>/<trial_id>/``:
   metrics.parquet     one row per epoch, rewritten after each epoch
   predictions.parquet test-set class probabilities per image (and with final BN removed)
   confusion.csv       test confusion matrix of the final model (rows true, columns predicted)
-  summary.json        final test metrics, wall time, device
+  summary.json        final test metrics, wall time, device, where it ran (worker)
+  checkpoint.pt       state at the last finished epoch, while the trial runs with resume on
   model.pt            weights (state dict; load with torch.load(weights_only=True))
 """
 
@@ -26,7 +27,9 @@ import finalbn
 from finalbn.config import TrialConfig, trial_id, validate
 from finalbn.data import build_manifest
 from finalbn.errors import UserError
-from finalbn.train import EpochCallback, EpochRow, TrialResult, train_trial
+from finalbn.train import EpochCallback, EpochRow, TrialResult, checkpoint_epoch, train_trial
+
+CHECKPOINT = "checkpoint.pt"
 
 
 def run_trial(
@@ -34,15 +37,25 @@ def run_trial(
     out_root: Path,
     on_epoch: EpochCallback | None = None,
     save_model: bool = True,
+    worker: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> tuple[TrialResult, Path]:
-    """Train one trial and write its result folder; returns the result and the folder."""
+    """Train one trial and write its result folder; returns the result and the folder.
+
+    ``worker`` (node id, Slurm job, restarts...) is kept in summary.json. With
+    ``resume`` the trial checkpoints after every epoch and, when its folder
+    holds a checkpoint (a preempted or requeued attempt), continues from it.
+    """
     validate(config)
     manifest = build_manifest(config.data)
     tid = trial_id(config, manifest.fingerprint())
     folder = writable_folder(out_root / tid)
-    _write_json(folder / "config.json", _config_record(config, tid, manifest.fingerprint(), manifest.classes))
-    manifest.write(folder / "manifest.parquet")
-    rows: list[EpochRow] = []
+    checkpoint = folder / CHECKPOINT if resume else None
+    done = checkpoint_epoch(checkpoint, tid) if checkpoint is not None else 0
+    rows: list[EpochRow] = _rows_up_to(folder, done)
+    if done == 0:
+        _write_json(folder / "config.json", _config_record(config, tid, manifest.fingerprint(), manifest.classes))
+        manifest.write(folder / "manifest.parquet")
 
     def record(row: EpochRow) -> None:
         rows.append(row)
@@ -51,16 +64,37 @@ def run_trial(
         if on_epoch is not None:
             on_epoch(row)
 
-    result = train_trial(config, manifest=manifest, on_epoch=record)
+    result = train_trial(config, manifest=manifest, on_epoch=record, checkpoint=checkpoint)
     result.predictions.write_parquet(folder / "predictions.parquet")
     write_confusion(folder / "confusion.csv", result.confusion, manifest.classes)
     _write_json(
         folder / "summary.json",
-        {"trial_id": tid, "seconds": result.seconds, "device": result.device, "test": result.final},
+        {
+            "trial_id": tid,
+            "seconds": result.seconds,
+            "device": result.device,
+            "test": result.final,
+            # resumed_from_epoch: the epoch a requeued attempt continued after (0: ran from the start).
+            "worker": (worker or {}) | ({"resumed_from_epoch": done} if resume else {}),
+        },
     )
     if save_model:
         torch.save(result.state_dict, folder / "model.pt")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return result, folder
+
+
+def _rows_up_to(folder: Path, epoch: int) -> list[EpochRow]:
+    """The metric rows a checkpointed attempt already wrote (epochs <= ``epoch``);
+    rows of a half-finished later epoch are dropped, that epoch runs again."""
+    path = folder / "metrics.parquet"
+    if epoch == 0 or not path.exists():
+        return []
+    frame = pl.read_parquet(path).filter(pl.col("epoch") <= epoch).drop("trial_id")
+    # Rows are float-valued as train_trial reports them; the file stores epoch as an integer.
+    frame = frame.with_columns(pl.col("epoch").cast(pl.Float64))
+    return frame.to_dicts()
 
 
 def epoch_frame(tid: str, rows: list[EpochRow]) -> pl.DataFrame:

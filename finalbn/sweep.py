@@ -227,17 +227,24 @@ def _config_columns(job: TrialJob) -> dict[str, object]:
     return {"trial_name": job.trial.name(), "dataset_fingerprint": job.fingerprint, **point, **config}
 
 
-def execute(job: TrialJob, threads: int, report: Callable[[dict[str, float]], None]) -> None:
+def execute(
+    job: TrialJob,
+    threads: int,
+    report: Callable[[dict[str, float]], None],
+    worker: dict[str, object] | None = None,
+    resume: bool = False,
+) -> None:
     """Run one trial inside a worker; the same function serves every backend.
 
-    A failure leaves ``failure.json`` (attempts, traceback) in the trial folder
-    and is re-raised so the backend can retry it.
+    ``worker`` says where it ran (kept in summary.json); ``resume`` continues
+    from the trial's last finished epoch (a requeued Slurm task). Exceptions
+    propagate so the backend can retry the trial.
     """
     import torch
 
     torch.set_num_threads(max(1, threads))
     _inject_fault(job)
-    run_trial(job.trial.config, job.folder.parent, on_epoch=report, save_model=False)
+    run_trial(job.trial.config, job.folder.parent, on_epoch=report, save_model=False, worker=worker, resume=resume)
 
 
 def failed_attempts(job: TrialJob) -> int:

@@ -6,29 +6,15 @@ import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from finalbn.cli import OneLineParser, guarded
-from finalbn.config import TrialConfig
+from finalbn.costs import assumed_trial_seconds, epoch_work
 from finalbn.errors import UserError
 from finalbn.experiments import PRESETS, build_sweeps
 from finalbn.spec import SweepSpec
-
-# Dry-run cost model: seconds per image for one forward pass at 224 px, by
-# backbone and device. CPU numbers were measured on this project's 2-core
-# machines; GPU numbers are assumptions for one H100 with mixed precision.
-# A backward pass is counted as two forwards; a frozen backbone skips it.
-FORWARD_SECONDS = {
-    "resnet18": {"cpu": 0.030, "gpu": 0.0002},
-    "resnet34": {"cpu": 0.060, "gpu": 0.0003},
-    "vgg19": {"cpu": 0.200, "gpu": 0.0008},
-    "vgg19_bn": {"cpu": 0.210, "gpu": 0.0009},
-    # simple_cnn and fc128 are costed at their own input size, not 224 px.
-    "simple_cnn": {"cpu": 0.0003, "gpu": 0.00002},
-    "fc128": {"cpu": 0.00002, "gpu": 0.000005},
-}
-SMALL_INPUT_BACKBONES = ("simple_cnn", "fc128")
 
 
 def run_script(experiment: str, doc: str | None, argv: Sequence[str] | None = None) -> int:
@@ -48,10 +34,20 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="laptop", choices=PRESETS, help="grid size (default: laptop)")
     parser.add_argument("--data", help="data root (PlantVillage folder; full MNIST folder for mnist --preset paper)")
     parser.add_argument("--dry-run", action="store_true", help="print the grid and its estimated cost, train nothing")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --dry-run: time one trial for two epochs here and predict the sweep's wall time from it",
+    )
     parser.add_argument("--backend", default="local", choices=BACKENDS.names(), help="where trials run")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; 0.25 packs four per GPU")
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=_gpus,
+        default=0.0,
+        help="GPUs per trial; 0.25 packs four per GPU; auto packs by a calibration trial's peak memory",
+    )
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed trial (default 2)")
     parser.add_argument(
         "--tracking-uri",
@@ -61,28 +57,61 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
+    cluster = parser.add_argument_group("clusters (--backend ray / slurm; see docs/cluster.md)")
+    cluster.add_argument("--address", help="--backend ray: the cluster's HOST:PORT (default: $RAY_ADDRESS)")
+    cluster.add_argument("--partition", help="--backend slurm: partition (default: the cluster's default)")
+    cluster.add_argument("--time", default="60", help="--backend slurm: time limit per array task (default 60 min)")
+    cluster.add_argument("--account", help="--backend slurm: account to charge")
+    cluster.add_argument("--qos", help="--backend slurm: quality of service")
+    cluster.add_argument(
+        "--array-parallelism", type=int, default=64, help="--backend slurm: array tasks at once (default 64)"
+    )
+    cluster.add_argument(
+        "--trials-per-task",
+        type=int,
+        help="--backend slurm: trials per array task (default: fill half the time limit by the cost estimate)",
+    )
+    cluster.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--backend slurm: extra sbatch option, repeatable (e.g. --sbatch mem=16G --sbatch constraint=a100)",
+    )
+    cluster.add_argument(
+        "--wait", action="store_true", help="--backend slurm: follow the array until it is done, then tabulate"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser
 
 
 def _run(experiment: str, args: argparse.Namespace) -> None:
+    from finalbn.launch import BACKENDS
+
     _check_numbers(args)
     data = str(Path(args.data).resolve()) if args.data else None
     specs = build_sweeps(experiment, args.preset, data)
+    if args.gpus_per_trial == AUTO:
+        args.gpus_per_trial = _pack_gpus(specs, args)
     if args.dry_run:
         for spec in specs:
             print(dry_run(spec))
+            if args.calibrate:
+                print(calibrated_estimate(spec, workers(args), args.cpus_per_trial))
         return
-    _check_gpus(args.gpus_per_trial)
+    if args.backend == "local":
+        # Elsewhere the GPUs are on the cluster's nodes, not on this machine.
+        _check_gpus(args.gpus_per_trial)
+    # Built before any work, so a bad cluster flag fails first.
+    backend = BACKENDS.get(args.backend)(args)
     failed = 0
     for spec in specs:
-        failed += _run_one(spec, args)
+        failed += _run_one(spec, args, backend)
     if failed:
         raise SystemExit(1)
 
 
-def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from finalbn.launch import BACKENDS
+def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Any) -> int:
     from finalbn.sweep import SweepOptions, run_sweep, summary_table
     from finalbn.tracking import MlflowTracker, NullTracker, default_tracking_uri
 
@@ -99,7 +128,15 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace) -> int:
         tracker = NullTracker()
     else:
         tracker = MlflowTracker(uri, artifact_root=args.out.resolve() / "mlartifacts")
-    report = run_sweep(spec, options, BACKENDS.get(args.backend)(), tracker)
+    if args.backend == "slurm":
+        device = "gpu" if args.gpus_per_trial > 0 else "cpu"
+        seconds = max(assumed_trial_seconds(trial.config, device) for trial in spec.trials())
+        report = backend.launch(spec, options, tracker, seconds)
+        if not args.wait:
+            print(f"{spec.name}: {report.skipped} finished so far of {report.total}")
+            return 0
+    else:
+        report = run_sweep(spec, options, backend, tracker)
     print(
         f"{spec.name}: {len(report.finished)} trained, {report.skipped} skipped (finished earlier), "
         f"{len(report.failed)} failed, in {report.seconds:.0f} s"
@@ -141,42 +178,86 @@ def dry_run(spec: SweepSpec) -> str:
     for axis in spec.axes:
         labels = ", ".join(axis.label(i) for i in range(len(axis.values)))
         per_value = spec.size() // len(axis.values)
-        lines.append(
-            f"  {axis.name} [{axis.role}]: {labels}  ({len(axis.values)} values, {per_value} trials each)"
-        )
+        lines.append(f"  {axis.name} [{axis.role}]: {labels}  ({len(axis.values)} values, {per_value} trials each)")
     for device, where in (("cpu", "one CPU core, measured on a 2-core machine"), ("gpu", "one H100, assumed")):
-        seconds = sum(estimate_trial_seconds(trial.config, device) for trial in spec.trials())
+        seconds = sum(assumed_trial_seconds(trial.config, device) for trial in spec.trials())
         lines.append(f"  estimated cost on {device}: {seconds / 3600:.2f} hours ({seconds:.0f} trial-seconds; {where})")
     lines.append("  (assumed per-image forward costs, data loading excluded; not a calibration)")
     return "\n".join(lines)
 
 
-def estimate_trial_seconds(config: TrialConfig, device: str) -> float:
-    d, m, t = config.data, config.model, config.train
-    majority, minority = _class_counts(config)
-    train = d.train_majority * majority + d.train_minority * minority
-    evaluated = (d.val_majority + d.test_majority) * majority + (d.val_minority + d.test_minority) * minority
-    scale = 1.0 if m.backbone in SMALL_INPUT_BACKBONES else (d.image_size / 224) ** 2
-    forward = FORWARD_SECONDS[m.backbone][device] * scale
-    train_passes = 1 if m.unfreeze == "none" else 3
-    return t.epochs * (train * train_passes + evaluated) * forward
+def calibrated_estimate(spec: SweepSpec, workers: int, cpus_per_trial: float) -> str:
+    """The sweep's predicted wall time here, from one trial timed for two epochs."""
+    from finalbn.costs import calibrate, makespan
+
+    trials = list(spec.trials())
+    probe = max(trials, key=lambda trial: epoch_work(trial.config)).config
+    calibration = calibrate(probe, threads=max(1, int(cpus_per_trial)))
+    seconds = [calibration.trial_seconds(trial.config) for trial in trials]
+    wall = makespan(seconds, workers)
+    return (
+        f"  calibrated on this machine ({calibration.device}, the costliest trial for 2 epochs: "
+        f"{calibration.setup_seconds:.1f} s set-up + {calibration.epoch_seconds:.2f} s per epoch):\n"
+        f"  predicted {sum(seconds):.0f} trial-seconds on {workers} workers = {wall / 60:.1f} min wall"
+    )
 
 
-def _class_counts(config: TrialConfig) -> tuple[int, int]:
-    """(majority classes, minority classes) the data config will produce."""
-    d = config.data
-    if d.source == "plantvillage":
-        return 1, 1
-    return len(d.majority), 1 if d.pool_minority else len(d.minority)
+def workers(args: argparse.Namespace) -> int:
+    """Trials at once: --max-concurrent, a Slurm array's parallelism, or this machine's cores per trial."""
+    if args.max_concurrent:
+        return args.max_concurrent
+    if args.backend == "slurm":
+        return args.array_parallelism
+    return max(1, int((os.cpu_count() or 1) // args.cpus_per_trial))
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UserError(f"--max-concurrent {args.max_concurrent}: use 1 or more")
-    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial < 0 and args.gpus_per_trial != AUTO):
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.retries < 0:
         raise UserError(f"--retries {args.retries}: use 0 or more")
+    for flag in ("array_parallelism", "trials_per_task"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {value}: use 1 or more")
+
+
+AUTO = -1.0
+
+
+def _gpus(text: str) -> float:
+    if text == "auto":
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
+def _pack_gpus(specs: list[SweepSpec], args: argparse.Namespace) -> float:
+    """--gpus-per-trial auto: 1/n of a GPU, n from the costliest trial's measured peak memory."""
+    import torch
+
+    from finalbn.costs import calibrate, trials_per_gpu
+
+    if args.backend != "local":
+        raise UserError(
+            "--gpus-per-trial auto calibrates on this machine's GPU: with a cluster backend give a fraction, "
+            "e.g. --gpus-per-trial 0.25 (measure it once with --backend local on a GPU node)"
+        )
+    if not torch.cuda.is_available():
+        print("--gpus-per-trial auto: no CUDA GPU here, trials run on CPU")
+        return 0.0
+    probe = max((t for spec in specs for t in spec.trials()), key=lambda t: epoch_work(t.config)).config
+    calibration = calibrate(probe.replace(train={"device": "cuda"}))
+    n = trials_per_gpu(calibration.peak_gpu_bytes, calibration.gpu_total_bytes)
+    print(
+        f"--gpus-per-trial auto: the costliest trial peaks at {calibration.peak_gpu_bytes / 2**30:.2f} GiB "
+        f"of {calibration.gpu_total_bytes / 2**30:.0f} GiB: {n} trials per GPU ({1 / n:.3g} GPU each)"
+    )
+    return 1 / n
 
 
 def _check_gpus(gpus_per_trial: float) -> None:
@@ -188,4 +269,3 @@ def _check_gpus(gpus_per_trial: float) -> None:
         raise UserError(
             f"--gpus-per-trial {gpus_per_trial} but this machine has no CUDA GPU: drop the flag to train on CPU"
         )
-

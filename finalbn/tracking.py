@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,7 +46,7 @@ ARTIFACTS = (
 
 
 class Tracker(Protocol):
-    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None: ...
+    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int, live: frozenset[str] = frozenset()) -> None: ...
     def sync_finished(self, jobs: list[TrialJob]) -> int: ...
     def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None: ...
     def discard_attempt(self, trial_id: str) -> None: ...
@@ -54,13 +55,17 @@ class Tracker(Protocol):
     ) -> None: ...
     def end_sweep(self, status: str) -> None: ...
     def where(self) -> list[str]: ...
+    def task_tracking(self) -> TaskTracking | None: ...
 
 
 class NullTracker:
     """Tracking off: every call does nothing."""
 
-    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None:
+    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int, live: frozenset[str] = frozenset()) -> None:
         pass
+
+    def task_tracking(self) -> TaskTracking | None:
+        return None
 
     def sync_finished(self, jobs: list[TrialJob]) -> int:
         return 0
@@ -103,9 +108,10 @@ class MlflowTracker:
         # Trial id -> child run id, for runs not yet terminated.
         self.children: dict[str, str] = {}
 
-    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int) -> None:
+    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int, live: frozenset[str] = frozenset()) -> None:
+        """``live``: trials still running elsewhere (Slurm tasks), whose runs stay open."""
         self.experiment_id = self._experiment(spec.name)
-        self._close_stale_runs()
+        self._close_stale_runs(live)
         parent = self.client.create_run(
             self.experiment_id,
             run_name=f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -217,10 +223,78 @@ class MlflowTracker:
         self.children[trial_id] = run.info.run_id
         return run.info.run_id
 
-    def _close_stale_runs(self) -> None:
+    def task_tracking(self) -> TaskTracking:
+        """What a Slurm task needs to log its trials under this invocation's parent run."""
+        return TaskTracking(self.uri, self.artifact_root, self.experiment_id, self.parent_id)
+
+    def adopt_running(self, trial_id: str) -> None:
+        """Continue the trial's RUNNING run (a requeued attempt) instead of starting another."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and attributes.status = 'RUNNING'",
+        )
+        if runs:
+            self.children[trial_id] = runs[0].info.run_id
+
+    def _close_stale_runs(self, live: frozenset[str]) -> None:
         """Runs a killed invocation left RUNNING are marked KILLED, never left RUNNING."""
         for run in self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'"):
-            self.client.set_terminated(run.info.run_id, "KILLED")
+            if run.data.tags.get(TRIAL_TAG) not in live:
+                self.client.set_terminated(run.info.run_id, "KILLED")
+
+
+@dataclass(frozen=True)
+class TaskTracking:
+    uri: str
+    artifact_root: Path
+    experiment_id: str
+    parent_id: str
+
+
+class TaskTracker:
+    """MLflow writes from inside a Slurm task, each under the store's file lock:
+    many tasks share one store (a SQLite file on the shared file system), and
+    SQLite's own locking gives up with "database is locked" under that load."""
+
+    def __init__(self, tracking: TaskTracking) -> None:
+        self.tracking = tracking
+        self.inner = MlflowTracker(tracking.uri, tracking.artifact_root)
+        self.inner.experiment_id = tracking.experiment_id
+        self.inner.parent_id = tracking.parent_id
+
+    def resume_trial(self, job: TrialJob) -> None:
+        with _store_lock(self.tracking.uri):
+            self.inner.adopt_running(job.trial_id)
+
+    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
+        with _store_lock(self.tracking.uri):
+            self.inner.log_epoch(job.trial, job.trial_id, job.fingerprint, row)
+
+    def discard_attempt(self, job: TrialJob) -> None:
+        with _store_lock(self.tracking.uri):
+            self.inner.discard_attempt(job.trial_id)
+
+    def finish_trial(self, job: TrialJob, failed: bool) -> None:
+        with _store_lock(self.tracking.uri):
+            self.inner.finish_trial(job.trial, job.trial_id, job.fingerprint, job.folder, failed)
+
+
+class NullTaskTracker:
+    def resume_trial(self, job: TrialJob) -> None:
+        pass
+
+    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
+        pass
+
+    def discard_attempt(self, job: TrialJob) -> None:
+        pass
+
+    def finish_trial(self, job: TrialJob, failed: bool) -> None:
+        pass
+
+
+def task_tracker(tracking: TaskTracking | None) -> TaskTracker | NullTaskTracker:
+    return NullTaskTracker() if tracking is None else TaskTracker(tracking)
 
 
 @contextlib.contextmanager

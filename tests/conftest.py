@@ -1,9 +1,14 @@
 """Shared fixtures."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Decoded images and frozen-backbone features are cached on disk (finalbn.data.cache):
+# tests, and the sweeps they start as subprocesses, keep theirs out of ~/.cache.
+os.environ.setdefault("FINALBN_CACHE_DIR", tempfile.mkdtemp(prefix="finalbn-test-cache-"))
 
 
 @pytest.fixture(scope="session")

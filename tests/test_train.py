@@ -13,7 +13,7 @@ import torch
 from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.results import run_trial
-from finalbn.train import class_weights, train_trial
+from finalbn.train import checkpoint_epoch, class_weights, train_trial
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,3 +174,63 @@ def test_plantvillage_trial_on_real_images(plantvillage_root: Path, tmp_path: Pa
     assert not (folder / "model.pt").exists()
     manifest = pl.read_parquet(folder / "manifest.parquet")
     assert manifest.filter(pl.col("split") == "train").height == 210
+
+
+class Preempted(Exception):
+    """Stands in for the kill a preempted Slurm job gets mid-trial."""
+
+
+@pytest.mark.parametrize(
+    "model, train",
+    [
+        # Trained whole: batch order, DA draws, MX weights and partners all continue.
+        ({"head": "thesis"}, {"augment": True, "mixup_alpha": 0.4, "weighted_loss": True}),
+        # A frozen backbone: the head trains on cached features; its dropout continues.
+        ({"head": "thesis", "unfreeze": "none"}, {}),
+    ],
+    ids=["whole-network", "cached-features"],
+)
+def test_interrupted_trial_resumes_where_it_stopped(tmp_path: Path, model: dict, train: dict) -> None:
+    config = mnist(epochs=4, device="cpu", **train).replace(model=model)
+    uninterrupted = train_trial(config, cache_dir=tmp_path)
+    checkpoint = tmp_path / "trial" / "checkpoint.pt"
+    assert checkpoint_epoch(checkpoint) == 0
+
+    def stop_in_epoch_3(row: dict[str, float]) -> None:
+        if row["epoch"] == 3:
+            raise Preempted
+
+    with pytest.raises(Preempted):
+        train_trial(config, on_epoch=stop_in_epoch_3, checkpoint=checkpoint, cache_dir=tmp_path)
+    assert checkpoint_epoch(checkpoint) == 2
+    assert checkpoint_epoch(checkpoint, trial=uninterrupted.trial_id) == 2
+
+    seen: list[float] = []
+    resumed = train_trial(
+        config, on_epoch=lambda row: seen.append(row["epoch"]), checkpoint=checkpoint, cache_dir=tmp_path
+    )
+    assert seen == [3.0, 4.0]
+    assert numbers(resumed.epochs) == numbers(uninterrupted.epochs)
+    assert resumed.final == uninterrupted.final
+    assert resumed.predictions.equals(uninterrupted.predictions)
+    for key, tensor in uninterrupted.state_dict.items():
+        assert torch.equal(resumed.state_dict[key], tensor), key
+    # The caller deletes a finished trial's checkpoint; until then it says 4 of 4.
+    assert checkpoint_epoch(checkpoint) == 4
+
+
+def test_checkpoint_of_another_trial_is_ignored_and_replaced(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    first = train_trial(mnist(epochs=2, device="cpu"), checkpoint=checkpoint)
+    seen: list[float] = []
+    other = train_trial(
+        mnist(epochs=2, device="cpu", seed=1), on_epoch=lambda row: seen.append(row["epoch"]), checkpoint=checkpoint
+    )
+    assert seen == [1.0, 2.0]
+    assert numbers(other.epochs) == numbers(train_trial(mnist(epochs=2, device="cpu", seed=1)).epochs)
+    assert checkpoint_epoch(checkpoint, trial=other.trial_id) == 2
+    assert checkpoint_epoch(checkpoint, trial=first.trial_id) == 0
+    # A half-written or foreign file only means starting over.
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert checkpoint_epoch(checkpoint) == 0
+    assert len(train_trial(mnist(epochs=1, device="cpu"), checkpoint=checkpoint).epochs) == 1

@@ -1,7 +1,8 @@
 """Decoding image files: the cheap checks, the full check and the resize to tensors.
 
-All decoding goes through :func:`decode_image`, so a decoded-image cache can
-later wrap that one function.
+All decoding goes through :func:`decode_image`; the decoded-image cache
+(``finalbn.data.cache``) fills its files with :func:`decode_images`, so cached
+and freshly decoded pixels are the same bytes.
 """
 
 from __future__ import annotations
@@ -95,12 +96,21 @@ def decode_image(path: Path, size: int) -> np.ndarray:
 
 def load_image_tensor(root: Path, paths: list[str], size: int) -> torch.Tensor:
     """Decode manifest paths under ``root`` into a uint8 tensor [N, 3, size, size]."""
-    batch = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    batch = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    decode_images(root, paths, size, batch)
+    return torch.from_numpy(batch)
+
+
+def decode_images(root: Path, paths: list[str], size: int, out: np.ndarray) -> None:
+    """Decode manifest paths under ``root`` into ``out`` [N, 3, size, size] uint8, row for row.
+
+    ``out`` may be a memory-mapped file, so a cache writes straight to disk.
+    """
 
     def fill(index: int) -> None:
         path = root / paths[index]
         try:
-            batch[index] = decode_image(path, size)
+            out[index] = decode_image(path, size).transpose(2, 0, 1)
         except (OSError, SyntaxError, ValueError) as error:
             raise UserError(
                 f"cannot read {path} listed in the manifest ({error}): "
@@ -110,7 +120,6 @@ def load_image_tensor(root: Path, paths: list[str], size: int) -> torch.Tensor:
     # Pillow releases the GIL while decoding and resizing, so threads scale.
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         list(pool.map(fill, range(len(paths))))
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
 
 def _workers() -> int:

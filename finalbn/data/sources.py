@@ -57,6 +57,9 @@ class DataSource(ABC):
 
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    # Whether load() decodes image files under the root, the work the decoded-image
+    # cache saves; sources that hold their arrays in memory already set False.
+    decodes_files: bool = False
 
     @abstractmethod
     def scan(self, cfg: DataConfig) -> Scan:
@@ -120,6 +123,8 @@ class _Classes:
 class _ClassFolderSource(DataSource):
     """Images in one folder per class under cfg.root; subclasses map folders to classes."""
 
+    decodes_files = True
+
     @abstractmethod
     def resolve(self, cfg: DataConfig, root: Path, folders: list[str]) -> _Classes:
         """Classes and which folder feeds which, or a UserError naming valid choices."""
@@ -167,10 +172,10 @@ class _ClassFolderSource(DataSource):
         )
 
     def decode_problem(self, root: str | None, path: str) -> str | None:
-        return decode_problem(Path(_require_root(root)) / path)
+        return decode_problem(Path(require_root(root)) / path)
 
     def load(self, root: str | None, paths: list[str], cfg: DataConfig) -> torch.Tensor:
-        return load_image_tensor(Path(_require_root(root)), paths, cfg.image_size)
+        return load_image_tensor(Path(require_root(root)), paths, cfg.image_size)
 
 
 @SOURCES.register("plantvillage")
@@ -381,7 +386,7 @@ def _torchvision_mnist(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 # ----------------------------------------------------------------- helpers
 
 
-def _require_root(root: str | None) -> str:
+def require_root(root: str | None) -> str:
     if root is None:
         raise UserError("the manifest has no data root: rebuild it with --root set")
     return root

@@ -24,7 +24,8 @@ from finalbn.sweep import SweepOptions, TrialEvents, TrialJob, execute
 
 class RayTuneBackend:
     def __init__(self, address: str | None = None) -> None:
-        # None: start a private Ray instance on this machine for the sweep.
+        # None: start a private Ray instance on this machine for the sweep;
+        # "HOST:PORT" or "auto": join that running cluster (--backend ray).
         self.address = address
 
     def run(self, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
@@ -34,6 +35,9 @@ class RayTuneBackend:
         # Ctrl-C must stop the sweep (as KeyboardInterrupt), not ask Tune to
         # save experiment state we do not use.
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        # Tune's per-trial JSON/CSV/TensorBoard result files duplicate the trial
+        # folders and cost driver CPU on every epoch of every trial.
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         if not options.verbose:
             # The sweep prints its own one-line progress; Tune's tables and its
             # per-failure tracebacks (kept in each failure.json) stay off.
@@ -59,7 +63,9 @@ class RayTuneBackend:
 
         def trainable(config: dict[str, Any]) -> None:
             job = by_id[config["trial_id"]]
-            execute(job, threads, lambda row: tune.report({"row": row}))
+            # Node ids, not addresses: nodes of one machine share an IP.
+            worker = {"backend": "ray", "node_id": ray.get_runtime_context().get_node_id()}
+            execute(job, threads, lambda row: tune.report({"row": row}), worker=worker)
 
         resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
         storage = jobs[0].folder.parent.parent / "ray"

@@ -1,0 +1,117 @@
+"""What a sweep will cost: assumed per-image costs, or one measured calibration trial.
+
+Two uses: ``--dry-run`` prints the predicted wall time of a sweep
+(trial-seconds scheduled onto the workers), and ``--gpus-per-trial auto``
+packs as many trials onto one GPU as the calibration trial's peak memory
+allows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+
+from finalbn.config import TrialConfig
+
+# Seconds per image for one forward pass at 224 px, by backbone and device.
+# CPU numbers were measured on this project's 2-core machines; GPU numbers are
+# assumptions for one H100 with mixed precision. A backward pass is counted as
+# two forwards; a frozen backbone skips it.
+FORWARD_SECONDS = {
+    "resnet18": {"cpu": 0.030, "gpu": 0.0002},
+    "resnet34": {"cpu": 0.060, "gpu": 0.0003},
+    "vgg19": {"cpu": 0.200, "gpu": 0.0008},
+    "vgg19_bn": {"cpu": 0.210, "gpu": 0.0009},
+    # simple_cnn and fc128 are costed at their own input size, not 224 px.
+    "simple_cnn": {"cpu": 0.0003, "gpu": 0.00002},
+    "fc128": {"cpu": 0.00002, "gpu": 0.000005},
+}
+SMALL_INPUT_BACKBONES = ("simple_cnn", "fc128")
+# Memory a CUDA process holds beyond its tensors (context, kernels), per trial.
+CUDA_CONTEXT_BYTES = 600 * 2**20
+# Fraction of a GPU's memory packed trials may fill: allocator fragmentation and peaks.
+GPU_FILL = 0.85
+# More trials than this on one GPU contend for its compute more than they gain.
+MAX_TRIALS_PER_GPU = 8
+
+
+def epoch_work(config: TrialConfig) -> float:
+    """One epoch's backbone work in forward-image units at 224 px (backward = 2 forwards)."""
+    d, m = config.data, config.model
+    majority, minority = class_counts(config)
+    train = d.train_majority * majority + d.train_minority * minority
+    evaluated = (d.val_majority + d.test_majority) * majority + (d.val_minority + d.test_minority) * minority
+    scale = 1.0 if m.backbone in SMALL_INPUT_BACKBONES else (d.image_size / 224) ** 2
+    train_passes = 1 if m.unfreeze == "none" else 3
+    return (train * train_passes + evaluated) * scale
+
+
+def assumed_trial_seconds(config: TrialConfig, device: str) -> float:
+    """Seconds for one trial from the assumption table (no data loading, no set-up)."""
+    return config.train.epochs * epoch_work(config) * FORWARD_SECONDS[config.model.backbone][device]
+
+
+def class_counts(config: TrialConfig) -> tuple[int, int]:
+    """(majority classes, minority classes) the data config will produce."""
+    d = config.data
+    if d.source == "plantvillage":
+        return 1, 1
+    return len(d.majority), 1 if d.pool_minority else len(d.minority)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One trial run for two epochs: set-up (data, model, first-epoch warm-up) and a steady epoch."""
+
+    config: TrialConfig
+    setup_seconds: float
+    epoch_seconds: float
+    device: str
+    # torch's peak reserved memory during the trial, plus the CUDA context; 0 on CPU.
+    peak_gpu_bytes: int = 0
+    gpu_total_bytes: int = 0
+
+    def trial_seconds(self, config: TrialConfig) -> float:
+        """A trial of ``config`` scaled from the calibrated one by epochs and per-epoch work."""
+        per_epoch = self.epoch_seconds * epoch_work(config) / max(epoch_work(self.config), 1e-12)
+        return self.setup_seconds + config.train.epochs * per_epoch
+
+
+def calibrate(config: TrialConfig, threads: int = 1) -> Calibration:
+    """Run ``config`` for two epochs here and measure it (on its device: a GPU when there is one)."""
+    import torch
+
+    from finalbn.train import resolve_device, train_trial
+
+    torch.set_num_threads(max(1, threads))
+    probe = config.replace(train={"epochs": 2})
+    device = resolve_device(probe.train.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    result = train_trial(probe)
+    total = time.perf_counter() - started
+    steady = result.epochs[-1]["seconds"]
+    peak = total_memory = 0
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_reserved(device) + CUDA_CONTEXT_BYTES
+        total_memory = torch.cuda.get_device_properties(device).total_memory
+    return Calibration(config, max(0.0, total - 2 * steady), steady, str(device), peak, total_memory)
+
+
+def makespan(trial_seconds: list[float], workers: int) -> float:
+    """Wall time when trials start in order on the first free worker (how Tune and a Slurm array fill slots)."""
+    free_at = [0.0] * max(1, workers)
+    for seconds in trial_seconds:
+        start = heapq.heappop(free_at)
+        heapq.heappush(free_at, start + seconds)
+    return max(free_at)
+
+
+def trials_per_gpu(peak_bytes: int, total_bytes: int) -> int:
+    """How many trials of this peak memory one GPU holds, within GPU_FILL of its memory."""
+    if peak_bytes <= 0:
+        return 1
+    return max(1, min(MAX_TRIALS_PER_GPU, math.floor(GPU_FILL * total_bytes / peak_bytes)))

@@ -1,0 +1,67 @@
+"""The cost model: calibration, scaling to other trials, scheduling, GPU packing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finalbn.costs import Calibration, calibrate, epoch_work, makespan, trials_per_gpu
+from finalbn.presets import EMBEDDED_MNIST
+
+REPO = Path(__file__).resolve().parents[1]
+GIB = 2**30
+
+
+def test_makespan_fills_the_first_free_worker_in_order() -> None:
+    assert makespan([3, 3, 3], 2) == 6
+    assert makespan([5, 1, 1, 1, 1, 1], 2) == 5
+    assert makespan([2] * 8, 8) == 2
+    assert makespan([4, 4], 1) == 8
+
+
+def test_gpu_packing_by_peak_memory() -> None:
+    assert trials_per_gpu(30 * GIB, 80 * GIB) == 2
+    assert trials_per_gpu(100 * GIB, 80 * GIB) == 1  # too big for one: still one, never zero
+    assert trials_per_gpu(2 * GIB, 80 * GIB) == 8  # capped: more would contend for compute
+    assert trials_per_gpu(0, 0) == 1  # CPU: nothing to pack
+
+
+def test_a_calibration_scales_by_epochs_and_work() -> None:
+    base = EMBEDDED_MNIST
+    calibration = Calibration(base, setup_seconds=2.0, epoch_seconds=0.5, device="cpu")
+    assert calibration.trial_seconds(base) == pytest.approx(2.0 + base.train.epochs * 0.5)
+    longer = base.replace(train={"epochs": base.train.epochs * 2})
+    assert calibration.trial_seconds(longer) == pytest.approx(2.0 + 2 * base.train.epochs * 0.5)
+    bigger = base.replace(data={"train_majority": base.data.train_majority * 2})
+    ratio = epoch_work(bigger) / epoch_work(base)
+    assert ratio > 1
+    assert calibration.trial_seconds(bigger) == pytest.approx(2.0 + base.train.epochs * 0.5 * ratio)
+
+
+def test_calibrating_a_real_trial_on_cpu() -> None:
+    calibration = calibrate(EMBEDDED_MNIST)
+    assert calibration.device == "cpu" and calibration.peak_gpu_bytes == 0
+    assert calibration.epoch_seconds > 0 and calibration.setup_seconds >= 0
+    # Two epochs were run, so a 20-epoch trial is predicted well above the measured two.
+    assert calibration.trial_seconds(EMBEDDED_MNIST) > 2 * calibration.epoch_seconds
+
+
+def _sweep(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py"), "--preset", "smoke", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_calibrate_predicts_the_wall_time() -> None:
+    done = _sweep("--dry-run", "--calibrate", "--max-concurrent", "2")
+    assert done.returncode == 0, done.stderr
+    assert "calibrated on this machine (cpu" in done.stdout
+    assert "on 2 workers =" in done.stdout
+
+
+def test_gpu_auto_packing_degrades_to_cpu_without_a_gpu() -> None:
+    done = _sweep("--dry-run", "--gpus-per-trial", "auto")
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA GPU here, trials run on CPU" in done.stdout
