@@ -11,6 +11,7 @@ import argparse
 import os
 
 from finalbn.errors import UserError
+from finalbn.launch.ray_tune import RayTuneBackend
 from finalbn.registry import Registry
 
 BACKENDS: Registry = Registry("backend")
@@ -19,16 +20,12 @@ BACKENDS: Registry = Registry("backend")
 @BACKENDS.register("local")
 def local_backend(args: argparse.Namespace) -> object:
     """A private Ray instance on this machine, started for the sweep (RAY_ADDRESS is ignored)."""
-    from finalbn.launch.ray_tune import RayTuneBackend
-
     return RayTuneBackend("local")
 
 
 @BACKENDS.register("ray")
 def ray_backend(args: argparse.Namespace) -> object:
     """An existing Ray cluster: --address, else RAY_ADDRESS."""
-    from finalbn.launch.ray_tune import RayTuneBackend
-
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise UserError(
@@ -59,4 +56,4 @@ def slurm_backend(args: argparse.Namespace) -> object:
     )
 
 
-__all__ = ["BACKENDS"]
+__all__ = ["BACKENDS", "RayTuneBackend"]
