@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from finalbn.config import TrialConfig
+from finalbn.train import uses_feature_cache
 
 # Seconds per image for one forward pass at 224 px, by backbone and device.
 # CPU numbers were measured on this project's 2-core machines; GPU numbers are
@@ -38,19 +39,46 @@ MAX_TRIALS_PER_GPU = 8
 
 
 def epoch_work(config: TrialConfig) -> float:
-    """One epoch's backbone work in forward-image units at 224 px (backward = 2 forwards)."""
-    d, m = config.data, config.model
-    majority, minority = class_counts(config)
-    train = d.train_majority * majority + d.train_minority * minority
-    evaluated = (d.val_majority + d.test_majority) * majority + (d.val_minority + d.test_minority) * minority
-    scale = 1.0 if m.backbone in SMALL_INPUT_BACKBONES else (d.image_size / 224) ** 2
-    train_passes = 1 if m.unfreeze == "none" else 3
-    return (train * train_passes + evaluated) * scale
+    """One epoch's backbone work in forward-image units at 224 px (backward = 2 forwards).
+
+    A trial that trains on cached frozen-backbone features does no backbone
+    work per epoch: its features are counted once per data split, in
+    :func:`assumed_sweep_seconds`.
+    """
+    if uses_feature_cache(config):
+        return 0.0
+    train, evaluated = _images(config)
+    train_passes = 1 if config.model.unfreeze == "none" else 3
+    return (train * train_passes + evaluated) * _scale(config)
 
 
 def assumed_trial_seconds(config: TrialConfig, device: str) -> float:
     """Seconds for one trial from the assumption table (no data loading, no set-up)."""
     return config.train.epochs * epoch_work(config) * FORWARD_SECONDS[config.model.backbone][device]
+
+
+def assumed_sweep_seconds(configs: list[TrialConfig], device: str) -> float:
+    """Trial-seconds of a sweep: every trial, plus one feature extraction per
+    distinct (data split, backbone) among the trials that use the feature cache."""
+    extractions = {(c.data, c.model.backbone, c.model.weights) for c in configs if uses_feature_cache(c)}
+    seconds = sum(assumed_trial_seconds(c, device) for c in configs)
+    for data, backbone, weights in extractions:
+        config = next(c for c in configs if (c.data, c.model.backbone, c.model.weights) == (data, backbone, weights))
+        seconds += sum(_images(config)) * _scale(config) * FORWARD_SECONDS[backbone][device]
+    return seconds
+
+
+def _images(config: TrialConfig) -> tuple[int, int]:
+    """(training images, evaluated images: validation + test)."""
+    d = config.data
+    majority, minority = class_counts(config)
+    train = d.train_majority * majority + d.train_minority * minority
+    evaluated = (d.val_majority + d.test_majority) * majority + (d.val_minority + d.test_minority) * minority
+    return train, evaluated
+
+
+def _scale(config: TrialConfig) -> float:
+    return 1.0 if config.model.backbone in SMALL_INPUT_BACKBONES else (config.data.image_size / 224) ** 2
 
 
 def class_counts(config: TrialConfig) -> tuple[int, int]:
@@ -74,9 +102,11 @@ class Calibration:
     gpu_total_bytes: int = 0
 
     def trial_seconds(self, config: TrialConfig) -> float:
-        """A trial of ``config`` scaled from the calibrated one by epochs and per-epoch work."""
-        per_epoch = self.epoch_seconds * epoch_work(config) / max(epoch_work(self.config), 1e-12)
-        return self.setup_seconds + config.train.epochs * per_epoch
+        """A trial of ``config`` scaled from the calibrated one by epochs and per-epoch work
+        (head-only trials on cached features: the calibrated epoch as measured)."""
+        calibrated = epoch_work(self.config)
+        ratio = epoch_work(config) / calibrated if calibrated > 0 else 1.0
+        return self.setup_seconds + config.train.epochs * self.epoch_seconds * ratio
 
 
 def calibrate(config: TrialConfig, threads: int = 1) -> Calibration:

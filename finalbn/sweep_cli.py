@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from finalbn.cli import OneLineParser, guarded
-from finalbn.costs import assumed_trial_seconds, epoch_work
+from finalbn.costs import assumed_sweep_seconds, assumed_trial_seconds, epoch_work
 from finalbn.errors import UserError
 from finalbn.experiments import PRESETS, build_sweeps
 from finalbn.spec import SweepSpec
@@ -180,9 +180,12 @@ def dry_run(spec: SweepSpec) -> str:
         per_value = spec.size() // len(axis.values)
         lines.append(f"  {axis.name} [{axis.role}]: {labels}  ({len(axis.values)} values, {per_value} trials each)")
     for device, where in (("cpu", "one CPU core, measured on a 2-core machine"), ("gpu", "one H100, assumed")):
-        seconds = sum(assumed_trial_seconds(trial.config, device) for trial in spec.trials())
+        seconds = assumed_sweep_seconds([trial.config for trial in spec.trials()], device)
         lines.append(f"  estimated cost on {device}: {seconds / 3600:.2f} hours ({seconds:.0f} trial-seconds; {where})")
-    lines.append("  (assumed per-image forward costs, data loading excluded; not a calibration)")
+    lines.append(
+        "  (assumed per-image forward costs; frozen trials without DA/MX train on features extracted once per "
+        "split; data loading and set-up excluded; --calibrate measures instead)"
+    )
     return "\n".join(lines)
 
 

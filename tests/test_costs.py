@@ -65,3 +65,16 @@ def test_gpu_auto_packing_degrades_to_cpu_without_a_gpu() -> None:
     done = _sweep("--dry-run", "--gpus-per-trial", "auto")
     assert done.returncode == 0, done.stderr
     assert "no CUDA GPU here, trials run on CPU" in done.stdout
+
+
+def test_cached_frozen_trials_cost_one_extraction_per_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finalbn.costs import assumed_sweep_seconds, assumed_trial_seconds
+
+    frozen = EMBEDDED_MNIST.replace(model={"backbone": "resnet18", "unfreeze": "none", "weights": "none"})
+    seeds = [frozen.replace(train={"seed": seed}) for seed in range(5)]
+    one_extraction = assumed_sweep_seconds(seeds[:1], "gpu")
+    assert assumed_trial_seconds(frozen, "gpu") == 0  # the head's own work is not in the table
+    assert one_extraction > 0
+    assert assumed_sweep_seconds(seeds, "gpu") == pytest.approx(one_extraction)  # five seeds, one split
+    monkeypatch.setenv("FINALBN_FEATURE_CACHE", "0")
+    assert assumed_sweep_seconds(seeds, "gpu") == pytest.approx(5 * frozen.train.epochs * one_extraction)
