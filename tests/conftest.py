@@ -1,6 +1,8 @@
 """Shared fixtures."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -8,7 +10,9 @@ import pytest
 
 # Decoded images and frozen-backbone features are cached on disk (finalbn.data.cache):
 # tests, and the sweeps they start as subprocesses, keep theirs out of ~/.cache.
-os.environ.setdefault("FINALBN_CACHE_DIR", tempfile.mkdtemp(prefix="finalbn-test-cache-"))
+if "FINALBN_CACHE_DIR" not in os.environ:
+    os.environ["FINALBN_CACHE_DIR"] = tempfile.mkdtemp(prefix="finalbn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FINALBN_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -82,7 +82,7 @@ def test_submit_returns_at_once_reattach_then_wait_equals_local(slurm_cluster, t
     local_trials = pl.read_parquet(tmp_path / "local" / "imbalance_ratio-smoke" / "trials.parquet")
     columns = ["trial_id", "f1_minority", "f1_majority", "brier", "accuracy"]
     polars.testing.assert_frame_equal(
-        slurm_trials.select(columns).sort("trial_id"), local_trials.select(columns).sort("trial_id"), atol=1e-6
+        slurm_trials.select(columns).sort("trial_id"), local_trials.select(columns).sort("trial_id"), abs_tol=1e-6
     )
     print(
         f"\nsmoke sweep (8 trials) wall: slurm submit {submit_seconds:.1f} s + --wait {wait_seconds:.1f} s; "
