@@ -57,7 +57,7 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
-    cluster = parser.add_argument_group("clusters (--backend ray / slurm; see the README section Clusters and docs/cluster.md)")
+    cluster = parser.add_argument_group("clusters (--backend ray / slurm; README: Clusters, and docs/cluster.md)")
     cluster.add_argument("--address", help="--backend ray: the cluster's HOST:PORT (default: $RAY_ADDRESS)")
     cluster.add_argument("--partition", help="--backend slurm: partition (default: the cluster's default)")
     cluster.add_argument("--time", default="60", help="--backend slurm: time limit per array task (default 60 min)")

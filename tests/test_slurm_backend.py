@@ -8,6 +8,7 @@ Regenerate the golden file after an intended change with
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -104,9 +105,13 @@ def test_fractional_gpus_round_up_to_whole_gpus_per_task() -> None:
 
 
 def test_live_trials_are_those_of_unfinished_tasks() -> None:
-    state = SlurmState("s", [Submission("7", [["a", "b"], ["c"], ["d"]], "now")])
+    submitted = datetime(2026, 1, 1, 12, 0, 0)
+    state = SlurmState("s", [Submission("7", [["a", "b"], ["c"], ["d"]], submitted.isoformat())])
     states = {"7_0": "COMPLETED", "7_1": "RUNNING", "7_2": "UNKNOWN"}
-    assert live_trials(state, states) == {"c": "7_1", "d": "7_2"}
+    # Just submitted: a task sacct does not list yet is live, never submitted twice.
+    assert live_trials(state, states, now=submitted + timedelta(seconds=5)) == {"c": "7_1", "d": "7_2"}
+    # A day later a task sacct still does not know is gone; its trial may be resubmitted.
+    assert live_trials(state, states, now=submitted + timedelta(days=1)) == {"c": "7_1"}
 
 
 def test_state_file_round_trip(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import submitit
@@ -56,6 +57,8 @@ _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=/@+%-]+$")
 # Leave a task time for the trial in progress to reach an epoch boundary.
 _TASK_TIME_FILL = 0.5
 _STATE_FILE = "state.json"
+# How long a submitted task may be missing from sacct before it counts as gone.
+_UNKNOWN_GRACE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -274,14 +277,21 @@ def task_states(state: SlurmState, folder: Path) -> dict[str, str]:
     return {job.job_id: job.get_info(mode="cache").get("State", "UNKNOWN").split()[0] for job in jobs}
 
 
-def live_trials(state: SlurmState, states: dict[str, str]) -> dict[str, str]:
-    """Trial id -> "JOBID_TASK" for trials whose task is still queued or running."""
+def live_trials(state: SlurmState, states: dict[str, str], now: datetime | None = None) -> dict[str, str]:
+    """Trial id -> "JOBID_TASK" for trials whose task is still queued or running.
+
+    A task sacct does not know (UNKNOWN) is live while its submission is
+    recent, as sacct may not list a new job yet; later it is gone (purged from
+    accounting, or a cluster that forgot it), and its trials may be resubmitted.
+    """
+    now = now or datetime.now()
     live = {}
     for submission in state.submissions:
+        recent = now - datetime.fromisoformat(submission.submitted) < _UNKNOWN_GRACE
         for index, trial_ids in enumerate(submission.tasks):
             task = f"{submission.job_id}_{index}"
-            # UNKNOWN: not in sacct yet (just submitted) — counted as live, never resubmitted twice.
-            if states.get(task, "UNKNOWN") not in _ENDED:
+            known = states.get(task, "UNKNOWN")
+            if known not in _ENDED and (known != "UNKNOWN" or recent):
                 live.update(dict.fromkeys(trial_ids, task))
     return live
 
