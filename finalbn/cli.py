@@ -38,12 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="finalbn", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train one trial (see finalbn train --help)", add_help=False)
-    prefetch = commands.add_parser("prefetch", help="download ImageNet weights into the local cache")
-    prefetch.add_argument("--backbone", nargs="+", required=True, help="backbone name(s), e.g. resnet34 vgg19_bn")
+    prefetch = commands.add_parser(
+        "prefetch", help="download what trials need (ImageNet weights, full MNIST) on a machine with network"
+    )
+    prefetch.add_argument("--backbone", nargs="+", default=[], help="backbone name(s), e.g. resnet34 vgg19_bn")
+    prefetch.add_argument("--mnist", type=Path, metavar="DIR", help="download full MNIST into DIR (MNIST/raw)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         return train_main(rest, prog="finalbn train")
-    return guarded(lambda: _prefetch(args.backbone), debug=False)
+    if not args.backbone and args.mnist is None:
+        prefetch.error("say what to fetch: --backbone NAME..., --mnist DIR, or both")
+    return guarded(lambda: _prefetch(args.backbone, args.mnist), debug=False)
 
 
 def train_main(argv: Sequence[str] | None = None, prog: str = "python -m finalbn.train") -> int:
@@ -150,11 +155,14 @@ def format_epoch(row: dict[str, float], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _prefetch(backbones: list[str]) -> None:
+def _prefetch(backbones: list[str], mnist: Path | None) -> None:
+    from finalbn.data.sources import prefetch_mnist
     from finalbn.models import prefetch_weights
 
     for name in backbones:
         print(f"{name}: {prefetch_weights(name)}")
+    if mnist is not None:
+        print(f"MNIST: {prefetch_mnist(mnist)} (use --source torchvision-mnist --root {mnist.expanduser()})")
 
 
 def _read_config_file(path: Path) -> TrialConfig:

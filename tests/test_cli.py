@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from finalbn.cli import config_from_args, train_parser
 from finalbn.presets import EMBEDDED_MNIST, THESIS
 
@@ -36,3 +38,21 @@ def test_console_script_help_lists_every_section() -> None:
     assert done.returncode == 0
     for flag in ("--train-minority", "--final-norm", "--mixup-alpha", "--unfreeze", "--ratio"):
         assert flag in done.stdout
+
+
+def test_prefetch_needs_something_to_fetch() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "finalbn.cli", "prefetch"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "--backbone NAME..., --mnist DIR" in done.stderr
+
+
+def test_prefetch_mnist_offline_names_the_fix(tmp_path, monkeypatch) -> None:
+    from finalbn.data import sources
+    from finalbn.errors import UserError
+    from finalbn.models import weights
+
+    monkeypatch.setattr(weights, "can_reach", lambda *a, **k: False)
+    with pytest.raises(UserError, match=f"run `finalbn prefetch --mnist {tmp_path}` on a machine with network"):
+        sources.prefetch_mnist(tmp_path)

@@ -383,6 +383,33 @@ def _torchvision_mnist(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return parts
 
 
+# torchvision's first MNIST mirror: reachable means the download can work.
+MNIST_MIRROR = "ossci-datasets.s3.amazonaws.com"
+
+
+def prefetch_mnist(root: Path) -> Path:
+    """Put full MNIST under ``root/MNIST/raw`` (for --source torchvision-mnist); a no-op
+    when it is there. Needs network: run it on a login node, compute nodes read ``root``."""
+    from torchvision.datasets import MNIST
+
+    from finalbn.models.weights import can_reach
+
+    root = root.expanduser().resolve()
+    try:
+        MNIST(str(root), train=True, download=False)
+        return root / "MNIST" / "raw"
+    except RuntimeError:
+        pass
+    if not can_reach(MNIST_MIRROR):
+        raise UserError(
+            f"MNIST is not under {root}/MNIST/raw and {MNIST_MIRROR} is unreachable: run "
+            f"`finalbn prefetch --mnist {root}` on a machine with network access and copy the folder here"
+        )
+    for train in (True, False):
+        MNIST(str(root), train=train, download=True)
+    return root / "MNIST" / "raw"
+
+
 # ----------------------------------------------------------------- helpers
 
 
