@@ -44,11 +44,16 @@ def bare_loop(spec: SweepSpec) -> float:
 
     from finalbn.train import train_trial
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    started = time.perf_counter()
-    for trial in spec.trials():
-        train_trial(trial.config)
-    return time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        for trial in spec.trials():
+            train_trial(trial.config)
+        return time.perf_counter() - started
+    finally:
+        # The benchmarks after this one run in the same process.
+        torch.set_num_threads(threads)
 
 
 def _train_one(config: TrialConfig) -> None:

@@ -115,14 +115,19 @@ def calibrate(config: TrialConfig, threads: int = 1) -> Calibration:
 
     from finalbn.train import resolve_device, train_trial
 
-    torch.set_num_threads(max(1, threads))
     probe = config.replace(train={"epochs": 2})
     device = resolve_device(probe.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    result = train_trial(probe)
-    total = time.perf_counter() - started
+    previous = torch.get_num_threads()
+    # Timed with the threads a trial gets (--cpus-per-trial), then the caller's count again.
+    torch.set_num_threads(max(1, threads))
+    try:
+        started = time.perf_counter()
+        result = train_trial(probe)
+        total = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(previous)
     steady = result.epochs[-1]["seconds"]
     peak = total_memory = 0
     if device.type == "cuda":
