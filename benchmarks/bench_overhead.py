@@ -102,7 +102,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
         {
             "benchmark": f"orchestration overhead: {what}",
             "baseline": f"bare loop {loop:.1f} s / {cores} cores = {ideal:.1f} s",
-            "this tool": f"local sweep {sweep:.1f} s (Ray start, MLflow, tables, report)",
+            "this tool": f"local sweep {sweep:.1f} s (Ray start and stop, MLflow, trial folders, tables)",
             "ratio": sweep / ideal,
             "target": f"<= {TARGET}x",
         },
