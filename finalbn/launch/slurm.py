@@ -364,17 +364,15 @@ class SlurmBackend:
         executor.update_parameters(**executor_parameters(self.options, sweep, spec.name))
         threads = max(1, int(sweep.cpus_per_trial))
         n = len(tasks)
-        submitted = executor.map_array(
-            SweepTask(), tasks, [threads] * n, [sweep.retries] * n, [tracker.task_tracking()] * n
-        )
+        tracking = tracker.task_tracking()
+        submitted = executor.map_array(SweepTask(), tasks, [threads] * n, [sweep.retries] * n, [tracking] * n)
         job_id = submitted[0].job_id.split("_")[0]
-        parent = tracker.task_tracking()
         state.submissions.append(
             Submission(
                 job_id=job_id,
                 tasks=[[job.trial_id for job in task] for task in tasks],
                 submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                parent_run_id=parent.parent_id if parent else "",
+                parent_run_id=tracking.parent_id if tracking else "",
             )
         )
         state.write(state_path)
