@@ -42,6 +42,7 @@ def overhead_spec(epochs: int, seeds: int) -> SweepSpec:
 def bare_loop(spec: SweepSpec) -> float:
     import torch
 
+    from finalbn.data import build_manifest
     from finalbn.train import train_trial
 
     threads = torch.get_num_threads()
@@ -49,7 +50,8 @@ def bare_loop(spec: SweepSpec) -> float:
     try:
         started = time.perf_counter()
         for trial in spec.trials():
-            train_trial(trial.config)
+            # A bare loop builds each trial's manifest, as a user's own loop would.
+            train_trial(trial.config, build_manifest(trial.config.data))
         return time.perf_counter() - started
     finally:
         # The benchmarks after this one run in the same process.
@@ -59,10 +61,11 @@ def bare_loop(spec: SweepSpec) -> float:
 def _train_one(config: TrialConfig) -> None:
     import torch
 
+    from finalbn.data import build_manifest
     from finalbn.train import train_trial
 
     torch.set_num_threads(1)
-    train_trial(config)
+    train_trial(config, build_manifest(config.data))
 
 
 def bare_processes(spec: SweepSpec, cores: int) -> float:

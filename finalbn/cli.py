@@ -11,26 +11,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
-import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, validate
+from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, choice_fields, validate
+from finalbn.console import OneLineParser, guarded
 from finalbn.errors import UserError
 from finalbn.presets import base_config
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the fix (exit 2), like every other user error."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(UserError.exit_code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,8 +72,9 @@ def train_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} ({cls.__name__})")
+        hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
-            _add_field(group, section, field, typing.get_type_hints(cls)[field.name])
+            _add_field(group, section, field, hints[field.name], choice_fields(cls).get(field.name))
     return parser
 
 
@@ -116,14 +109,14 @@ def _train(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     # Impossible numbers fail before torch is even imported.
     validate(config)
-    from finalbn.results import run_trial
+    from finalbn.results import run_config
 
     print(
         f"trial: {config.data.source} {'/'.join(config.data.minority) or config.data.plant} "
         f"train {config.data.train_majority}+{config.data.train_minority}, "
         f"{config.model.backbone}, final norm {config.model.final_norm}, seed {config.train.seed}"
     )
-    result, folder = run_trial(
+    result, folder = run_config(
         config,
         args.out,
         on_epoch=lambda row: print(format_epoch(row, config.train.epochs)),
@@ -178,7 +171,13 @@ def _read_config_file(path: Path) -> TrialConfig:
     return TrialConfig.from_dict(raw.get("config", raw))
 
 
-def _add_field(group: argparse._ArgumentGroup, section: str, field: dataclasses.Field[Any], hint: Any) -> None:
+def _add_field(
+    group: argparse._ArgumentGroup,
+    section: str,
+    field: dataclasses.Field[Any],
+    hint: Any,
+    choices: tuple[str, ...] | None,
+) -> None:
     flag = "--" + field.name.replace("_", "-")
     dest = f"{section}__{field.name}"
     kind = _flag_type(hint)
@@ -189,6 +188,11 @@ def _add_field(group: argparse._ArgumentGroup, section: str, field: dataclasses.
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif kind is tuple:
         group.add_argument(flag, dest=dest, nargs="+", default=None, help=help_text)
+    elif choices is not None:
+        # Shown, not enforced: validate() rejects a wrong name with the same
+        # one-line message a config file or a sweep gets.
+        metavar = "{" + ",".join(choices) + "}"
+        group.add_argument(flag, dest=dest, type=str, metavar=metavar, default=None, help=help_text)
     else:
         group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
 
@@ -199,28 +203,6 @@ def _flag_type(hint: Any) -> type:
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     origin = typing.get_origin(hint)
     return origin if origin is not None else hint
-
-
-def guarded(action: Callable[[], None], debug: bool) -> int:
-    """Run a command: user errors become one line and exit 2; Ctrl-C (or
-    SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        action()
-    except UserError as error:
-        if debug:
-            raise
-        print(f"finalbn: error: {error}", file=sys.stderr)
-        return UserError.exit_code
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

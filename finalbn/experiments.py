@@ -259,7 +259,7 @@ def _mnist_cnn(preset: str, base: TrialConfig) -> SweepSpec:
         "digits (3+5 vs 8). The thesis finds final BN lifts minority F1 by 0.25-0.36 with one majority "
         "class and helps nothing with two."
     )
-    return _spec("mnist_cnn", preset, base, axes, "Table 4.7", text)
+    return _spec("mnist", preset, base, axes, "Table 4.7", text, analysis="mnist_cnn")
 
 
 def _mnist_fc(preset: str, base: TrialConfig) -> SweepSpec:
@@ -284,7 +284,7 @@ def _mnist_fc(preset: str, base: TrialConfig) -> SweepSpec:
         "hidden layer (first BN) and the final BN. The thesis finds softmax + CCE + final BN best "
         "(minority F1 0.88 vs 0.67 without) and final BN useless under sigmoid."
     )
-    return _spec("mnist_fc", preset, base, (rows, _seeds(seeds)), "Table 4.8", text)
+    return _spec("mnist", preset, base, (rows, _seeds(seeds)), "Table 4.8", text, analysis="mnist_fc")
 
 
 # ------------------------------------------------------------------- helpers
@@ -389,14 +389,24 @@ def _row_label(output: str, loss: str, first_bn: bool, final_bn: bool) -> str:
 
 
 def _spec(
-    experiment: str, preset: str, base: TrialConfig, axes: tuple[Axis, ...], reproduces: str, text: str
+    experiment: str,
+    preset: str,
+    base: TrialConfig,
+    axes: tuple[Axis, ...],
+    reproduces: str,
+    text: str,
+    analysis: str | None = None,
 ) -> SweepSpec:
+    """``analysis``: the report section that reads the sweep (default: the experiment's name)."""
     return SweepSpec(
-        name=_name(experiment, preset, base),
+        name=_name(analysis or experiment, preset, base),
         base=base,
         axes=axes,
         description=f"{text} {_scale(preset, base)}",
         reproduces=reproduces,
+        experiment=experiment,
+        preset=preset,
+        analysis=analysis or experiment,
     )
 
 

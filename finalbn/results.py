@@ -1,7 +1,7 @@
 """A trial's result folder: written around ``train_trial``, never inside it.
 
-Layout of ``<out_root>/<trial_id>/``:
-  config.json         resolved config, trial id, data fingerprint, versions (before step 0)
+Layout of a trial's folder, ``<out>/<trial id>/``:
+  config.json         resolved config, trial id, data fingerprint, code versions and git commit (before step 0)
   manifest.parquet    the split manifest (path, label, split, sha256, group)
   metrics.parquet     one row per epoch, rewritten after each epoch
   predictions.parquet test-set class probabilities per image (and with final BN removed)
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ import numpy as np
 import polars as pl
 import torch
 
-import finalbn
-from finalbn.config import TrialConfig, trial_id, validate
-from finalbn.data import build_manifest
+from finalbn import provenance
+from finalbn.config import TrialConfig, validate
+from finalbn.config import trial_id as make_trial_id
+from finalbn.data import Manifest, build_manifest
 from finalbn.errors import UserError
 from finalbn.train import EpochCallback, EpochRow, TrialResult, checkpoint_epoch, train_trial
 
@@ -34,43 +34,49 @@ CHECKPOINT = "checkpoint.pt"
 
 def run_trial(
     config: TrialConfig,
-    out_root: Path,
+    manifest: Manifest,
+    trial_id: str,
+    folder: Path,
+    *,
+    git_commit: str,
     on_epoch: EpochCallback | None = None,
     save_model: bool = True,
     worker: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> tuple[TrialResult, Path]:
-    """Train one trial and write its result folder; returns the result and the folder.
+    """Train one trial and write its result folder ``folder``; returns the result and the folder.
 
-    ``worker`` (node id, Slurm job, restarts...) is kept in summary.json. With
-    ``resume`` the trial checkpoints after every epoch and, when its folder
-    holds a checkpoint (a preempted or requeued attempt), continues from it.
+    Everything about the trial is the caller's: the config is valid, the
+    manifest built (or read) and ``trial_id`` computed once, by the sweep's
+    planner or by :func:`run_config`; nothing is recomputed here. ``git_commit``
+    is recorded in config.json as the code the trial ran. ``worker`` (node id,
+    Slurm job, restarts...) is kept in summary.json. With ``resume`` the trial
+    checkpoints after every epoch and, when its folder holds a checkpoint (a
+    preempted or requeued attempt), continues from it.
     """
-    validate(config)
-    manifest = build_manifest(config.data)
-    tid = trial_id(config, manifest.fingerprint())
-    folder = writable_folder(out_root / tid)
+    folder = writable_folder(folder)
     checkpoint = folder / CHECKPOINT if resume else None
-    done = checkpoint_epoch(checkpoint, tid) if checkpoint is not None else 0
+    done = checkpoint_epoch(checkpoint, trial_id) if checkpoint is not None else 0
     rows: list[EpochRow] = _rows_up_to(folder, done)
     if done == 0:
-        _write_json(folder / "config.json", _config_record(config, tid, manifest.fingerprint(), manifest.classes))
+        record = _config_record(config, trial_id, manifest, git_commit)
+        _write_json(folder / "config.json", record)
         manifest.write(folder / "manifest.parquet")
 
-    def record(row: EpochRow) -> None:
+    def record_epoch(row: EpochRow) -> None:
         rows.append(row)
         # Rewritten each epoch so a killed trial still shows how far it got.
-        epoch_frame(tid, rows).write_parquet(folder / "metrics.parquet")
+        epoch_frame(trial_id, rows).write_parquet(folder / "metrics.parquet")
         if on_epoch is not None:
             on_epoch(row)
 
-    result = train_trial(config, manifest=manifest, on_epoch=record, checkpoint=checkpoint)
+    result = train_trial(config, manifest, trial_id=trial_id, on_epoch=record_epoch, checkpoint=checkpoint)
     result.predictions.write_parquet(folder / "predictions.parquet")
     write_confusion(folder / "confusion.csv", result.confusion, manifest.classes)
     _write_json(
         folder / "summary.json",
         {
-            "trial_id": tid,
+            "trial_id": trial_id,
             "seconds": result.seconds,
             "device": result.device,
             "test": result.final,
@@ -83,6 +89,34 @@ def run_trial(
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return result, folder
+
+
+def run_config(
+    config: TrialConfig,
+    out_root: Path,
+    *,
+    on_epoch: EpochCallback | None = None,
+    save_model: bool = True,
+    worker: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> tuple[TrialResult, Path]:
+    """One trial outside a sweep (``finalbn train``, a retrained Grad-CAM model):
+    validate, build the manifest once, compute the trial id, and write the
+    result folder ``out_root/<trial id>/`` with :func:`run_trial`."""
+    validate(config)
+    manifest = build_manifest(config.data)
+    tid = make_trial_id(config, manifest.fingerprint())
+    return run_trial(
+        config,
+        manifest,
+        tid,
+        out_root / tid,
+        git_commit=provenance.git_commit(),
+        on_epoch=on_epoch,
+        save_model=save_model,
+        worker=worker,
+        resume=resume,
+    )
 
 
 def _rows_up_to(folder: Path, epoch: int) -> list[EpochRow]:
@@ -110,17 +144,14 @@ def write_confusion(path: Path, matrix: np.ndarray, classes: tuple[str, ...]) ->
             writer.writerow([name, *counts])
 
 
-def _config_record(config: TrialConfig, tid: str, fingerprint: str, classes: tuple[str, ...]) -> dict[str, Any]:
+def _config_record(config: TrialConfig, tid: str, manifest: Manifest, commit: str) -> dict[str, Any]:
     return {
         "trial_id": tid,
-        "manifest_fingerprint": fingerprint,
-        "classes": list(classes),
+        "manifest_fingerprint": manifest.fingerprint(),
+        "classes": list(manifest.classes),
         "config": config.to_dict(),
-        "versions": {
-            "finalbn": finalbn.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        # The sweep's commit, not this process's: a worker may run from another checkout.
+        "versions": provenance.code_versions() | {"git_commit": commit},
     }
 
 

@@ -2,14 +2,14 @@
 
 An axis either sets one config field (``Axis("data.train_minority", (5, 10))``)
 or several at once (a joint axis whose values are ``{field: value}`` dicts,
-e.g. a Table 4.8 row). ``search_space()`` is the Ray Tune form of the same
-declaration: one ``tune.grid_search`` per axis.
+e.g. a Table 4.8 row). ``finalbn.launch.ray_tune`` turns the same declaration
+into Ray Tune's search space: one ``tune.grid_search`` per axis.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from finalbn.config import TrialConfig
@@ -60,12 +60,11 @@ class SweepSpec:
     description: str = ""
     # Thesis table or figure this sweep reproduces, e.g. "Figure 4.6".
     reproduces: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def search_space(self) -> dict[str, Any]:
-        from ray import tune
-
-        return {axis.name: tune.grid_search(list(axis.values)) for axis in self.axes}
+    # The declared experiment and preset it was built from ("" for a hand-made spec).
+    experiment: str = ""
+    preset: str = ""
+    # The analysis that reads it (a registered report section, finalbn.analysis.sections).
+    analysis: str = "generic"
 
     def size(self) -> int:
         total = 1

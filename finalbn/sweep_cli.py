@@ -6,14 +6,14 @@ import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from finalbn.cli import OneLineParser, guarded
-from finalbn.costs import assumed_sweep_seconds, assumed_trial_seconds, epoch_work
+from finalbn.console import OneLineParser, guarded
+from finalbn.costs import assumed_sweep_seconds, epoch_work
 from finalbn.errors import UserError
 from finalbn.experiments import PRESETS, build_sweeps
+from finalbn.launch.base import Backend
 from finalbn.spec import SweepSpec
 
 
@@ -86,24 +86,24 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def _run(experiment: str, args: argparse.Namespace) -> None:
-    from finalbn.launch import BACKENDS
+    from finalbn.launch import build_backend
 
     _check_numbers(args)
     data = str(Path(args.data).resolve()) if args.data else None
     specs = build_sweeps(experiment, args.preset, data)
+    # Built before any work, so a bad cluster flag fails first.
+    backend = build_backend(args.backend, args)
     if args.gpus_per_trial == AUTO:
-        args.gpus_per_trial = _pack_gpus(specs, args)
+        args.gpus_per_trial = _pack_gpus(specs, backend)
     if args.dry_run:
         for spec in specs:
             print(dry_run(spec))
             if args.calibrate:
-                print(calibrated_estimate(spec, workers(args), args.cpus_per_trial))
+                print(calibrated_estimate(spec, backend.slots(args.max_concurrent, args.cpus_per_trial), args))
         return
-    if args.backend == "local":
+    if backend.runs_here:
         # Elsewhere the GPUs are on the cluster's nodes, not on this machine.
         _check_gpus(args.gpus_per_trial)
-    # Built before any work, so a bad cluster flag fails first.
-    backend = BACKENDS.get(args.backend)(args)
     failed = 0
     for spec in specs:
         failed += _run_one(spec, args, backend)
@@ -111,7 +111,7 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Any) -> int:
+def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int:
     from finalbn.sweep import SweepOptions, run_sweep, summary_table
     from finalbn.tracking import MlflowTracker, NullTracker, default_tracking_uri
 
@@ -128,15 +128,12 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Any) -> int:
         tracker = NullTracker()
     else:
         tracker = MlflowTracker(uri, artifact_root=args.out.resolve() / "mlartifacts")
-    if args.backend == "slurm":
-        device = "gpu" if args.gpus_per_trial > 0 else "cpu"
-        seconds = max(assumed_trial_seconds(trial.config, device) for trial in spec.trials())
-        report = backend.launch(spec, options, tracker, seconds)
-        if not args.wait:
-            print(f"{spec.name}: {report.skipped} finished so far of {report.total}")
-            return 0
-    else:
-        report = run_sweep(spec, options, backend, tracker)
+    report = run_sweep(spec, options, backend, tracker)
+    for line in report.notes:
+        print(line)
+    if report.detached:
+        print(f"{spec.name}: {report.skipped} finished so far of {report.total}")
+        return 0
     print(
         f"{spec.name}: {len(report.finished)} trained, {report.skipped} skipped (finished earlier), "
         f"{len(report.failed)} failed, in {report.seconds:.0f} s"
@@ -189,13 +186,13 @@ def dry_run(spec: SweepSpec) -> str:
     return "\n".join(lines)
 
 
-def calibrated_estimate(spec: SweepSpec, workers: int, cpus_per_trial: float) -> str:
-    """The sweep's predicted wall time here, from one trial timed for two epochs."""
+def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace) -> str:
+    """The sweep's predicted wall time on ``workers`` trial slots, from one trial timed for two epochs here."""
     from finalbn.costs import calibrate, makespan
 
     trials = list(spec.trials())
     probe = max(trials, key=lambda trial: epoch_work(trial.config)).config
-    calibration = calibrate(probe, threads=max(1, int(cpus_per_trial)))
+    calibration = calibrate(probe, threads=max(1, int(args.cpus_per_trial)))
     seconds = [calibration.trial_seconds(trial.config) for trial in trials]
     wall = makespan(seconds, workers)
     return (
@@ -203,15 +200,6 @@ def calibrated_estimate(spec: SweepSpec, workers: int, cpus_per_trial: float) ->
         f"{calibration.setup_seconds:.1f} s set-up + {calibration.epoch_seconds:.2f} s per epoch):\n"
         f"  predicted {sum(seconds):.0f} trial-seconds on {workers} workers = {wall / 60:.1f} min wall"
     )
-
-
-def workers(args: argparse.Namespace) -> int:
-    """Trials at once: --max-concurrent, a Slurm array's parallelism, or this machine's cores per trial."""
-    if args.max_concurrent:
-        return args.max_concurrent
-    if args.backend == "slurm":
-        return args.array_parallelism
-    return max(1, int((os.cpu_count() or 1) // args.cpus_per_trial))
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -239,13 +227,13 @@ def _gpus(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
 
 
-def _pack_gpus(specs: list[SweepSpec], args: argparse.Namespace) -> float:
+def _pack_gpus(specs: list[SweepSpec], backend: Backend) -> float:
     """--gpus-per-trial auto: 1/n of a GPU, n from the costliest trial's measured peak memory."""
     import torch
 
     from finalbn.costs import calibrate, trials_per_gpu
 
-    if args.backend != "local":
+    if not backend.runs_here:
         raise UserError(
             "--gpus-per-trial auto calibrates on this machine's GPU: with a cluster backend give a fraction, "
             "e.g. --gpus-per-trial 0.25 (measure it once with --backend local on a GPU node)"

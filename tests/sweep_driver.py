@@ -6,8 +6,8 @@ usage: python tests/sweep_driver.py NAME RESULTS_DIR TRACKING_URI [RETRIES]
 import sys
 from pathlib import Path
 
-from finalbn.cli import guarded
-from finalbn.launch import RayTuneBackend
+from finalbn.console import guarded
+from finalbn.launch.ray_tune import RayTuneBackend
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
@@ -31,7 +31,7 @@ def spec(name: str) -> SweepSpec:
 def main(name: str, results: str, uri: str, retries: str = "2") -> None:
     tracker = MlflowTracker(uri, artifact_root=Path(results) / "artifacts")
     options = SweepOptions(out=Path(results), retries=int(retries))
-    run_sweep(spec(name), options, RayTuneBackend(), tracker)
+    run_sweep(spec(name), options, RayTuneBackend("local"), tracker)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ sweep end to end is in test_analysis_e2e.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -21,8 +22,9 @@ from finalbn.analysis import factorial as fx
 from finalbn.analysis import tables as tb
 from finalbn.analysis.batch import batch_optimum
 from finalbn.analysis.cli import report_main
-from finalbn.analysis.load import from_folder, from_mlflow, load_sweep
-from finalbn.analysis.report import write_report
+from finalbn.analysis.load import from_folder, load_sweep
+from finalbn.analysis.mlflow_source import from_mlflow
+from finalbn.analysis.report import build_report, write_report
 from finalbn.analysis.stats import (
     Bootstrap,
     aggregate,
@@ -34,8 +36,13 @@ from finalbn.analysis.stats import (
 )
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_6, TABLE_4_7, TABLE_4_8
 from finalbn.analysis.threshold import find_threshold, thresholds
+from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.experiments import FACTORS, TABLE_4_8_ROWS, _row_label
+from finalbn.spec import Axis, SweepSpec, flatten
+from finalbn.sweep.record import SweepRecord
+from finalbn.tracking import TRIAL_TAG, log_report_files
+from finalbn.tracking.layout import ERROR_TAG, HEADLINE_TAG, PARENT_TAG
 
 MAJORITY = 1000
 RATIOS = tuple(round(0.005 * k, 3) for k in range(1, 21))
@@ -454,7 +461,7 @@ def test_unknown_and_empty_mlflow_experiments_are_one_line_errors(tmp_path: Path
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("imbalance_ratio-laptop").experiment_id
     for trial in ("aaa111", "bbb222"):
-        run = client.create_run(experiment, tags={"finalbn.trial_id": trial, "finalbn.error": "x\nValueError: bad"})
+        run = client.create_run(experiment, tags={TRIAL_TAG: trial, ERROR_TAG: "x\nValueError: bad"})
         client.set_terminated(run.info.run_id, "FAILED")
     with pytest.raises(UserError) as caught:
         from_mlflow("imbalance_ratio-laptop", uri)
@@ -477,8 +484,40 @@ def test_the_report_script_prints_one_line_and_exits_2(
 # --------------------------------------------------------- report, synthetic
 
 
-def synthetic_sweep(folder: Path, drop: int = 0) -> Path:
-    """An imbalance sweep folder as the sweep writes it, with predictions and loss curves, minus ``drop`` trials."""
+CODE = {"finalbn": "0.1.0", "git_commit": "0123abcd", "torch": "2.9.9"}
+
+
+def imbalance_spec(name: str = "imbalance_ratio-custom") -> SweepSpec:
+    """The declaration ``imbalance_trials`` stands for (three seeds)."""
+    base = TrialConfig().replace(data={"source": "mnist", "minority": ("3",), "majority": ("8",)})
+    minority = tuple(round(r * MAJORITY) for r in RATIOS)
+    axes = (
+        Axis("data.train_minority", minority),
+        Axis("model.final_norm", ("bn", "none")),
+        Axis("train.seed", (0, 1, 2), role="nuisance"),
+    )
+    return SweepSpec(name, base, axes, experiment="imbalance_ratio", preset="custom", analysis="imbalance_ratio")
+
+
+def write_record(folder: Path, spec: SweepSpec, trial_id) -> SweepRecord:
+    """The sweep.json the driver writes; ``trial_id(point)`` gives each planned trial's id."""
+    planned = {trial_id(t.point): (t.point, "fingerprint") for t in spec.trials()}
+    record = SweepRecord.of(spec, planned, CODE)
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write(folder)
+    return record
+
+
+def imbalance_id(point: dict[str, str]) -> str:
+    # The synthetic tables' trial ids (imbalance_trials without extra columns).
+    return f"{point['data.train_minority']}-{point['model.final_norm']}-{point['train.seed']}-"
+
+
+def synthetic_sweep(folder: Path, drop: int = 0, record: bool = True) -> Path:
+    """An imbalance sweep folder as the sweep writes it (with its sweep.json when ``record``), with
+    predictions and loss curves, minus ``drop`` trials."""
+    if record:
+        write_record(folder, imbalance_spec(), imbalance_id)
     trials = imbalance_trials(hinge(0.05), seeds=3).with_columns(
         pl.lit("mnist").alias("data.source"), pl.lit("3").alias("data.minority"), pl.lit("8").alias("data.majority")
     )
@@ -488,6 +527,9 @@ def synthetic_sweep(folder: Path, drop: int = 0) -> Path:
     for row in trials.iter_rows(named=True):
         folder_ = folder / "trials" / row["trial_id"]
         folder_.mkdir(parents=True)
+        (folder_ / "config.json").write_text(
+            json.dumps({"config": {"data": {"source": "mnist"}}, "versions": {"finalbn": "0.1.0", "torch": "2.9.9"}})
+        )
         (folder_ / "summary.json").write_text("{}")
         truth = np.repeat([0, 1], 50)
         p3 = np.clip(truth * row["f1_minority"] + rng.normal(0.2, 0.1, truth.size), 0.01, 0.99)
@@ -534,3 +576,119 @@ def test_report_of_a_partial_sweep_lists_what_is_missing(tmp_path: Path) -> None
     assert "partial sweep: 118 of 120 trials" in result.headline
     assert "2 grid point(s) missing" in result.notes
     assert "Grid points with no finished trial (2)" in result.html.read_text()
+
+
+def test_a_renamed_folder_is_analysed_by_its_record(tmp_path: Path) -> None:
+    # The folder name means nothing: the experiment, the grid and the code come from sweep.json.
+    folder = synthetic_sweep(tmp_path / "my-run", drop=2)
+    data = from_folder(folder)
+    assert data.analysis == "imbalance_ratio" and data.spec is not None and data.planned() == 120
+    dropped = [{"data.train_minority": "100", "model.final_norm": "none", "train.seed": s} for s in ("1", "2")]
+    assert data.missing == dropped
+    assert data.versions["git_commit"] == ["0123abcd"] and data.versions["torch"] == ["2.9.9"]
+    result = write_report(folder, gradcam=False)
+    assert result.kind == "imbalance_ratio" and result.headline.startswith("Imbalance threshold:")
+    assert "partial sweep: 118 of 120 trials" in result.headline
+    assert "0123abcd" in result.html.read_text()
+
+
+def test_a_folder_without_a_record_is_generic(tmp_path: Path) -> None:
+    # Named like an experiment, but nothing declares it one: no guess from the name or the columns.
+    folder = synthetic_sweep(tmp_path / "imbalance_ratio-laptop", drop=2, record=False)
+    data = from_folder(folder)
+    assert data.analysis == "generic" and data.spec is None and data.missing == []
+    assert "axis.data.train_minority" in data.scientific_axes()
+    result = write_report(folder, gradcam=False)
+    assert result.kind == "generic" and result.headline.startswith("Mean test minority F1 over 118 trials")
+    assert any("no sweep.json" in note for note in result.notes)
+    assert "Final BN vs none, paired by seed" in result.html.read_text()
+    # A bare Parquet file elsewhere reads the same way.
+    bare = tmp_path / "elsewhere" / "copy.parquet"
+    bare.parent.mkdir()
+    (folder / "trials.parquet").rename(bare)
+    assert load_sweep(bare).analysis == "generic"
+
+
+def test_a_section_this_version_lacks_gives_the_generic_report(tmp_path: Path) -> None:
+    folder = tmp_path / "renamed"
+    spec = dataclasses.replace(imbalance_spec(), analysis="from_the_future")
+    write_record(folder, spec, imbalance_id)
+    synthetic_sweep(folder, record=False)
+    data = from_folder(folder)
+    assert data.analysis == "from_the_future" and data.mlflow_experiment == "imbalance_ratio-custom"
+    result = build_report(data, tmp_path / "report", gradcam=False)
+    assert result.kind == "generic" and any("from_the_future" in note for note in result.notes)
+
+
+def test_a_record_of_another_sweep_is_a_one_line_error(tmp_path: Path) -> None:
+    folder = synthetic_sweep(tmp_path / "imbalance_ratio-custom")
+    write_record(folder, imbalance_spec(), lambda point: "f" * 12 + point["train.seed"])
+    with pytest.raises(UserError) as caught:
+        from_folder(folder)
+    assert "plans none of its 120 finished trials" in one_line(caught.value)
+
+
+def test_mlflow_reads_axis_labels_from_the_record_not_from_run_names(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    # The name of another experiment: only the record says what this sweep is.
+    name = "batch_size-laptop"
+    experiment = client.create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
+    base = TrialConfig().replace(data={"source": "mnist", "minority": ("3",), "majority": ("8",)})
+    axes = (Axis("model.final_norm", ("bn", "none")), Axis("train.seed", (0, 1), role="nuisance"))
+    spec = SweepSpec(name, base, axes, experiment="bn_removal", preset="laptop", analysis="bn_removal")
+    ids = {("bn", "0"): "a00000000001", ("bn", "1"): "a00000000002", ("none", "0"): "a00000000003"}
+    ids[("none", "1")] = "a00000000004"
+    record = write_record(tmp_path / "record", spec, lambda p: ids[(p["model.final_norm"], p["train.seed"])])
+    parent = client.create_run(experiment, run_name=f"{name} invocation").info.run_id
+    client.log_artifact(parent, str(tmp_path / "record" / "sweep.json"))
+    # Three of the four planned trials finish, plus one trial of an earlier grid; their run names lie.
+    trials = [*list(spec.trials())[:3], spec.trials()[0]]
+    for index, (trial, trial_id) in enumerate(zip(trials, [*list(ids.values())[:3], "b00000000009"], strict=True)):
+        tags = {TRIAL_TAG: trial_id, PARENT_TAG: parent}
+        run = client.create_run(experiment, run_name=f"final_norm=bogus seed=99 [{trial_id}]", tags=tags).info.run_id
+        for key, value in flatten(trial.config).items():
+            client.log_param(run, key, str(value))
+        summary = tmp_path / "summaries" / trial_id / "summary.json"
+        summary.parent.mkdir(parents=True)
+        summary.write_text(json.dumps({"seconds": 1.0, "test": {"f1_minority": 0.5 + index / 10, "f1_majority": 0.9}}))
+        client.log_artifact(run, str(summary))
+        client.set_terminated(run, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+
+    data = from_mlflow(name, uri)
+    assert data.analysis == "bn_removal" and data.planned() == 4
+    table = data.trials.sort("trial_id")
+    assert table["trial_id"].to_list() == list(ids.values())[:3]
+    assert table["axis.model.final_norm"].to_list() == ["bn", "bn", "none"]
+    assert table["axis.train.seed"].to_list() == ["0", "1", "0"]
+    assert table["trial_name"][0] == "final_norm=bogus seed=99"
+    assert table["train.seed"].to_list() == [0, 1, 0] and table["f1_minority"].to_list() == pytest.approx(
+        [0.5, 0.6, 0.7]
+    )
+    assert data.missing == [record.trials["a00000000004"]] == [{"model.final_norm": "none", "train.seed": "1"}]
+    assert data.notes == ["1 finished trial(s) outside the planned grid left out"]
+    assert data.versions["git_commit"] == ["0123abcd"]
+
+    # The report goes back to the latest parent run, its headline as a tag.
+    page = tmp_path / "report.html"
+    page.write_text("<html></html>")
+    assert log_report_files(uri, name, {"report": [page]}, "the answer") == parent
+    assert client.get_run(parent).data.tags[HEADLINE_TAG] == "the answer"
+    assert [a.path for a in client.list_artifacts(parent, "report")] == ["report/report.html"]
+
+
+def test_mlflow_without_a_record_is_generic(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("imbalance_ratio-laptop", artifact_location=(tmp_path / "a").as_uri())
+    for trial_id, norm in (("c00000000001", "bn"), ("c00000000002", "none")):
+        run = client.create_run(experiment, run_name=f"final_norm={norm} [{trial_id}]", tags={TRIAL_TAG: trial_id})
+        run_id = run.info.run_id
+        client.log_param(run_id, "model.final_norm", norm)
+        client.log_metric(run_id, "test_f1_minority", 0.5)
+        client.log_metric(run_id, "test_f1_majority", 0.9)
+        client.set_terminated(run_id, "FINISHED")
+    data = from_mlflow("imbalance_ratio-laptop", uri)
+    assert data.analysis == "generic" and data.missing == [] and data.axes() == []
+    assert data.trials["f1_minority"].to_list() == [0.5, 0.5]

@@ -15,12 +15,14 @@ import pytest
 from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
-from finalbn.analysis.load import from_folder, from_mlflow
+from finalbn.analysis.load import from_folder
+from finalbn.analysis.mlflow_source import from_mlflow
 from finalbn.analysis.report import ReportResult, write_report
 from finalbn.experiments import build_sweeps
-from finalbn.launch import RayTuneBackend
+from finalbn.launch.ray_tune import RayTuneBackend
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.tracking import MlflowTracker
+from finalbn.tracking.layout import HEADLINE_TAG, PARENT_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, object]:
     uri = f"sqlite:///{root / 'mlruns.db'}"
     tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
     # Half a core per trial: four trials at once on two cores.
-    report = run_sweep(spec, SweepOptions(out=root / "results", cpus_per_trial=0.5), RayTuneBackend(), tracker)
+    report = run_sweep(spec, SweepOptions(out=root / "results", cpus_per_trial=0.5), RayTuneBackend("local"), tracker)
     assert len(report.finished) == 8, report.failed
     return report.folder, uri, spec
 
@@ -82,8 +84,8 @@ def test_report_is_logged_to_the_sweeps_parent_run(sweep: tuple[Path, str, objec
     _, uri, spec = sweep
     client = MlflowClient(uri)
     run = client.get_run(result.mlflow_run_id)
-    assert "mlflow.parentRunId" not in run.data.tags
-    assert run.data.tags["finalbn.report_headline"] == result.headline
+    assert PARENT_TAG not in run.data.tags
+    assert run.data.tags[HEADLINE_TAG] == result.headline
     logged = {a.path for a in client.list_artifacts(result.mlflow_run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/figures"} <= logged
 
@@ -97,6 +99,8 @@ def test_mlflow_and_the_folder_give_the_same_tables(sweep: tuple[Path, str, obje
     assert left.equals(right), "MLflow runs -> Arrow -> Polars must rebuild trials.parquet exactly"
     assert runs.epochs is not None and runs.epochs.height == files.epochs.height
     assert runs.missing == [] and runs.failed == {}
+    # Both read the sweep.json the driver wrote (folder) and logged with the parent run (MLflow).
+    assert files.analysis == runs.analysis == "imbalance_ratio" and runs.planned() == files.planned() == 8
 
 
 def test_the_report_script_runs_on_the_folder(sweep: tuple[Path, str, object], tmp_path: Path) -> None:
@@ -175,7 +179,9 @@ def test_a_partial_sweep_reports_what_is_missing(sweep: tuple[Path, str, object]
     dropped = trials.row(0, named=True)
     trials.slice(1).write_parquet(copy / "trials.parquet")
     shutil.rmtree(copy / "trials" / dropped["trial_id"])
-    result = write_report(copy, spec, gradcam=False)
+    # No spec passed: the copy's sweep.json plans the grid, whatever the folder is called.
+    result = write_report(copy, gradcam=False)
+    assert result.kind == "imbalance_ratio"
     assert "partial sweep: 7 of 8 trials" in result.headline
     assert "Grid points with no finished trial (1)" in result.html.read_text()
     missing = from_folder(copy, spec).missing

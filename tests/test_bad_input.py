@@ -119,13 +119,13 @@ def test_offline_imagenet_weights_fail_before_any_trial(
     from finalbn.errors import UserError
     from finalbn.experiments import build_sweeps
     from finalbn.models import weights
-    from finalbn.sweep import SweepOptions, plan
+    from finalbn.sweep import plan
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(weights, "can_reach", lambda *a, **k: False)
     [spec] = build_sweeps("bn_removal", "paper", str(plantvillage_root))
     with pytest.raises(UserError, match="finalbn prefetch --backbone resnet34"):
-        plan(spec, SweepOptions(out=tmp_path))
+        plan(spec, tmp_path / spec.name, git_commit="unknown")
     row = next(line for line in TABLE.splitlines() if line.startswith("| ImageNet weights offline"))
     assert "finalbn prefetch --backbone" in row
 

@@ -28,6 +28,10 @@ def pv(root: Path, **changes: object) -> DataConfig:
     )
 
 
+def trained(config: TrialConfig, cache_dir: Path) -> TrialResult:
+    return train_trial(config, build_manifest(config.data), cache_dir=cache_dir)
+
+
 def numbers(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
@@ -76,10 +80,10 @@ def test_trial_is_bit_identical_with_and_without_the_image_cache(
         model=ModelConfig(backbone="simple_cnn", weights="none", unfreeze="all"),
         train=TrainConfig(epochs=1, batch_size=16, device="cpu"),
     )
-    cached = train_trial(config, cache_dir=tmp_path)
+    cached = trained(config, cache_dir=tmp_path)
     assert entries(tmp_path, "images")
     monkeypatch.setenv("FINALBN_IMAGE_CACHE", "0")
-    uncached = train_trial(config, cache_dir=tmp_path / "unused")
+    uncached = trained(config, cache_dir=tmp_path / "unused")
     assert not (tmp_path / "unused").exists()
     assert numbers(cached.epochs) == numbers(uncached.epochs)
     assert cached.final == uncached.final
@@ -169,27 +173,27 @@ def test_frozen_resnet_trains_its_head_on_cached_features(
         model=ModelConfig(backbone="resnet18", weights="none", unfreeze="none"),
         train=TrainConfig(epochs=2, batch_size=16, weighted_loss=True, device="cpu"),
     )
-    cached = train_trial(config, cache_dir=tmp_path)
+    cached = trained(config, cache_dir=tmp_path)
     [features] = entries(tmp_path, "features")
     assert np.load(features, mmap_mode="r").shape == (len(cached.manifest.table), 512)
     assert "nobn_f1_unhealthy" in cached.final
     monkeypatch.setenv("FINALBN_FEATURE_CACHE", "0")
-    uncached = train_trial(config, cache_dir=tmp_path)
+    uncached = trained(config, cache_dir=tmp_path)
     assert entries(tmp_path, "features") == [features]
     assert_same_results(cached, uncached)
 
 
 def test_frozen_cnn_on_mnist_same_results_and_features_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = EMBEDDED_MNIST.replace(model={"unfreeze": "none", "head": "thesis"}, train={"epochs": 2, "device": "cpu"})
-    cached = train_trial(config, cache_dir=tmp_path)
+    cached = trained(config, cache_dir=tmp_path)
     # Same seed, other head setting: the backbone is the same, so are its features.
-    train_trial(config.replace(model={"final_norm": "none"}), cache_dir=tmp_path)
+    trained(config.replace(model={"final_norm": "none"}), cache_dir=tmp_path)
     assert len(entries(tmp_path, "features")) == 1
     # Another seed draws other random backbone weights: other features.
-    train_trial(config.replace(train={"seed": 1}), cache_dir=tmp_path)
+    trained(config.replace(train={"seed": 1}), cache_dir=tmp_path)
     assert len(entries(tmp_path, "features")) == 2
     monkeypatch.setenv("FINALBN_FEATURE_CACHE", "0")
-    assert_same_results(cached, train_trial(config, cache_dir=tmp_path))
+    assert_same_results(cached, trained(config, cache_dir=tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -204,5 +208,5 @@ def test_frozen_cnn_on_mnist_same_results_and_features_shared(tmp_path: Path, mo
 )
 def test_no_feature_cache_when_the_backbone_input_or_weights_change(tmp_path: Path, model: dict, train: dict) -> None:
     config = EMBEDDED_MNIST.replace(model=model, train={"epochs": 1, "device": "cpu", **train})
-    train_trial(config, cache_dir=tmp_path)
+    trained(config, cache_dir=tmp_path)
     assert entries(tmp_path, "features") == []

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from finalbn.cli import config_from_args, train_parser
+from finalbn.cli import SECTIONS, config_from_args, train_parser
+from finalbn.config import ModelConfig, choice_fields, validate
+from finalbn.errors import UserError
 from finalbn.presets import EMBEDDED_MNIST, THESIS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +40,8 @@ def test_console_script_help_lists_every_section() -> None:
     assert done.returncode == 0
     for flag in ("--train-minority", "--final-norm", "--mixup-alpha", "--unfreeze", "--ratio"):
         assert flag in done.stdout
+    # A choice field's flag names its values, from the config's Literal.
+    assert "--final-norm {bn,none,selu}" in done.stdout
 
 
 def test_prefetch_needs_something_to_fetch() -> None:
@@ -50,9 +54,28 @@ def test_prefetch_needs_something_to_fetch() -> None:
 
 def test_prefetch_mnist_offline_names_the_fix(tmp_path, monkeypatch) -> None:
     from finalbn.data import sources
-    from finalbn.errors import UserError
-    from finalbn.models import weights
 
-    monkeypatch.setattr(weights, "can_reach", lambda *a, **k: False)
+    monkeypatch.setattr(sources, "can_reach", lambda *a, **k: False)
     with pytest.raises(UserError, match=f"run `finalbn prefetch --mnist {tmp_path}` on a machine with network"):
         sources.prefetch_mnist(tmp_path)
+
+
+CHOICES = [(section, name, valid) for section, cls in SECTIONS.items() for name, valid in choice_fields(cls).items()]
+
+
+@pytest.mark.parametrize("section, name, valid", CHOICES, ids=[f"{s}.{n}" for s, n, _ in CHOICES])
+def test_validate_checks_every_choice_field_against_its_literal(section: str, name: str, valid: tuple) -> None:
+    for value in valid:
+        config = EMBEDDED_MNIST.replace(**{section: {name: value}})
+        # (output sigmoid is valid, with loss bce only.)
+        if (name, value) != ("output", "sigmoid"):
+            validate(config)
+    with pytest.raises(UserError) as error:
+        validate(EMBEDDED_MNIST.replace(**{section: {name: "nope"}}))
+    assert str(error.value) == f"unknown {name} 'nope': choose one of {', '.join(valid)}"
+
+
+def test_the_closed_choices_are_those_the_thesis_ablates() -> None:
+    fields = {name for _, name, _ in CHOICES}
+    assert {"final_norm", "output", "pool", "unfreeze", "loss", "optimizer", "schedule", "device"} <= fields
+    assert choice_fields(ModelConfig)["final_norm"] == ("bn", "none", "selu")

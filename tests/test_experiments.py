@@ -251,8 +251,10 @@ def test_every_planned_trial_is_valid_and_named_once(case: tuple[str, str, str |
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_search_space_has_one_grid_per_axis(case: tuple[str, str, str | None]) -> None:
+    from finalbn.launch.ray_tune import search_space
+
     for spec in build_sweeps(*case):
-        space = spec.search_space()
+        space = search_space(spec.axes)
         assert list(space) == [axis.name for axis in spec.axes]
         lengths = [len(grid["grid_search"]) for grid in space.values()]
         assert math.prod(lengths) == spec.size() == len(spec.trials())

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,15 @@ import torchvision
 from torch import nn
 
 import finalbn.models.weights as weights_module
+from finalbn import config as config_module
+from finalbn import network
 from finalbn.config import ModelConfig
 from finalbn.errors import UserError
 from finalbn.models import (
     BACKBONES,
+    FINAL_NORMS,
     HEADS,
+    POOLS,
     UNFREEZE_MODES,
     FinalBNNet,
     create_model,
@@ -300,6 +305,27 @@ def test_unknown_variant_names_are_user_errors(field: str, value: str) -> None:
         build("simple_cnn", **{field: value})
 
 
+@pytest.mark.parametrize(
+    ("literal", "registered"),
+    [
+        (config_module.Backbone, BACKBONES.names()),
+        (config_module.HeadName, HEADS.names()),
+        (config_module.Pool, POOLS.names()),
+        (config_module.FinalNorm, FINAL_NORMS.names()),
+        (config_module.Unfreeze, list(UNFREEZE_MODES)),
+    ],
+    ids=["backbone", "head", "pool", "final_norm", "unfreeze"],
+)
+def test_config_choices_are_the_registered_names(literal: object, registered: list[str]) -> None:
+    """validate() checks names against the config's Literal; the registry builds them: they cannot drift."""
+    assert sorted(typing.get_args(literal)) == sorted(registered)
+
+
+def test_head_choices_are_auto_and_the_registered_heads() -> None:
+    assert typing.get_args(config_module.Head) == ("auto", *HEADS.names())
+    assert all(BACKBONES.get(name).default_head in HEADS for name in BACKBONES)
+
+
 def test_random_init_follows_the_callers_seed() -> None:
     torch.manual_seed(7)
     first = build("simple_cnn").state_dict()
@@ -372,7 +398,7 @@ def test_connectivity_check_gives_up_in_time(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(socket, "create_connection", stalled)
     start = time.monotonic()
-    assert weights_module.can_reach("download.pytorch.org", timeout_s=0.2) is False
+    assert network.can_reach("download.pytorch.org", timeout_s=0.2) is False
     assert time.monotonic() - start < 1.5
 
 
@@ -387,7 +413,7 @@ def test_connectivity_check_goes_through_the_https_proxy(monkeypatch: pytest.Mon
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.setattr(socket, "create_connection", record)
-    assert weights_module.can_reach("download.pytorch.org", timeout_s=1.0) is True
+    assert network.can_reach("download.pytorch.org", timeout_s=1.0) is True
     assert dialled == [("proxy.example", 3128)]
 
 

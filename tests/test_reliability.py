@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from faults import env as fault_env
 from mlflow.tracking import MlflowClient
 
 from finalbn.tracking import TRIAL_TAG
@@ -118,7 +119,7 @@ def test_ctrl_c_stops_quickly_and_resumes(tmp_path: Path) -> None:
 
 def test_dying_workers_are_retried_until_every_trial_finishes(tmp_path: Path) -> None:
     # Half the trials kill their worker process on the first attempt.
-    finish(start("crashing", tmp_path, env={"FINALBN_FAULT": "exit:p=0.5:1"}))
+    finish(start("crashing", tmp_path, env=fault_env("exit:p=0.5:1")))
     check_store(tmp_path, "crashing")
     failures = [json.loads(p.read_text()) for p in (tmp_path / "results" / "crashing").glob("trials/*/failure.json")]
     assert 1 <= len(failures) < TRIALS
@@ -128,7 +129,7 @@ def test_dying_workers_are_retried_until_every_trial_finishes(tmp_path: Path) ->
 
 
 def test_without_retries_failures_are_recorded_and_rerun_alone(tmp_path: Path) -> None:
-    finish(start("no-retry", tmp_path, "0", env={"FINALBN_FAULT": "raise:p=0.3"}))
+    finish(start("no-retry", tmp_path, "0", env=fault_env("raise:p=0.3")))
     folder = tmp_path / "results" / "no-retry"
     failed = {p.parent.name for p in folder.glob("trials/*/failure.json")}
     assert 1 <= len(failed) < TRIALS

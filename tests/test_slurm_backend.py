@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from finalbn.errors import UserError
-from finalbn.launch import slurm
 from finalbn.launch.slurm import (
     SlurmOptions,
     SlurmState,
@@ -26,6 +25,7 @@ from finalbn.launch.slurm import (
     parse_extra,
     parse_time,
     sbatch_text,
+    submit,
     trials_per_task,
 )
 from finalbn.sweep import SweepOptions
@@ -115,13 +115,13 @@ def test_live_trials_are_those_of_unfinished_tasks() -> None:
 
 
 def test_state_file_round_trip(tmp_path: Path) -> None:
-    state = SlurmState("s", [Submission("7", [["a"], ["b"]], "2026-01-01T00:00:00", "run1")])
+    state = SlurmState("s", [Submission("7", [["a"], ["b"]], "2026-01-01T00:00:00")])
     state.write(tmp_path / "state.json")
     assert SlurmState.load(tmp_path / "state.json", "s") == state
     assert SlurmState.load(tmp_path / "absent.json", "s") == SlurmState("s")
 
 
 def test_no_slurm_client_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
+    monkeypatch.setattr(submit.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="scontrol not found: --backend slurm runs on a Slurm login node"):
-        slurm.max_array_size()
+        submit.max_array_size()

@@ -17,10 +17,12 @@ import pytest
 import torch
 from fixtures_slurm import slurm_cluster  # noqa: F401  (the fixture)
 
+from finalbn.config import TrialConfig
+from finalbn.data import Manifest
 from finalbn.launch.slurm import SlurmBackend, SlurmOptions, SlurmState
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.spec import Axis, SweepSpec
-from finalbn.sweep import SweepOptions, plan
+from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.tracking import MlflowTracker
 from finalbn.train import checkpoint_epoch
 
@@ -55,7 +57,7 @@ def test_submit_returns_at_once_reattach_then_wait_equals_local(slurm_cluster, t
     slurm = ["--backend", "slurm", "--partition", "debug", "--trials-per-task", "3", "--time", "10"]
 
     submitted, submit_seconds = sweep(*slurm, *common, cwd=tmp_path)
-    assert "submitted Slurm array" in submitted.stdout and "to submit" in submitted.stdout
+    assert "submitted Slurm array" in submitted.stdout and "8 to run" in submitted.stdout
     state_path = tmp_path / "slurm" / "imbalance_ratio-smoke" / "slurm" / "state.json"
     state = SlurmState.load(state_path, "imbalance_ratio-smoke")
     [submission] = state.submissions
@@ -111,39 +113,42 @@ def test_a_preempted_task_is_requeued_and_resumes_at_an_epoch_boundary(
     def tracker() -> MlflowTracker:
         return MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
 
-    SlurmBackend(options).launch(spec, sweep_options, tracker(), trial_seconds=5)
+    submitted = run_sweep(spec, sweep_options, SlurmBackend("slurm", options), tracker())
+    assert submitted.detached and submitted.finished == []
     state = SlurmState.load(tmp_path / "results" / "preempt" / "slurm" / "state.json", "preempt")
     [submission] = state.submissions
-    first = next(job for job in plan(spec, sweep_options) if job.trial_id == submission.tasks[0][0])
+    first_folder = tmp_path / "results" / "preempt" / "trials" / submission.tasks[0][0]
 
     # Preempt task 0 once its first trial has checkpointed a few epochs.
     deadline = time.monotonic() + 240
-    while checkpoint_epoch(first.folder / "checkpoint.pt") < 3:
+    while checkpoint_epoch(first_folder / "checkpoint.pt") < 3:
         assert time.monotonic() < deadline, "the first trial never reached epoch 3"
         time.sleep(0.05)
     import submitit
 
     submitit.SlurmJob(folder=tmp_path / "results" / "preempt" / "slurm", job_id=f"{submission.job_id}_0")._interrupt()
 
-    report = SlurmBackend(SlurmOptions(**{**options.__dict__, "wait": True})).launch(
-        spec, sweep_options, tracker(), trial_seconds=5
+    # The same sweep again with --wait re-attaches to the live array and follows it.
+    report = run_sweep(
+        spec, sweep_options, SlurmBackend("slurm", SlurmOptions(**{**options.__dict__, "wait": True})), tracker()
     )
-    assert report.failed == [] and report.total == 4
+    assert report.failed == [] and report.total == 4 and not report.detached
+    assert sorted(report.finished) == sorted(t for task in submission.tasks for t in task)
     assert len(SlurmState.load(tmp_path / "results" / "preempt" / "slurm" / "state.json", "preempt").submissions) == 1
 
-    summary = json.loads((first.folder / "summary.json").read_text())
+    summary = json.loads((first_folder / "summary.json").read_text())
     assert summary["worker"]["restarts"] == 1
     assert summary["worker"]["resumed_from_epoch"] >= 3
-    epochs = pl.read_parquet(first.folder / "metrics.parquet")["epoch"].to_list()
+    epochs = pl.read_parquet(first_folder / "metrics.parquet")["epoch"].to_list()
     assert epochs == list(range(1, 13))
-    assert not (first.folder / "checkpoint.pt").exists()
+    assert not (first_folder / "checkpoint.pt").exists()
 
     # The same MLflow run carried on: one finished run per trial, each epoch logged once.
     from mlflow.tracking import MlflowClient
 
     runs = finished_runs(uri, "preempt")
     assert len(runs) == 4
-    [run] = [r for r in runs if r.data.tags["finalbn.trial_id"] == first.trial_id]
+    [run] = [r for r in runs if r.data.tags["finalbn.trial_id"] == submission.tasks[0][0]]
     steps = [m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, "test_f1_minority")]
     assert sorted(steps) == list(range(1, 13))
 
@@ -151,6 +156,9 @@ def test_a_preempted_task_is_requeued_and_resumes_at_an_epoch_boundary(
     from finalbn.train import train_trial
 
     torch.set_num_threads(1)  # as in the task: reductions, hence results, depend on the thread count
-    uninterrupted = train_trial(first.trial.config)
+    record = json.loads((first_folder / "config.json").read_text())
+    uninterrupted = train_trial(
+        TrialConfig.from_dict(record["config"]), Manifest.read(first_folder / "manifest.parquet")
+    )
     for key in ("f1_minority", "f1_majority", "brier"):
         assert summary["test"][key] == pytest.approx(uninterrupted.final[key], abs=1e-6), key

@@ -1,4 +1,9 @@
-"""Sweeps through real Ray Tune into a real MLflow SQLite store, on embedded MNIST."""
+"""Sweeps into a real MLflow SQLite store, on embedded MNIST.
+
+The driver's logic (resume, retries, the MLflow layout, the tables, sweep.json)
+runs on the serial backend, in this process, in seconds; the same driver
+through real Ray Tune is checked once at the end, with Tune's own view of it.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from faults import env
 from mlflow.tracking import MlflowClient
 
-from finalbn.launch import RayTuneBackend
+from finalbn.launch.ray_tune import RayTuneBackend
+from finalbn.launch.serial import SerialBackend
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.spec import Axis, SweepSpec
-from finalbn.sweep import FAULT_ENV, SweepOptions, run_sweep
+from finalbn.sweep import SweepOptions, SweepRecord, run_sweep
 from finalbn.tracking import TRIAL_TAG, MlflowTracker
-
-pytestmark = pytest.mark.slow
 
 TINY = EMBEDDED_MNIST.replace(train={"epochs": 2})
 
@@ -32,12 +37,11 @@ def spec(name: str, minority_counts: tuple[int, ...] = (3, 6)) -> SweepSpec:
     )
 
 
-def sweep(spec_: SweepSpec, root: Path, **options: object) -> tuple:
+def sweep(spec_: SweepSpec, root: Path, backend: object = None, **options: object) -> tuple:
     uri = f"sqlite:///{root / 'mlruns.db'}"
     tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
-    # Half a core per trial: four trials run (and report) at once on two cores.
-    opts = SweepOptions(out=root / "results", cpus_per_trial=0.5, **options)
-    report = run_sweep(spec_, opts, RayTuneBackend(), tracker)
+    opts = SweepOptions(out=root / "results", **options)
+    report = run_sweep(spec_, opts, backend or SerialBackend("serial"), tracker)
     return report, MlflowClient(uri)
 
 
@@ -73,6 +77,7 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(finished: tuple) -> None:
     parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "sweep.json" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert len(children) == 8
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.data.tags[TRIAL_TAG] for r in children} == set(report.finished)
@@ -117,7 +122,8 @@ def test_failing_trial_is_retried_then_recorded_and_rerun_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     faulty = spec("faulty", minority_counts=(3,))
-    monkeypatch.setenv(FAULT_ENV, "raise:final_norm=none seed=1")
+    for key, value in env("raise:final_norm=none seed=1").items():
+        monkeypatch.setenv(key, value)
     report, client = sweep(faulty, tmp_path, retries=1)
     assert len(report.finished) == 3 and len(report.failed) == 1
     [bad] = report.failed
@@ -128,9 +134,63 @@ def test_failing_trial_is_retried_then_recorded_and_rerun_alone(
     assert failed_run.info.status == "FAILED"
     assert "fault injected" in failed_run.data.tags["finalbn.error"]
 
-    monkeypatch.delenv(FAULT_ENV)
+    monkeypatch.delenv("FINALBN_FAULT")
     rerun, client = sweep(faulty, tmp_path)
     assert rerun.finished == [bad] and rerun.skipped == 3
     trial_runs = [r for r in runs(client, "faulty") if r.data.tags.get(TRIAL_TAG) == bad]
     assert [r.info.status for r in trial_runs] == ["FINISHED"]
     assert not any(r.info.status == "RUNNING" for r in runs(client, "faulty"))
+
+
+def test_sweep_json_records_the_declaration_and_each_invocation(finished: tuple) -> None:
+    root, report, _ = finished
+    record = SweepRecord.read(report.folder)
+    assert record is not None and record.name == "smoke" and record.spec() == spec("smoke")
+    assert set(record.trials) == set(report.finished)
+    assert [a.name for a in record.axes] == ["data.train_minority", "model.final_norm", "train.seed"]
+    assert record.axes[2].role == "nuisance" and record.axes[0].labels == ["3", "6"]
+    assert len(record.code["git_commit"]) in (40, len("unknown"))
+    first = record.invocations[0]
+    assert (first.backend, first.status, first.finished, first.skipped) == ("serial", "FINISHED", 8, 0)
+    # Every trial's config.json names the same commit as the sweep.
+    configs = [json.loads((report.folder / "trials" / t / "config.json").read_text()) for t in report.finished]
+    assert {c["versions"]["git_commit"] for c in configs} == {record.code["git_commit"]}
+
+
+def test_the_worker_trains_from_the_planned_manifest(finished: tuple) -> None:
+    """One manifest per dataset, built by the planner; trial folders carry the same bytes."""
+    root, report, _ = finished
+    planned = {m.name[:16]: m.read_bytes() for m in (report.folder / "manifests").glob("*.parquet")}
+    used = set()
+    for trial in report.finished:
+        fingerprint = json.loads((report.folder / "trials" / trial / "config.json").read_text())["manifest_fingerprint"]
+        assert (report.folder / "trials" / trial / "manifest.parquet").read_bytes() == planned[fingerprint[:16]]
+        used.add(fingerprint)
+    assert len(used) == 2  # train_minority 3 and 6: two datasets, each manifest built once
+
+
+@pytest.mark.slow
+def test_ray_tune_sees_the_axes_and_the_final_metrics(tmp_path: Path) -> None:
+    """The same driver through real Ray Tune: Tune's own API opens the sweep with its axes."""
+    from ray.tune import ExperimentAnalysis
+
+    # Half a core per trial: four trials run (and report) at once on two cores.
+    report, client = sweep(spec("tuned"), tmp_path, backend=RayTuneBackend("local"), cpus_per_trial=0.5)
+    assert len(report.finished) == 8 and report.failed == []
+    [experiment] = (report.folder / "ray").iterdir()
+    frame = ExperimentAnalysis(str(experiment)).dataframe()
+    for column in (
+        "config/data.train_minority",
+        "config/model.final_norm",
+        "config/train.seed",
+        "config/finalbn.trial_id",
+        "final_f1_minority",
+        "final_nobn_f1_minority",
+    ):
+        assert column in frame.columns, column
+    assert sorted(frame["config/finalbn.trial_id"]) == sorted(report.finished)
+    trials = pl.read_parquet(report.folder / "trials.parquet")
+    by_id = dict(zip(frame["config/finalbn.trial_id"], frame["final_f1_minority"], strict=True))
+    assert all(by_id[t] == pytest.approx(f) for t, f in zip(trials["trial_id"], trials["f1_minority"], strict=True))
+    # The serial backend gives the same numbers as Ray for the same trials (same ids, same seeds).
+    assert len(runs(client, "tuned")) == 9

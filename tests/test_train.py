@@ -1,5 +1,7 @@
 """One trial end to end on real data: embedded MNIST and real PlantVillage JPEGs."""
 
+import ast
+import functools
 import json
 import subprocess
 import sys
@@ -10,16 +12,31 @@ import polars as pl
 import pytest
 import torch
 
-from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
+import finalbn.results
+import finalbn.train.loop
+from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, trial_id
+from finalbn.data import Manifest, build_manifest
 from finalbn.presets import EMBEDDED_MNIST
-from finalbn.results import run_trial
-from finalbn.train import checkpoint_epoch, class_weights, train_trial
+from finalbn.provenance import git_commit
+from finalbn.results import run_config, run_trial
+from finalbn.train import TrialResult, checkpoint_epoch, class_weights, train_trial
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def mnist(epochs: int = 2, **train: object) -> TrialConfig:
     return EMBEDDED_MNIST.replace(train={"epochs": epochs, **train})
+
+
+@functools.cache
+def manifest_of(data: DataConfig) -> Manifest:
+    """One manifest per data config, built once, as a sweep's planner does."""
+    return build_manifest(data)
+
+
+def trained(config: TrialConfig, **options: object) -> TrialResult:
+    """A plain user call: the trial id is computed from the manifest."""
+    return train_trial(config, manifest_of(config.data), **options)
 
 
 def test_cli_writes_the_result_folder(tmp_path: Path) -> None:
@@ -39,6 +56,7 @@ def test_cli_writes_the_result_folder(tmp_path: Path) -> None:
     [folder] = list(tmp_path.iterdir())
     record = json.loads((folder / "config.json").read_text())
     assert record["trial_id"] == folder.name
+    assert record["versions"]["git_commit"] == git_commit()
     assert record["config"]["data"]["minority"] == ["3"]
     assert record["classes"] == ["8", "3"]
 
@@ -85,26 +103,73 @@ def test_cli_writes_the_result_folder(tmp_path: Path) -> None:
     assert "final_norm.running_mean" in state
 
 
+def test_run_trial_writes_the_planned_folder_and_recomputes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a sweep worker calls: config, manifest, id and commit are the planner's."""
+    config = mnist(epochs=1, device="cpu")
+    manifest = manifest_of(config.data)
+
+    def not_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the planner has done this already")
+
+    monkeypatch.setattr(finalbn.results, "build_manifest", not_here)
+    monkeypatch.setattr(finalbn.results, "validate", not_here)
+    monkeypatch.setattr(finalbn.results, "make_trial_id", not_here)
+    monkeypatch.setattr(finalbn.train.loop, "make_trial_id", not_here)
+    result, folder = run_trial(
+        config, manifest, "planned-id", tmp_path / "sweep" / "planned-id", git_commit="0123abc", save_model=False
+    )
+    assert folder == tmp_path / "sweep" / "planned-id" and result.trial_id == "planned-id"
+    record = json.loads((folder / "config.json").read_text())
+    assert record["trial_id"] == "planned-id" and record["versions"]["git_commit"] == "0123abc"
+    assert record["manifest_fingerprint"] == manifest.fingerprint()
+    assert {"finalbn", "python", "torch"} <= set(record["versions"])
+    assert pl.read_parquet(folder / "metrics.parquet")["trial_id"].to_list() == ["planned-id"]
+    assert Manifest.read(folder / "manifest.parquet").fingerprint() == manifest.fingerprint()
+    assert not (folder / "model.pt").exists()
+
+
+def test_a_plain_call_computes_the_trial_id_from_the_manifest() -> None:
+    config = mnist(epochs=1, device="cpu")
+    assert trained(config).trial_id == trial_id(config, manifest_of(config.data).fingerprint())
+
+
+def test_trial_code_never_imports_the_command_line() -> None:
+    """cli -> results -> train: a way back from train to cli would be a cycle."""
+    package = REPO / "finalbn" / "train"
+    for path in [*package.glob("*.py"), REPO / "finalbn" / "results.py"]:
+        if path.name == "__main__.py":
+            continue
+        imported = {
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        assert not {name for name in imported if name and name.startswith(("finalbn.cli", "finalbn.sweep"))}, path
+
+
 def numbers(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     """Epoch rows without wall-clock time, the one column that may differ between runs."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 def test_same_seed_same_metrics_other_seed_differs() -> None:
-    first = train_trial(mnist())
-    second = train_trial(mnist())
+    first = trained(mnist())
+    second = trained(mnist())
     assert numbers(first.epochs) == numbers(second.epochs)
     assert first.final == second.final
     assert first.trial_id == second.trial_id
-    other = train_trial(mnist(seed=1))
+    other = trained(mnist(seed=1))
     assert numbers(other.epochs) != numbers(first.epochs)
     assert other.trial_id != first.trial_id
 
 
 def test_final_bn_removed_metrics_only_when_the_model_has_one() -> None:
-    with_bn = train_trial(mnist(epochs=1))
+    with_bn = trained(mnist(epochs=1))
     assert "nobn_f1_minority" in with_bn.final
-    without = train_trial(mnist(epochs=1).replace(model={"final_norm": "none"}))
+    without = trained(mnist(epochs=1).replace(model={"final_norm": "none"}))
     assert not any(key.startswith("nobn_") for key in without.final)
     assert "final_norm.running_mean" not in without.state_dict
 
@@ -125,18 +190,18 @@ def test_final_bn_removed_metrics_only_when_the_model_has_one() -> None:
 )
 def test_thesis_variants_train(model: dict, train: dict) -> None:
     config = mnist(epochs=1, **train).replace(model=model)
-    result = train_trial(config)
+    result = trained(config)
     [row] = result.epochs
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
     assert 0.0 <= row["test_f1_3"] <= 1.0
     # Every variant is a distinct trial.
-    assert result.trial_id != train_trial(mnist(epochs=1)).trial_id
+    assert result.trial_id != trained(mnist(epochs=1)).trial_id
 
 
 def test_knobs_change_the_training() -> None:
-    plain = train_trial(mnist(epochs=1)).epochs[0]["train_loss"]
+    plain = trained(mnist(epochs=1)).epochs[0]["train_loss"]
     for knob in ({"weighted_loss": True}, {"augment": True}, {"mixup_alpha": 0.4}, {"label_smoothing": 0.1}):
-        assert train_trial(mnist(epochs=1, **knob)).epochs[0]["train_loss"] != plain, knob
+        assert trained(mnist(epochs=1, **knob)).epochs[0]["train_loss"] != plain, knob
 
 
 def test_class_weights_balance_total_weight() -> None:
@@ -164,7 +229,7 @@ def test_plantvillage_trial_on_real_images(plantvillage_root: Path, tmp_path: Pa
         model=ModelConfig(backbone="resnet18", weights="none", unfreeze="all"),
         train=TrainConfig(epochs=2, batch_size=32, augment=True),
     )
-    result, folder = run_trial(config, tmp_path, save_model=False)
+    result, folder = run_config(config, tmp_path, save_model=False)
     assert [row["epoch"] for row in result.epochs] == [1.0, 2.0]
     assert result.predictions.height == 100
     assert set(result.predictions["label"]) == {"healthy", "unhealthy"}
@@ -192,7 +257,7 @@ class Preempted(Exception):
 )
 def test_interrupted_trial_resumes_where_it_stopped(tmp_path: Path, model: dict, train: dict) -> None:
     config = mnist(epochs=4, device="cpu", **train).replace(model=model)
-    uninterrupted = train_trial(config, cache_dir=tmp_path)
+    uninterrupted = trained(config, cache_dir=tmp_path)
     checkpoint = tmp_path / "trial" / "checkpoint.pt"
     assert checkpoint_epoch(checkpoint) == 0
 
@@ -201,14 +266,12 @@ def test_interrupted_trial_resumes_where_it_stopped(tmp_path: Path, model: dict,
             raise Preempted
 
     with pytest.raises(Preempted):
-        train_trial(config, on_epoch=stop_in_epoch_3, checkpoint=checkpoint, cache_dir=tmp_path)
+        trained(config, on_epoch=stop_in_epoch_3, checkpoint=checkpoint, cache_dir=tmp_path)
     assert checkpoint_epoch(checkpoint) == 2
     assert checkpoint_epoch(checkpoint, trial=uninterrupted.trial_id) == 2
 
     seen: list[float] = []
-    resumed = train_trial(
-        config, on_epoch=lambda row: seen.append(row["epoch"]), checkpoint=checkpoint, cache_dir=tmp_path
-    )
+    resumed = trained(config, on_epoch=lambda row: seen.append(row["epoch"]), checkpoint=checkpoint, cache_dir=tmp_path)
     assert seen == [3.0, 4.0]
     assert numbers(resumed.epochs) == numbers(uninterrupted.epochs)
     assert resumed.final == uninterrupted.final
@@ -221,16 +284,16 @@ def test_interrupted_trial_resumes_where_it_stopped(tmp_path: Path, model: dict,
 
 def test_checkpoint_of_another_trial_is_ignored_and_replaced(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint.pt"
-    first = train_trial(mnist(epochs=2, device="cpu"), checkpoint=checkpoint)
+    first = trained(mnist(epochs=2, device="cpu"), checkpoint=checkpoint)
     seen: list[float] = []
-    other = train_trial(
+    other = trained(
         mnist(epochs=2, device="cpu", seed=1), on_epoch=lambda row: seen.append(row["epoch"]), checkpoint=checkpoint
     )
     assert seen == [1.0, 2.0]
-    assert numbers(other.epochs) == numbers(train_trial(mnist(epochs=2, device="cpu", seed=1)).epochs)
+    assert numbers(other.epochs) == numbers(trained(mnist(epochs=2, device="cpu", seed=1)).epochs)
     assert checkpoint_epoch(checkpoint, trial=other.trial_id) == 2
     assert checkpoint_epoch(checkpoint, trial=first.trial_id) == 0
     # A half-written or foreign file only means starting over.
     checkpoint.write_bytes(b"not a checkpoint")
     assert checkpoint_epoch(checkpoint) == 0
-    assert len(train_trial(mnist(epochs=1, device="cpu"), checkpoint=checkpoint).epochs) == 1
+    assert len(trained(mnist(epochs=1, device="cpu"), checkpoint=checkpoint).epochs) == 1

@@ -5,9 +5,11 @@ optimum is the batch size with the highest mean. Its uncertainty comes from
 resampling each batch size's seeds with replacement (2,000 times, seeded):
 how often each batch size comes out best, and the 95% range of the winning
 batch size. A neighbour (the next smaller and larger batch size swept) is
-"distinguishable" when the bootstrap CI of (optimum - neighbour) excludes
-zero. Runs at different batch sizes share a seed but not a batch order, so
-they are compared unpaired.
+"distinguishable" when a permutation test of the two groups of runs (exact
+for few seeds) gives p < 0.05; the bootstrap CI of (optimum - neighbour) is
+shown beside it. Runs at different batch sizes share a seed but not a batch
+order, so they are compared unpaired. ``batch_section`` is the report's
+section for a batch-size sweep.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from finalbn.analysis import figures as fig
+from finalbn.analysis.sections import METRICS, SECTIONS, Context, group_text
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, permutation_p
+from finalbn.analysis.thesis import FIGURE_4_7_BEST_BATCH
 from finalbn.errors import UserError
 
 BATCH = "train.batch_size"
@@ -192,3 +197,50 @@ def _neighbour(
         p_value=permutation_p(runs[best], runs[other], boot),
         alpha=1 - boot.level,
     )
+
+
+# ------------------------------------------------------------------ report
+
+
+@SECTIONS.register("batch_size")
+def batch_section(ctx: Context) -> str:
+    """Figure 4.7: the optimum per group, the F1 curve per batch size, one figure per group."""
+    data, doc = ctx.data, ctx.doc
+    doc.heading("Batch-size optimum (Figure 4.7)")
+    groups = ctx.groups({BATCH})
+    found = batch_optima(data.trials, metrics=("f1_minority",), by=groups)
+    table = optimum_table(found)
+    ctx.save_table(table, "batch_optimum")
+    doc.paragraph(
+        "Optimum = the batch size with the highest mean minority F1 over seeds; its CI and how often it wins "
+        "come from resampling each batch size's seeds; a neighbour is distinguishable when a permutation test "
+        "of the difference (exact for few seeds) gives p < 0.05; the bootstrap CI of the difference is shown too. "
+        f"Thesis: best at {FIGURE_4_7_BEST_BATCH}, worse with larger batches."
+    )
+    images = _training_images(data.trials)
+    if images:
+        doc.paragraph(f"This sweep trains on {images} images per run; the thesis' 64 was with 1,010 (1,000 + 10).")
+    doc.table(table, "Best batch size by minority F1", 4)
+    curves = aggregate(data.trials.with_columns(pl.col(BATCH).cast(pl.Int64)), [BATCH, *groups], list(METRICS[:2]))
+    curves = curves.sort(BATCH)
+    ctx.save_table(curves, "f1_by_batch")
+    doc.table(curves, "Test F1 per batch size (mean, std, 95% CI over seeds)")
+    for group_values in curves.select(groups).unique(maintain_order=True).iter_rows(named=True) if groups else [{}]:
+        subset = curves.filter(*[pl.col(k) == v for k, v in group_values.items()]) if group_values else curves
+        chosen = [o for o in found if o.group == {k: str(v) for k, v in group_values.items()}]
+        suffix = group_text(group_values) if group_values else ""
+        ctx.save_figure(
+            fig.batch_figure(subset, chosen, title=f"{data.name} {suffix}".strip()),
+            "batch_size" + (f"_{len(ctx.doc.figures())}" if group_values else ""),
+            "Figure 4.7: test F1 against batch size with final BN (mean over seeds, 95% bootstrap band); "
+            "star: the optimum; grey dashed: the thesis' 64.",
+        )
+    return "Batch optimum: " + "; ".join(o.describe() for o in found) + f" (thesis: {FIGURE_4_7_BEST_BATCH})"
+
+
+def _training_images(trials: pl.DataFrame) -> str:
+    columns = ("data.train_majority", "data.train_minority")
+    if any(c not in trials.columns for c in columns):
+        return ""
+    totals = sorted(set((trials[columns[0]] + trials[columns[1]]).to_list()))
+    return ", ".join(str(t) for t in totals)

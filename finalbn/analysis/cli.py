@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from finalbn.analysis.load import SweepData, from_folder, from_mlflow, load_sweep
-from finalbn.cli import guarded
+from finalbn.console import guarded
 from finalbn.errors import UserError
 
 
@@ -52,12 +52,13 @@ def load_source(args: argparse.Namespace) -> Source:
     uri = args.tracking_uri or (f"sqlite:///{default_store}" if default_store.exists() else None)
     if path is not None:
         data = load_sweep(path)
-        return Source(data, uri if _has_experiment(uri, data.name) else None)
+        return Source(data, uri if _has_experiment(uri, data.mlflow_experiment) else None)
     if not args.experiment:
         raise UserError("nothing to analyse: pass results/NAME, a trials.parquet path, or --experiment NAME")
     folder = args.results_root / args.experiment
     if args.tracking_uri is None and folder.is_dir():
-        return Source(from_folder(folder), uri if _has_experiment(uri, args.experiment) else None)
+        data = from_folder(folder)
+        return Source(data, uri if _has_experiment(uri, data.mlflow_experiment) else None)
     if uri is None:
         raise UserError(
             f"unknown experiment {args.experiment!r}: no {folder} folder and no MLflow store "
@@ -93,7 +94,7 @@ def _report(args: argparse.Namespace) -> None:
     out = args.out or (data.folder / "report" if data.folder is not None else Path("reports") / data.name)
     result = build_report(data, out, gradcam=args.gradcam)
     if source.tracking_uri and not args.no_log:
-        result = log_report(result, data.name, source.tracking_uri)
+        result = log_report(result, data.mlflow_experiment, source.tracking_uri)
     print(result.headline)
     for note in result.notes:
         print(f"note: {note}")
@@ -203,7 +204,7 @@ def _gradcam(args: argparse.Namespace) -> None:
 def _has_experiment(uri: str | None, name: str) -> bool:
     if uri is None:
         return False
-    from finalbn.analysis.load import latest_parent_run
+    from finalbn.tracking import latest_parent_run
 
     try:
         return latest_parent_run(uri, name) is not None

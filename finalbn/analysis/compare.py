@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from finalbn.analysis.load import NUISANCE, SweepData
+from finalbn.analysis.sweep_data import NUISANCE, SweepData
 from finalbn.experiments import FACTORS
 from finalbn.spec import flatten
 

@@ -13,6 +13,7 @@ three-way and higher interactions the model leaves out, the textbook choice
 for an unreplicated factorial; repeated seeds add to it. Intervals are
 t-intervals on that error (residual degrees of freedom shown). "Pooled" fits
 all plants at once with a plant block term; per-plant fits use one plant.
+``factorial_section`` is the report's section for a factorial sweep.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import numpy as np
 import polars as pl
 from scipy import stats as scipy_stats
 
-from finalbn.analysis.thesis import TABLE_4_4
+from finalbn.analysis import figures as fig
+from finalbn.analysis.sections import SECTIONS, Context
+from finalbn.analysis.tables import CLASS_NAMES, PLANT, class_names, plant_column
+from finalbn.analysis.thesis import FIGURE_4_5_BN, TABLE_4_3, TABLE_4_4
 from finalbn.errors import UserError
 from finalbn.experiments import FACTORS
 
-PLANT = "data.plant"
 POOLED = "pooled"
 
 
@@ -222,15 +225,6 @@ def gain_factors(trials: pl.DataFrame, metrics: Sequence[str] = ("f1_minority", 
     )
 
 
-def plant_column(trials: pl.DataFrame) -> str | None:
-    """``data.plant`` when the data is PlantVillage; other sources keep the field at its unused default."""
-    if PLANT not in trials.columns:
-        return None
-    if "data.source" in trials.columns and set(trials["data.source"].unique().to_list()) != {"plantvillage"}:
-        return None
-    return PLANT
-
-
 def _mean(frame: pl.DataFrame, metric: str) -> float | None:
     if frame.height == 0:
         return None
@@ -245,3 +239,100 @@ def _equals(column: pl.Expr, value: object) -> pl.Expr:
     if isinstance(value, float):
         return (column.cast(pl.Float64) - value).abs() < 1e-12
     return column.cast(pl.String) == str(value)
+
+
+def table_4_3(trials: pl.DataFrame) -> pl.DataFrame | None:
+    """Top three configurations per class on the first plant: precision, recall, F1, and the thesis' rows;
+    None when the table lacks the per-class columns."""
+    plant = plant_column(trials)
+    frame = trials.filter(pl.col(plant) == trials[plant][0]) if plant else trials
+    minority, majority = class_names(frame)
+    if not minority or not majority:
+        return None
+    coded = factor_codes(frame)
+    parts = []
+    for role, name in (("minority", minority[0]), ("majority", majority[0])):
+        columns = [f"precision_{name}", f"recall_{name}", f"f1_{name}"]
+        if any(c not in coded.columns for c in columns):
+            return None
+        means = coded.group_by("config_id", "config").agg(pl.col(columns).mean()).sort(columns[2], descending=True)
+        top = means.head(3).with_row_index("rank", offset=1)
+        thesis = TABLE_4_3[role][: top.height]
+        top = top.with_columns(
+            pl.lit(CLASS_NAMES[role]).alias("class"),
+            pl.Series("thesis Config Id", [r[0] for r in thesis]),
+            pl.Series("thesis config", [config_label(r[0]) for r in thesis]),
+            pl.Series("thesis F1", [r[3] for r in thesis]),
+        )
+        parts.append(
+            top.select(
+                "class",
+                "rank",
+                "config_id",
+                "config",
+                pl.col(columns[0]).alias("precision"),
+                pl.col(columns[1]).alias("recall"),
+                pl.col(columns[2]).alias("F1"),
+                "thesis Config Id",
+                "thesis config",
+                "thesis F1",
+            )
+        )
+    return pl.concat(parts)
+
+
+# ------------------------------------------------------------------ report
+
+
+@SECTIONS.register("factorial")
+def factorial_section(ctx: Context) -> str:
+    """Tables 4.3-4.4 and Figure 4.5: effects with CIs, the ranking, the gain factors."""
+    data, doc = ctx.data, ctx.doc
+    trials = data.trials
+    doc.heading("Factorial effects on minority F1 (Tables 4.3-4.4, Figure 4.5)")
+    table = effects(trials, "f1_minority")
+    ctx.save_table(table, "effects")
+    doc.paragraph(
+        "Main effect = mean F1 with the option on minus off, over all other settings; two-way interaction = half "
+        "the change of one option's effect when the other is turned on. Least squares on +-1 codes, "
+        "t-intervals on the residual (three-way and higher interactions and seeds); per plant and pooled with "
+        "a plant block."
+    )
+    doc.table(table, "Effects on test minority F1 with 95% CI", 4)
+    ctx.save_figure(
+        fig.effects_figure(table, title=f"{data.name}: effects on minority F1"),
+        "effects",
+        "Main effects and two-way interactions on minority F1, 95% CI, per plant and pooled.",
+    )
+    ranking = best_and_worst(trials, "f1_minority")
+    ctx.save_table(config_means(trials, "f1_minority"), "config_means")
+    doc.table(ranking, "Table 4.4: best and worst three configurations (minority F1; thesis Average by Config Id)")
+    doc.table(thesis_table_4_4(), "The thesis' Table 4.4 (ResNet34, PlantVillage), Config Ids spelled out", 4)
+    top_three = table_4_3(trials)
+    if top_three is not None:
+        doc.table(top_three, "Table 4.3: top three configurations per class on the first plant, thesis rows beside")
+    _gain_factor_part(ctx)
+    pooled = table.filter(pl.col("scope") == table["scope"][-1])
+    top = pooled.sort(pl.col("estimate").abs(), descending=True).row(0, named=True)
+    best = ranking.row(0, named=True)
+    return (
+        f"Largest effect on minority F1 ({top['scope']}): {top['term']} {top['estimate']:+.3f} "
+        f"[95% CI {top['ci_low']:+.3f}, {top['ci_high']:+.3f}]; best configuration {best['config']} "
+        f"(average minority F1 {best['Average']:.3f})"
+    )
+
+
+def _gain_factor_part(ctx: Context) -> None:
+    gains = gain_factors(ctx.data.trials)
+    ctx.save_table(gains, "gain_factors")
+    ctx.doc.table(
+        gains,
+        f"Figure 4.5: gain factor per single option; thesis: BN alone {FIGURE_4_5_BN['baseline']} -> "
+        f"{FIGURE_4_5_BN['option']} minority F1, gain factor {FIGURE_4_5_BN['gain_factor']}",
+    )
+    if gains.height:
+        ctx.save_figure(
+            fig.gain_factor_figure(gains, title=f"{ctx.data.name}: one option at a time"),
+            "gain_factor",
+            "Figure 4.5: (F1 with one option - F1 with none) / F1 with none, per class; missing bars: baseline F1 0.",
+        )

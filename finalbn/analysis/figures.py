@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from finalbn.analysis.batch import BatchOptimum
 from finalbn.analysis.thesis import FIGURE_4_6_THRESHOLD, FIGURE_4_7_BEST_BATCH
 from finalbn.analysis.threshold import RATIO, Threshold
 from finalbn.metrics import ECE_BINS
+
+if TYPE_CHECKING:
+    # Only a type here: batch registers a report section that draws with this module.
+    from finalbn.analysis.batch import BatchOptimum
 
 DPI = 110
 COLORS = {"bn": "#c0392b", "none": "#2c3e50", "removed": "#7f8c8d"}

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from finalbn.analysis.compare import Comparison
-from finalbn.analysis.load import SweepData
+from finalbn.analysis.sweep_data import SweepData
 from finalbn.config import TrialConfig
 from finalbn.data import SplitTensors, build_manifest, load_split_tensors
 from finalbn.errors import UserError
@@ -70,9 +70,9 @@ def load_trial_model(data: SweepData, trial_id: str, cache: Path) -> TrialModel:
         weights, origin = _cached(cache, trial_id), "retrained, cached"
         retrained = _retrained_f1(cache / trial_id)
     if weights is None:
-        from finalbn.results import run_trial
+        from finalbn.results import run_config
 
-        result, folder = run_trial(config, cache, save_model=True)
+        result, folder = run_config(config, cache, save_model=True)
         if folder.name != trial_id:
             raise UserError(
                 f"retraining trial {trial_id} gave trial id {folder.name}: its data changed since the sweep "

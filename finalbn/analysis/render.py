@@ -41,9 +41,6 @@ class Document:
     def note(self, text: str) -> None:
         self.blocks.append(("note", text))
 
-    def headline(self, text: str) -> None:
-        self.blocks.append(("headline", text))
-
     def table(self, frame: pl.DataFrame, caption: str = "", digits: int = 3) -> None:
         self.blocks.append(("table", (frame, caption, digits)))
 

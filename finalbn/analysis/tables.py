@@ -5,18 +5,20 @@ with the measured mean over seeds, its bootstrap CI, the run count, the
 thesis' value and ``difference`` = measured - thesis. Where the sweep ran on
 other data than the thesis' table (the laptop presets run on MNIST where the
 thesis used PlantVillage), ``thesis_ref`` says which thesis row it is
-compared with.
+compared with. The report sections of those sweeps (headline, bn_removal,
+mnist_cnn, mnist_fc) are at the end.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from finalbn.analysis.factorial import plant_column
+from finalbn.analysis.sections import SECTIONS, Context, num
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_COLUMNS, TABLE_4_6, TABLE_4_7, TABLE_4_8
 from finalbn.errors import UserError
 
+PLANT = "data.plant"
 CLASSES = {"minority": "f1_minority", "majority": "f1_majority"}
 CLASS_NAMES = {"minority": "Unhealthy (minority)", "majority": "Healthy (majority)"}
 # Reference plant for sweeps not run on PlantVillage: the thesis' headline plant.
@@ -150,6 +152,15 @@ def class_names(trials: pl.DataFrame, require_metrics: bool = True) -> tuple[lis
     return [m for m in minority if f"f1_{m}" in trials.columns], [m for m in majority if f"f1_{m}" in trials.columns]
 
 
+def plant_column(trials: pl.DataFrame) -> str | None:
+    """``data.plant`` when the data is PlantVillage; other sources keep the field at its unused default."""
+    if PLANT not in trials.columns:
+        return None
+    if "data.source" in trials.columns and set(trials["data.source"].unique().to_list()) != {"plantvillage"}:
+        return None
+    return PLANT
+
+
 def _display(column: str) -> str:
     kind, value = column.split("|", 1)
     return value if kind == "measured" else f"{value} ({'thesis' if kind == 'thesis' else 'Δ'})"
@@ -213,3 +224,64 @@ def _require(trials: pl.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in trials.columns]
     if missing:
         raise UserError(f"{what} needs column(s) {', '.join(missing)}: pass that sweep's results folder")
+
+
+# ------------------------------------------------------------------ report
+
+
+@SECTIONS.register("headline")
+def headline_section(ctx: Context) -> str:
+    table = table_4_2(ctx.data.trials)
+    caption = "Test F1, mean over seeds; thesis value and Δ = measured - thesis"
+    _thesis_table(ctx, table, "Table 4.2: plain vs weighted loss vs final BN", "table_4_2", ["plant", "class"], caption)
+    return _minority_means(table, ("plain", "WL", "final_BN"), "plain 0.294, WL 0.795, final BN 0.956")
+
+
+@SECTIONS.register("bn_removal")
+def bn_removal_section(ctx: Context) -> str:
+    table = table_4_6(ctx.data.trials)
+    caption = "Test F1, mean over seeds; thesis value and Δ = measured - thesis"
+    _thesis_table(ctx, table, "Table 4.6: final BN kept vs removed at test", "table_4_6", ["plant", "class"], caption)
+    labels = ("no final BN", "final BN", "final BN removed at test")
+    return _minority_means(table, labels, "0.22, 0.91, 0.83")
+
+
+@SECTIONS.register("mnist_cnn")
+def mnist_cnn_section(ctx: Context) -> str:
+    table = table_4_7(ctx.data.trials)
+    caption = "Test F1 per digit; thesis value and Δ = measured - thesis"
+    _thesis_table(ctx, table, "Table 4.7: MNIST digit settings, simple CNN", "table_4_7", ["setting", "class"], caption)
+    first = table.filter(pl.col("class").str.contains("minority")).head(2)
+    return "First setting's minority F1: " + ", ".join(
+        f"{r['column']} {num(r['measured'])} (thesis {num(r['thesis'])})" for r in first.iter_rows(named=True)
+    )
+
+
+@SECTIONS.register("mnist_fc")
+def mnist_fc_section(ctx: Context) -> str:
+    table = table_4_8(ctx.data.trials)
+    ctx.doc.heading("Table 4.8: one hidden layer of 128, output x loss x first BN x final BN")
+    ctx.save_table(table, "table_4_8")
+    wide = table.select("row", "class", "measured", "thesis", "difference", "ci_low", "ci_high", "runs")
+    ctx.doc.table(wide, "Test F1 per row; thesis value and difference = measured - thesis", 4)
+    minority = table.filter(pl.col("class").str.contains("minority")).sort("measured", descending=True, nulls_last=True)
+    best = minority.row(0, named=True)
+    return f"Best row by minority F1: {best['row']} {num(best['measured'])} (thesis best: softmax-cce-finalbn 0.88)"
+
+
+def _thesis_table(ctx: Context, table: pl.DataFrame, heading: str, name: str, keys: list[str], caption: str) -> None:
+    """A regenerated thesis table: the wide view beside the thesis, then the long form with CIs."""
+    ctx.doc.heading(heading)
+    ctx.save_table(table, name)
+    ctx.doc.table(wide(table, keys), caption, 4)
+    ctx.doc.table(table, "Long form with 95% CIs and run counts", 4)
+
+
+def _minority_means(table: pl.DataFrame, columns: tuple[str, ...], thesis: str) -> str:
+    minority = table.filter(pl.col("class") == CLASS_NAMES["minority"])
+    values = {c: minority.filter(pl.col("column") == c)["measured"].mean() for c in columns}
+    return (
+        "Minority F1 (mean over seeds and plants): "
+        + ", ".join(f"{k} {num(v)}" for k, v in values.items())
+        + f" (thesis Apple: {thesis})"
+    )

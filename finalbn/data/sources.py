@@ -21,6 +21,7 @@ import torch
 from finalbn.config import DataConfig
 from finalbn.data.images import decode_problem, inspect_files, load_image_tensor
 from finalbn.errors import UserError
+from finalbn.network import can_reach
 from finalbn.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -391,8 +392,6 @@ def prefetch_mnist(root: Path) -> Path:
     """Put full MNIST under ``root/MNIST/raw`` (for --source torchvision-mnist); a no-op
     when it is there. Needs network: run it on a login node, compute nodes read ``root``."""
     from torchvision.datasets import MNIST
-
-    from finalbn.models.weights import can_reach
 
     root = root.expanduser().resolve()
     try:

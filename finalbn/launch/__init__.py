@@ -1,48 +1,70 @@
 """Backends that run a sweep's pending trials, registered by name.
 
-Each entry builds its backend from the parsed command line: "local" and "ray"
-run trials through Ray Tune while the command waits; "slurm" submits a job
-array and returns (see finalbn.launch.slurm).
+Each entry builds its backend (a ``finalbn.launch.base.Backend``) from its
+registered name and the parsed command line: serial runs trials in this
+process, local and ray through Ray Tune while the command waits, slurm submits
+job arrays and returns (see finalbn.launch.slurm). A backend knows itself only
+by the name it was registered under. Backend modules are imported when chosen,
+so naming one costs no import of the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 from finalbn.errors import UserError
-from finalbn.launch.ray_tune import RayTuneBackend
+from finalbn.launch.base import Backend
 from finalbn.registry import Registry
 
-BACKENDS: Registry = Registry("backend")
+BACKENDS: Registry[Callable[[str, argparse.Namespace], Backend]] = Registry("backend")
+
+
+def build_backend(name: str, args: argparse.Namespace) -> Backend:
+    return BACKENDS.get(name)(name, args)
+
+
+@BACKENDS.register("serial")
+def serial_backend(name: str, args: argparse.Namespace) -> Backend:
+    """This process, one trial after another: no Ray, breakpoints work."""
+    from finalbn.launch.serial import SerialBackend
+
+    return SerialBackend(name)
 
 
 @BACKENDS.register("local")
-def local_backend(args: argparse.Namespace) -> object:
+def local_backend(name: str, args: argparse.Namespace) -> Backend:
     """A private Ray instance on this machine, started for the sweep (RAY_ADDRESS is ignored)."""
-    return RayTuneBackend("local")
+    from finalbn.launch.ray_tune import RayTuneBackend
+
+    return RayTuneBackend(name)
 
 
 @BACKENDS.register("ray")
-def ray_backend(args: argparse.Namespace) -> object:
+def ray_backend(name: str, args: argparse.Namespace) -> Backend:
     """An existing Ray cluster: --address, else RAY_ADDRESS."""
+    from finalbn.launch.ray_tune import RayTuneBackend
+
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise UserError(
             "--backend ray needs a running Ray cluster: pass --address HOST:PORT (or set RAY_ADDRESS); "
             "use --backend local to start one on this machine"
         )
-    return RayTuneBackend(address)
+    return RayTuneBackend(name, address)
 
 
 @BACKENDS.register("slurm")
-def slurm_backend(args: argparse.Namespace) -> object:
+def slurm_backend(name: str, args: argparse.Namespace) -> Backend:
+    """Slurm job arrays through submitit, from a login node."""
     from finalbn.launch.slurm import SlurmBackend, SlurmOptions, check_value, parse_extra, parse_time
 
     def checked(flag: str, value: str | None) -> str | None:
         return None if value is None else check_value(f"--{flag}", value)
 
     return SlurmBackend(
+        name,
         SlurmOptions(
             partition=checked("partition", args.partition),
             time_minutes=parse_time(args.time),
@@ -52,8 +74,8 @@ def slurm_backend(args: argparse.Namespace) -> object:
             trials_per_task=args.trials_per_task,
             extra=parse_extra(args.sbatch),
             wait=args.wait,
-        )
+        ),
     )
 
 
-__all__ = ["BACKENDS", "RayTuneBackend"]
+__all__ = ["BACKENDS", "Backend", "build_backend"]

@@ -1,42 +1,83 @@
-"""The one adapter over Ray Tune.
+"""``--backend local`` (a private Ray on this machine) and ``--backend ray`` (a running cluster).
 
 Ray Tune runs the pending trials of a sweep: one Tune trial per finalbn trial,
 placed by Tune's resources (``--cpus-per-trial``, fractional
-``--gpus-per-trial``), retried by Tune's ``FailureConfig``, with actors reused
-between trials so small trials do not pay a process start each. The declared
-grid has already been expanded and filtered by trial id (finalbn.sweep), so
-Tune's grid is the list of pending trial ids. Tune's reporting API has changed
-across releases; it is touched only in this file.
+``--gpus-per-trial``), retried by Tune's ``FailureConfig`` (a worker that died
+can only be retried from outside it), with actors reused between trials so
+small trials do not pay a process start each.
+
+The Tuner's ``param_space`` is the declared grid, one ``tune.grid_search`` per
+axis (a joint axis over its labels), so the Tune experiment shows
+``config/<axis>`` columns and each trial's metrics. Which points run is still
+decided by trial id (finished ones are skipped by the driver): ``PendingGrid``,
+a Tune ``Searcher``, suggests only the pending points of that grid. Tune's
+reporting API has changed across releases; it is touched only in this file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.search import Searcher
 
-from finalbn.sweep import SweepOptions, TrialEvents, TrialJob, execute
+from finalbn.jobs import TrialJob
+from finalbn.launch.base import Finished, RunHandle, SweepOptions, TrialEvents, execute, local_slots
+from finalbn.spec import Axis, SweepSpec, flatten
+from finalbn.tracking import TaskTracking
+
+# The config key that carries a Tune trial's finalbn trial id.
+TRIAL_KEY = "finalbn.trial_id"
+# Keys of an epoch row besides its train_/val_/test_ metrics; Tune adds its own keys to each result.
+_ROW_KEYS = ("epoch", "seconds")
 
 
 class RayTuneBackend:
-    def __init__(self, address: str | None = None) -> None:
+    workers_record = False
+
+    def __init__(self, name: str, address: str | None = None) -> None:
+        self.name = name
         # None: start a private Ray instance on this machine for the sweep;
         # "HOST:PORT" or "auto": join that running cluster (--backend ray).
         self.address = address
+        self.runs_here = address is None
 
-    def run(self, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
+    def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
+        # A cluster's size is Ray's to know; the estimate assumes this machine's when none is given.
+        return local_slots(max_concurrent, cpus_per_trial)
+
+    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
+        # Tune trials end with the driver that runs them: nothing outlives an invocation.
+        return {}
+
+    def launch(
+        self,
+        spec: SweepSpec,
+        jobs: list[TrialJob],
+        options: SweepOptions,
+        events: TrialEvents,
+        tracking: TaskTracking | None,
+        running: list[TrialJob],
+    ) -> RunHandle:
+        return Finished(lambda: self._run(spec, jobs, options, events) if jobs else None)
+
+    def _run(self, spec: SweepSpec, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
         # Trials write into their own folders by absolute path; keep Tune from
         # moving each worker into a Tune-owned directory.
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
         # Ctrl-C must stop the sweep (as KeyboardInterrupt), not ask Tune to
         # save experiment state we do not use.
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        # Tune's per-trial JSON/CSV/TensorBoard result files duplicate the trial
-        # folders and cost driver CPU on every epoch of every trial.
+        # Tune's CSV and TensorBoard files duplicate the trial folders and cost
+        # driver CPU on every epoch; its JSON results stay (below), so that
+        # ExperimentAnalysis can open the sweep.
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         if not options.verbose:
             # The sweep prints its own one-line progress; Tune's tables and its
@@ -52,35 +93,95 @@ class RayTuneBackend:
                 logging_level=logging.INFO if options.verbose else logging.ERROR,
             )
         try:
-            self._fit(jobs, options, events)
+            _fit(self.name, spec, jobs, options, events)
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _fit(self, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
-        by_id = {job.trial_id: job for job in jobs}
-        threads = max(1, int(options.cpus_per_trial))
 
-        def trainable(config: dict[str, Any]) -> None:
-            job = by_id[config["trial_id"]]
-            # Node ids, not addresses: nodes of one machine share an IP.
-            worker = {"backend": "ray", "node_id": ray.get_runtime_context().get_node_id()}
-            execute(job, threads, lambda row: tune.report({"row": row}), worker=worker)
+def search_space(axes: tuple[Axis, ...]) -> dict[str, Any]:
+    """The declared grid in Tune's terms: field axes over their values, joint axes over their labels."""
+    return {
+        axis.name: tune.grid_search([axis.label(i) if axis.joint else axis.values[i] for i in range(len(axis.values))])
+        for axis in axes
+    }
 
-        resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-        storage = jobs[0].folder.parent.parent / "ray"
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, resources),
-            param_space={"trial_id": tune.grid_search(list(by_id))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=True),
-            run_config=tune.RunConfig(
-                storage_path=str(storage),
-                verbose=2 if options.verbose else 0,
-                failure_config=tune.FailureConfig(max_failures=options.retries),
-                callbacks=[_Relay(by_id, events)],
-            ),
-        )
-        tuner.fit()
+
+def tune_point(job: TrialJob, axes: tuple[Axis, ...]) -> dict[str, Any]:
+    """One grid point as the Tune config of its trial (values as search_space lists them)."""
+    fields = flatten(job.trial.config)
+    point: dict[str, Any] = {a.name: job.trial.point[a.name] if a.joint else fields[a.name] for a in axes}
+    return {**point, TRIAL_KEY: job.trial_id}
+
+
+class PendingGrid(Searcher):
+    """Suggests the pending points of the declared grid, in grid order, then finishes.
+
+    Tune hands the Tuner's ``param_space`` (the declared grid) to
+    ``set_search_properties``; every suggested point must lie on it.
+    """
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.points = points
+        self.next = 0
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        for point in self.points:
+            for name, value in point.items():
+                if name != TRIAL_KEY and value not in config[name]["grid_search"]:
+                    raise ValueError(f"trial {point[TRIAL_KEY]}: {name}={value!r} is not on the declared grid")
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.next == len(self.points):
+            return Searcher.FINISHED
+        self.next += 1
+        return self.points[self.next - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
+def _fit(backend: str, spec: SweepSpec, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
+    by_id = {job.trial_id: job for job in jobs}
+    threads = max(1, int(options.cpus_per_trial))
+    axes = spec.axes
+
+    def trainable(config: dict[str, Any]) -> None:
+        job = by_id[config[TRIAL_KEY]]
+        # Node ids, not addresses: nodes of one machine share an IP.
+        worker = {"backend": backend, "node_id": ray.get_runtime_context().get_node_id()}
+        execute(job, threads, lambda row: tune.report({**row, "final": False}), worker=worker)
+        # The trial's final test metrics (nobn_* too): the row Tune's tables show last.
+        tune.report({**_final(job), "final": True})
+
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    storage = jobs[0].folder.parent.parent / "ray"
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=search_space(axes),
+        tune_config=tune.TuneConfig(
+            search_alg=PendingGrid([tune_point(job, axes) for job in jobs]),
+            num_samples=-1,
+            max_concurrent_trials=options.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(storage),
+            # One Tune experiment per invocation, named like the MLflow parent run.
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            verbose=2 if options.verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=options.retries),
+            callbacks=[JsonLoggerCallback(), _Relay(by_id, events)],
+        ),
+    )
+    tuner.fit()
+
+
+def _final(job: TrialJob) -> dict[str, float]:
+    summary = json.loads((job.folder / "summary.json").read_text())
+    return {f"final_{k}": float(v) for k, v in summary["test"].items()}
 
 
 class _Relay(tune.Callback):
@@ -94,8 +195,9 @@ class _Relay(tune.Callback):
         self.events.started(self._job(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if "row" in result:
-            self.events.epoch(self._job(trial), result["row"])
+        if result.get("final") is False:
+            row = {k: v for k, v in result.items() if k in _ROW_KEYS or k.startswith(("train_", "val_", "test_"))}
+            self.events.epoch(self._job(trial), row)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.retrying(self._job(trial), _error_text(trial))
@@ -107,7 +209,7 @@ class _Relay(tune.Callback):
         self.events.failed(self._job(trial), _error_text(trial))
 
     def _job(self, trial: Any) -> TrialJob:
-        return self.by_id[trial.config["trial_id"]]
+        return self.by_id[trial.config[TRIAL_KEY]]
 
 
 def _error_text(trial: Any) -> str:

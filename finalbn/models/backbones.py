@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum, vgg
 
-from finalbn.config import ModelConfig
+from finalbn.config import HeadName, ModelConfig
 from finalbn.registry import Registry
 
 # (config, in_channels, image_size) -> (trunk with pooling, feature dimension D)
@@ -30,7 +30,7 @@ class BackboneSpec:
 
     build: TrunkBuilder
     # Head used when ModelConfig.head is "auto".
-    default_head: str
+    default_head: HeadName
     # torchvision ImageNet weights; None where no pretrained weights exist.
     imagenet: WeightsEnum | None = None
     # Dotted name of the conv that sees the image: its pretrained RGB kernel

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import typing
 
 import torch
 from torch import nn
 
-from finalbn.config import ModelConfig
+from finalbn.config import ModelConfig, Unfreeze
 from finalbn.errors import UserError
 from finalbn.models.backbones import BACKBONES
 from finalbn.models.heads import FINAL_NORMS, HEADS
@@ -20,7 +21,7 @@ from finalbn.models.weights import load_trunk_weights
 
 log = logging.getLogger(__name__)
 
-UNFREEZE_MODES = ("none", "bn", "all")
+UNFREEZE_MODES: tuple[Unfreeze, ...] = typing.get_args(Unfreeze)
 # fastai's bn_types, plus the type DDP training converts them to.
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -40,7 +41,7 @@ class FinalBNNet(nn.Module):
         head: nn.Module,
         final_norm: nn.Module,
         feature_dim: int,
-        unfreeze: str,
+        unfreeze: Unfreeze,
     ) -> None:
         super().__init__()
         if unfreeze not in UNFREEZE_MODES:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import socket
-import threading
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,48 +21,17 @@ from torchvision.models import WeightsEnum
 
 from finalbn.errors import UserError
 from finalbn.models.backbones import BACKBONES, BackboneSpec
+from finalbn.network import can_reach
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_HOST = "download.pytorch.org"
-CONNECT_TIMEOUT_S = 3.0
 
 
 def hub_checkpoint_path(weights: WeightsEnum) -> Path:
     """Where torch.hub (and so torchvision) keeps this weights file."""
     file_name = Path(urlparse(weights.url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
-
-
-def can_reach(host: str = DOWNLOAD_HOST, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
-    """Whether an HTTPS connection to host (or the configured proxy) opens in time."""
-    address = _https_address(host)
-    opened: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection(address, timeout=timeout_s):
-                opened.append(True)
-        except OSError:
-            opened.append(False)
-
-    # The socket timeout does not bound the DNS lookup, which on an
-    # air-gapped node can stall for tens of seconds; the thread's join does.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return opened == [True]
-
-
-def _https_address(host: str) -> tuple[str, int]:
-    # urllib downloads through an https proxy when one is set, so that proxy,
-    # not the host, is what has to answer.
-    proxy = urllib.request.getproxies().get("https")
-    if proxy and not urllib.request.proxy_bypass(host):
-        parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        if parsed.hostname:
-            return parsed.hostname, parsed.port or 80
-    return host, 443
 
 
 def prefetch_weights(backbone: str) -> Path:
@@ -79,7 +45,7 @@ def prefetch_weights(backbone: str) -> Path:
     path = hub_checkpoint_path(weights)
     if path.is_file():
         return path
-    if not can_reach():
+    if not can_reach(DOWNLOAD_HOST):
         raise UserError(
             f"ImageNet weights for {backbone} are not cached ({path}) and {DOWNLOAD_HOST} "
             f"is unreachable: run `finalbn prefetch --backbone {backbone}` on a machine with "

@@ -1,38 +1,41 @@
-"""MLflow layout of a sweep: one experiment per sweep, one parent run per
+"""Writing a sweep to MLflow: one experiment per sweep, one parent run per
 invocation, one child run per trial.
 
-Only the sweep's driver process writes to MLflow (trials report to it through
-the backend), so a SQLite store never sees concurrent writers from one sweep.
-``NullTracker`` stands in when tracking is off.
+With the serial, local and Ray backends only the sweep's driver writes
+(trials report to it through the backend), so a SQLite store never sees
+concurrent writers from one sweep; Slurm tasks write themselves, through
+``TaskTracker``, each write under the store's file lock. ``NullTracker``
+stands in when tracking is off.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
 import json
 import logging
-import re
-import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import polars as pl
 
 import finalbn
-from finalbn.errors import UserError
-from finalbn.spec import PlannedTrial, SweepSpec, flatten
+from finalbn.jobs import TrialJob
+from finalbn.spec import SweepSpec, flatten
+from finalbn.tracking.layout import (
+    COMMIT_TAG,
+    ERROR_TAG,
+    FINGERPRINT_TAG,
+    PARENT_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    VERSION_TAG,
+    check_reachable,
+    metric_key,
+    redact,
+    store_lock,
+)
 
-if TYPE_CHECKING:
-    from finalbn.sweep import TrialJob
-
-TRIAL_TAG = "finalbn.trial_id"
 # Files of a trial folder worth keeping in MLflow; weights stay on disk.
 ARTIFACTS = (
     "config.json",
@@ -46,14 +49,14 @@ ARTIFACTS = (
 
 
 class Tracker(Protocol):
-    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int, live: frozenset[str] = frozenset()) -> None: ...
-    def sync_finished(self, jobs: list[TrialJob]) -> int: ...
-    def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None: ...
-    def discard_attempt(self, trial_id: str) -> None: ...
-    def finish_trial(
-        self, trial: PlannedTrial, trial_id: str, fingerprint: str, folder: Path, failed: bool
+    def start_sweep(
+        self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
     ) -> None: ...
-    def end_sweep(self, status: str) -> None: ...
+    def sync_finished(self, jobs: list[TrialJob]) -> int: ...
+    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
+    def discard_attempt(self, job: TrialJob) -> None: ...
+    def finish_trial(self, job: TrialJob, failed: bool) -> None: ...
+    def end_sweep(self, status: str, record: Path | None = None) -> None: ...
     def where(self) -> list[str]: ...
     def task_tracking(self) -> TaskTracking | None: ...
 
@@ -61,7 +64,9 @@ class Tracker(Protocol):
 class NullTracker:
     """Tracking off: every call does nothing."""
 
-    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int, live: frozenset[str] = frozenset()) -> None:
+    def start_sweep(
+        self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
+    ) -> None:
         pass
 
     def task_tracking(self) -> TaskTracking | None:
@@ -70,24 +75,20 @@ class NullTracker:
     def sync_finished(self, jobs: list[TrialJob]) -> int:
         return 0
 
-    def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None:
+    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
         pass
 
-    def discard_attempt(self, trial_id: str) -> None:
+    def discard_attempt(self, job: TrialJob) -> None:
         pass
 
-    def finish_trial(self, trial: PlannedTrial, trial_id: str, fingerprint: str, folder: Path, failed: bool) -> None:
+    def finish_trial(self, job: TrialJob, failed: bool) -> None:
         pass
 
-    def end_sweep(self, status: str) -> None:
+    def end_sweep(self, status: str, record: Path | None = None) -> None:
         pass
 
     def where(self) -> list[str]:
         return ["MLflow tracking: off"]
-
-
-def default_tracking_uri(directory: Path) -> str:
-    return f"sqlite:///{(directory / 'mlruns.db').resolve()}"
 
 
 class MlflowTracker:
@@ -100,7 +101,7 @@ class MlflowTracker:
         # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = uri
-        with _store_lock(uri):
+        with store_lock(uri):
             self.client = MlflowClient(tracking_uri=uri)
         self.artifact_root = artifact_root
         self.experiment_id = ""
@@ -108,7 +109,9 @@ class MlflowTracker:
         # Trial id -> child run id, for runs not yet terminated.
         self.children: dict[str, str] = {}
 
-    def start_sweep(self, spec: SweepSpec, pending: int, skipped: int, live: frozenset[str] = frozenset()) -> None:
+    def start_sweep(
+        self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
+    ) -> None:
         """``live``: trials still running elsewhere (Slurm tasks), whose runs stay open."""
         self.experiment_id = self._experiment(spec.name)
         self._close_stale_runs(live)
@@ -116,10 +119,10 @@ class MlflowTracker:
             self.experiment_id,
             run_name=f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             tags={
-                "finalbn.sweep": spec.name,
+                SWEEP_TAG: spec.name,
                 "finalbn.reproduces": spec.reproduces,
-                "finalbn.version": finalbn.__version__,
-                "finalbn.git_commit": _git_commit(),
+                VERSION_TAG: finalbn.__version__,
+                COMMIT_TAG: git_commit,
                 "finalbn.trials_total": str(spec.size()),
                 "finalbn.trials_pending": str(pending),
                 "finalbn.trials_skipped": str(skipped),
@@ -141,43 +144,46 @@ class MlflowTracker:
         missing = [job for job in jobs if job.trial_id not in logged]
         for job in missing:
             for row in pl.read_parquet(job.folder / "metrics.parquet").drop("trial_id").to_dicts():
-                self.log_epoch(job.trial, job.trial_id, job.fingerprint, row)
-            self.finish_trial(job.trial, job.trial_id, job.fingerprint, job.folder, failed=False)
+                self.log_epoch(job, row)
+            self.finish_trial(job, failed=False)
         return len(missing)
 
-    def log_epoch(self, trial: PlannedTrial, trial_id: str, fingerprint: str, row: dict[str, float]) -> None:
+    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
-        run_id = self._child(trial, trial_id, fingerprint)
+        run_id = self._child(job)
         step = int(row["epoch"])
         now = int(time.time() * 1000)
-        metrics = [Metric(_metric_key(k), float(v), now, step) for k, v in row.items() if k != "epoch"]
+        metrics = [Metric(metric_key(k), float(v), now, step) for k, v in row.items() if k != "epoch"]
         self.client.log_batch(run_id, metrics=metrics)
 
-    def discard_attempt(self, trial_id: str) -> None:
+    def discard_attempt(self, job: TrialJob) -> None:
         """A failed attempt that will be retried: its half-logged run goes, the retry starts clean."""
-        run_id = self.children.pop(trial_id, None)
+        run_id = self.children.pop(job.trial_id, None)
         if run_id is not None:
             self.client.delete_run(run_id)
 
-    def finish_trial(self, trial: PlannedTrial, trial_id: str, fingerprint: str, folder: Path, failed: bool) -> None:
-        run_id = self._child(trial, trial_id, fingerprint)
+    def finish_trial(self, job: TrialJob, failed: bool) -> None:
+        run_id = self._child(job)
         for name in ARTIFACTS:
-            if (folder / name).exists():
-                self.client.log_artifact(run_id, str(folder / name))
-        if failed and (folder / "failure.json").exists():
-            error = json.loads((folder / "failure.json").read_text())["traceback"]
+            if (job.folder / name).exists():
+                self.client.log_artifact(run_id, str(job.folder / name))
+        if failed and (job.folder / "failure.json").exists():
+            error = json.loads((job.folder / "failure.json").read_text())["traceback"]
             # Tag values are capped; the whole traceback is in the failure.json artifact.
-            self.client.set_tag(run_id, "finalbn.error", error[-4000:])
+            self.client.set_tag(run_id, ERROR_TAG, error[-4000:])
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
-        del self.children[trial_id]
+        del self.children[job.trial_id]
 
-    def end_sweep(self, status: str) -> None:
-        """Close the parent and any trial cut short (Ctrl-C, crash): none stays RUNNING."""
+    def end_sweep(self, status: str, record: Path | None = None) -> None:
+        """Close the parent and any trial cut short (Ctrl-C, crash): none stays RUNNING.
+        ``record``: the sweep's sweep.json, kept with the parent run."""
         for run_id in self.children.values():
             self.client.set_terminated(run_id, "KILLED" if status == "KILLED" else "FAILED")
         self.children.clear()
         if self.parent_id:
+            if record is not None and record.exists():
+                self.client.log_artifact(self.parent_id, str(record))
             self.client.set_terminated(self.parent_id, status)
 
     def where(self) -> list[str]:
@@ -199,28 +205,30 @@ class MlflowTracker:
             location = (self.artifact_root / name).resolve().as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
-    def _child(self, trial: PlannedTrial, trial_id: str, fingerprint: str) -> str:
-        if trial_id in self.children:
-            return self.children[trial_id]
+    def _child(self, job: TrialJob) -> str:
+        if job.trial_id in self.children:
+            return self.children[job.trial_id]
         # A trial that failed in an earlier invocation keeps one run: the old one goes.
-        for run in self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'"):
+        for run in self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{job.trial_id}'"
+        ):
             self.client.delete_run(run.info.run_id)
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{trial.name()} [{trial_id}]",
+            run_name=f"{job.name} [{job.trial_id}]",
             tags={
-                "mlflow.parentRunId": self.parent_id,
-                TRIAL_TAG: trial_id,
-                "finalbn.dataset_fingerprint": fingerprint,
-                "finalbn.version": finalbn.__version__,
-                "finalbn.git_commit": _git_commit(),
+                PARENT_TAG: self.parent_id,
+                TRIAL_TAG: job.trial_id,
+                FINGERPRINT_TAG: job.fingerprint,
+                VERSION_TAG: finalbn.__version__,
+                COMMIT_TAG: job.git_commit,
             },
         )
         from mlflow.entities import Param
 
-        params = [Param(k, str(v)) for k, v in flatten(trial.config).items()]
+        params = [Param(k, str(v)) for k, v in flatten(job.trial.config).items()]
         self.client.log_batch(run.info.run_id, params=params)
-        self.children[trial_id] = run.info.run_id
+        self.children[job.trial_id] = run.info.run_id
         return run.info.run_id
 
     def task_tracking(self) -> TaskTracking:
@@ -263,87 +271,21 @@ class TaskTracker:
         self.inner.parent_id = tracking.parent_id
 
     def resume_trial(self, job: TrialJob) -> None:
-        with _store_lock(self.tracking.uri):
+        with store_lock(self.tracking.uri):
             self.inner.adopt_running(job.trial_id)
 
     def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        with _store_lock(self.tracking.uri):
-            self.inner.log_epoch(job.trial, job.trial_id, job.fingerprint, row)
+        with store_lock(self.tracking.uri):
+            self.inner.log_epoch(job, row)
 
     def discard_attempt(self, job: TrialJob) -> None:
-        with _store_lock(self.tracking.uri):
-            self.inner.discard_attempt(job.trial_id)
+        with store_lock(self.tracking.uri):
+            self.inner.discard_attempt(job)
 
     def finish_trial(self, job: TrialJob, failed: bool) -> None:
-        with _store_lock(self.tracking.uri):
-            self.inner.finish_trial(job.trial, job.trial_id, job.fingerprint, job.folder, failed)
+        with store_lock(self.tracking.uri):
+            self.inner.finish_trial(job, failed)
 
 
-class NullTaskTracker:
-    def resume_trial(self, job: TrialJob) -> None:
-        pass
-
-    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        pass
-
-    def discard_attempt(self, job: TrialJob) -> None:
-        pass
-
-    def finish_trial(self, job: TrialJob, failed: bool) -> None:
-        pass
-
-
-def task_tracker(tracking: TaskTracking | None) -> TaskTracker | NullTaskTracker:
-    return NullTaskTracker() if tracking is None else TaskTracker(tracking)
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialise opening a SQLite store across processes: MLflow creates and
-    migrates a new database on first open, and two sweeps starting together
-    would both run the migrations ("duplicate column name")."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def redact(uri: str) -> str:
-    """``https://user:secret@host`` -> ``https://***@host``: credentials never reach logs."""
-    return re.sub(r"(?<=://)[^/@]+@", "***@", uri)
-
-
-def _metric_key(name: str) -> str:
-    # MLflow keys allow letters, digits and _ - . space : / only; class names may hold more.
-    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
-
-
-def check_reachable(uri: str, fallback: str = "pass --no-tracking") -> None:
-    """A tracking server that does not answer fails in seconds, before any work,
-    instead of after MLflow's minutes of retries; ``fallback`` ends the fix."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
-    except (urllib.error.URLError, OSError) as error:
-        raise UserError(
-            f"MLflow tracking server {redact(uri)} is unreachable ({getattr(error, 'reason', error)}): "
-            f"start it, fix --tracking-uri, or {fallback}"
-        ) from None
-
-
-@functools.cache
-def _git_commit() -> str:
-    """The code version a trial ran with, so edits mid-sweep are visible afterwards."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path.cwd())
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+def task_tracker(tracking: TaskTracking | None) -> TaskTracker | None:
+    return None if tracking is None else TaskTracker(tracking)

@@ -1,0 +1,111 @@
+"""The report parts every sweep gets: final metrics per configuration over seeds, and final BN vs none
+paired by seed (per data split), with their intervals."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from finalbn.analysis.compare import IGNORED, NORM
+from finalbn.analysis.grid import AXIS
+from finalbn.analysis.sections import MAX_ROWS, METRICS, Context, num
+from finalbn.analysis.stats import aggregate, paired_differences, summarise_differences
+from finalbn.analysis.sweep_data import NUISANCE, SweepData
+
+CONFIG = ("data.", "model.", "train.")
+
+
+def seed_aggregation(ctx: Context) -> None:
+    data = ctx.data
+    metrics = [m for m in METRICS if m in data.trials.columns]
+    keys = data.scientific_axes()
+    table = _in_label_order(aggregate(data.trials, keys, metrics), data, keys)
+    ctx.save_table(table, "seed_aggregation")
+    display = table.select(*[pl.col(k).alias(k.removeprefix(AXIS)) for k in keys], "n").with_columns(
+        [_summaries(table, m) for m in metrics]
+    )
+    ctx.doc.heading("Per configuration over seeds")
+    ctx.doc.paragraph("Each cell: mean ± std [95% percentile-bootstrap CI of the mean] over the configuration's runs.")
+    if display.height > MAX_ROWS:
+        ctx.doc.note(f"{display.height} configurations: the first {MAX_ROWS} shown; all in tables/seed_aggregation.csv")
+    ctx.doc.table(display.head(MAX_ROWS), "Final test metrics per configuration")
+
+
+def paired_sections(ctx: Context) -> None:
+    """Final BN - none per seed and per data split (validation, test), with CIs.
+
+    Pairs are runs equal in every other varying config field (e.g. the ratio;
+    for Table 4.8 the output, loss and first BN) and in the seed, so joint axes
+    that set the final BN together with other fields (headline variants, Table
+    4.8 rows) pair up by what they hold, not by their labels.
+    """
+    trials = ctx.data.trials
+    factor, treated, control = NORM, "bn", "none"
+    if factor not in trials.columns or not {treated, control} <= set(trials[factor].to_list()):
+        return
+    by = [c for c in trials.columns if c.startswith(CONFIG) and c not in IGNORED and trials[c].n_unique() > 1]
+    pair_on = [c for c in NUISANCE if c in trials.columns]
+    frames = []
+    for split, frame in split_tables(ctx.data).items():
+        for metric in ("f1_minority", "f1_majority"):
+            if metric in frame.columns:
+                pairs = paired_differences(frame, metric, factor, treated, control, pair_on=pair_on, by=by)
+                frames.append(pairs.with_columns(pl.lit(split).alias("split"), pl.lit(metric).alias("metric")))
+    if not frames:
+        return
+    pairs = pl.concat(frames, how="diagonal_relaxed")
+    if pairs.height == 0:
+        ctx.skip("Final BN vs none, paired by seed", "no run with final BN has a partner without it at equal settings")
+        return
+    ctx.save_table(pairs, "paired_differences")
+    summary = summarise_differences(pairs, ["metric", "split", *by]).sort(["metric", "split", *by])
+    ctx.doc.heading("Final BN vs none, paired by seed")
+    ctx.doc.paragraph(
+        f"Pairs: runs equal in every setting and in {', '.join(pair_on) or 'nothing else'}, one with final BN and "
+        "one without; the difference is final BN minus none. Validation numbers are the last epoch's."
+    )
+    ctx.doc.table(summary, "Mean paired difference with 95% CI", 4)
+    if pairs.height <= MAX_ROWS:
+        shown = pairs.select("metric", "split", *by, *pair_on, "treated", "control", "difference")
+        ctx.doc.table(shown.sort(["metric", "split", *by, *pair_on]), "Per seed")
+    else:
+        ctx.doc.note(f"{pairs.height} per-seed pairs: see tables/paired_differences.csv")
+
+
+def split_tables(data: SweepData) -> dict[str, pl.DataFrame]:
+    """Final metrics per trial for each data split: ``test`` from trials, ``val`` from the last epoch."""
+    splits = {"test": data.trials}
+    if data.epochs is not None and "val_f1_minority" in data.epochs.columns:
+        last = data.epochs.sort("epoch").group_by("trial_id", maintain_order=True).last()
+        val = last.select(
+            "trial_id", *[pl.col(c).alias(c.removeprefix("val_")) for c in last.columns if c.startswith("val_")]
+        )
+        keep = [c for c in data.trials.columns if not c.startswith(("f1_", "precision_", "recall_"))]
+        splits["val"] = data.trials.select(keep).join(val, on="trial_id", how="inner")
+    return splits
+
+
+def fewest_runs(data: SweepData) -> int:
+    """Runs of the configuration with the fewest: what the intervals rest on."""
+    keys = data.scientific_axes()
+    if not keys:
+        return data.trials.height
+    return int(data.trials.group_by(keys).len()["len"].min())
+
+
+def _summaries(table: pl.DataFrame, metric: str) -> pl.Series:
+    """``mean ± std [lo, hi]`` per row, three decimals, "-" where a value is undefined."""
+    columns = [table[f"{metric}_{part}"].to_list() for part in ("mean", "std", "lo", "hi")]
+    text = [f"{num(mean)} ± {num(std)} [{num(lo)}, {num(hi)}]" for mean, std, lo, hi in zip(*columns, strict=True)]
+    return pl.Series(metric, text, dtype=pl.String)
+
+
+def _in_label_order(table: pl.DataFrame, data: SweepData, keys: list[str]) -> pl.DataFrame:
+    """Rows sorted by each key, axis labels in declared (or numeric) order rather than as text."""
+    ranks = []
+    for key in keys:
+        if key.startswith(AXIS):
+            order = data.label_order(key)
+            ranks.append(pl.col(key).replace_strict(order, list(range(len(order))), default=len(order)))
+        else:
+            ranks.append(pl.col(key))
+    return table.sort(ranks) if ranks else table

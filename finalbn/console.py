@@ -1,0 +1,44 @@
+"""What every finalbn command shares: one-line usage errors and the guarded run.
+
+Its own module, with no finalbn imports beyond the errors, so that each command
+line (trial, sweep, analysis) imports it without importing the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import typing
+from collections.abc import Callable
+
+from finalbn.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix (exit 2), like every other user error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(UserError.exit_code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def guarded(action: Callable[[], None], debug: bool) -> int:
+    """Run a command: user errors become one line and exit 2; Ctrl-C (or
+    SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        action()
+    except UserError as error:
+        if debug:
+            raise
+        print(f"finalbn: error: {error}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

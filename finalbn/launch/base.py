@@ -1,0 +1,189 @@
+"""The one seam between the sweep driver and where trials run.
+
+Every backend (serial, local, ray, slurm) implements ``Backend``: the driver
+hands it the pending jobs and gets back a ``RunHandle``; ``wait()`` runs or
+follows them, calling the driver's ``TrialEvents``. A detached handle (a Slurm
+array submitted without --wait) returns at once; rerunning the command asks the
+backend which trials are still ``in_flight`` and carries on with the rest.
+
+Every worker runs the same per-trial function, ``execute``; backends that run
+attempts in one process (serial, a Slurm task) retry through ``run_attempts``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from finalbn.jobs import TrialJob
+from finalbn.spec import SweepSpec
+from finalbn.tracking import TaskTracking
+
+# "module:function" called with each job before it trains, in the worker: an
+# extension point (tests inject faults through it) that production runs leave unset.
+TRIAL_HOOK_ENV = "FINALBN_TRIAL_HOOK"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    out: Path = Path("results")
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    # Attempts after the first before a trial is recorded as failed.
+    retries: int = 2
+    # Show Ray's own logs and tables.
+    verbose: bool = False
+
+
+class TrialEvents(Protocol):
+    """What a backend tells the driver about its trials, in the driver process.
+
+    ``error`` is the failed attempt's traceback as the backend saw it; the
+    driver, not the worker, writes it down, so a worker that died without a
+    word (killed, out of memory) is recorded too.
+    """
+
+    def started(self, job: TrialJob) -> None: ...
+    def epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
+    def retrying(self, job: TrialJob, error: str) -> None: ...
+    def finished(self, job: TrialJob) -> None: ...
+    def failed(self, job: TrialJob, error: str) -> None: ...
+
+
+class RunHandle(Protocol):
+    # True: the trials run on without this process (submitted to a scheduler).
+    @property
+    def detached(self) -> bool: ...
+
+    def wait(self) -> None:
+        """Run or follow the trials to their end, or return at once when detached."""
+
+    def notes(self) -> list[str]:
+        """Lines for the person: where the trials are, how to follow or cancel them."""
+
+
+class Backend(Protocol):
+    # The registered name, recorded in sweep.json.
+    name: str
+    # True: workers write failure records and MLflow runs themselves (Slurm
+    # tasks outlive the driver), so the driver's events only show progress.
+    workers_record: bool
+    # True: trials run on this machine, so its GPUs are the ones they get.
+    runs_here: bool
+
+    def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
+        """Trials at once, for the cost estimate."""
+
+    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
+        """Trial id -> where it is running, for trials an earlier invocation left running."""
+
+    def launch(
+        self,
+        spec: SweepSpec,
+        jobs: list[TrialJob],
+        options: SweepOptions,
+        events: TrialEvents,
+        tracking: TaskTracking | None,
+        running: list[TrialJob],
+    ) -> RunHandle:
+        """Start ``jobs``. ``tracking``: where workers that write their own MLflow runs log (None:
+        tracking off); ``running``: unfinished trials ``in_flight`` reported, to follow as well."""
+
+
+def local_slots(max_concurrent: int | None, cpus_per_trial: float) -> int:
+    """Trials at once on this machine: --max-concurrent, else its cores per trial."""
+    return max_concurrent or max(1, int((os.cpu_count() or 1) // cpus_per_trial))
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The handle of a backend that ran everything inside ``wait``."""
+
+    run: Callable[[], None]
+    detached: bool = False
+
+    def wait(self) -> None:
+        self.run()
+
+    def notes(self) -> list[str]:
+        return []
+
+
+def execute(
+    job: TrialJob,
+    threads: int,
+    report: Callable[[dict[str, float]], None],
+    worker: dict[str, object] | None = None,
+    resume: bool = False,
+) -> None:
+    """Run one trial inside a worker from its planned job; the same function serves every backend.
+
+    ``worker`` says where it ran (kept in summary.json); ``resume`` continues
+    from the trial's last finished epoch (a requeued Slurm task). Exceptions
+    propagate so the backend can retry the trial.
+    """
+    import torch
+
+    from finalbn.data import Manifest
+    from finalbn.results import run_trial
+
+    torch.set_num_threads(max(1, threads))
+    hook = os.environ.get(TRIAL_HOOK_ENV)
+    if hook:
+        module, _, function = hook.partition(":")
+        getattr(importlib.import_module(module), function)(job)
+    run_trial(
+        job.trial.config,
+        Manifest.read(job.manifest),
+        job.trial_id,
+        job.folder,
+        git_commit=job.git_commit,
+        on_epoch=report,
+        save_model=False,
+        worker=worker,
+        resume=resume,
+    )
+
+
+def run_attempts(
+    job: TrialJob,
+    events: TrialEvents,
+    retries: int,
+    threads: int,
+    worker: dict[str, object] | None = None,
+    resume: bool = False,
+) -> bool:
+    """One trial, retried up to ``retries`` times in this process; True when it finished."""
+    events.started(job)
+    for attempt in range(retries + 1):
+        try:
+            execute(job, threads, lambda row: events.epoch(job, row), worker=worker, resume=resume)
+        except Exception:  # a trial's failure must not end the other trials
+            error = traceback.format_exc()
+            if attempt < retries:
+                events.retrying(job, error)
+                continue
+            events.failed(job, error)
+            return False
+        events.finished(job)
+        return True
+    return False
+
+
+def failed_attempts(job: TrialJob) -> int:
+    path = job.folder / "failure.json"
+    return json.loads(path.read_text())["attempts"] if path.exists() else 0
+
+
+def record_failure(job: TrialJob, error: str) -> None:
+    """Count one more failed attempt and keep its traceback."""
+    job.folder.mkdir(parents=True, exist_ok=True)
+    record = {"trial_id": job.trial_id, "attempts": failed_attempts(job) + 1, "traceback": error}
+    (job.folder / "failure.json").write_text(json.dumps(record, indent=2))

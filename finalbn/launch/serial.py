@@ -1,0 +1,55 @@
+"""``--backend serial``: the trials one after another in this very process.
+
+No Ray, no worker processes: a breakpoint in a trial stops the debugger where
+it should, and the fast tests of resume, retries, tracking and tables run on it
+in seconds (submitit's ``debug`` executor is the model).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from finalbn.jobs import TrialJob
+from finalbn.launch.base import Finished, RunHandle, SweepOptions, TrialEvents, run_attempts
+from finalbn.spec import SweepSpec
+from finalbn.tracking import TaskTracking
+
+
+class SerialBackend:
+    workers_record = False
+    runs_here = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
+        return 1
+
+    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
+        return {}
+
+    def launch(
+        self,
+        spec: SweepSpec,
+        jobs: list[TrialJob],
+        options: SweepOptions,
+        events: TrialEvents,
+        tracking: TaskTracking | None,
+        running: list[TrialJob],
+    ) -> RunHandle:
+        threads = max(1, int(options.cpus_per_trial))
+        worker = {"backend": self.name, "pid": os.getpid()}
+
+        def run() -> None:
+            import torch
+
+            before = torch.get_num_threads()
+            try:
+                for job in jobs:
+                    run_attempts(job, events, options.retries, threads, worker=worker)
+            finally:
+                # execute() sets the thread count for its trial; this process lives on.
+                torch.set_num_threads(before)
+
+        return Finished(run)

@@ -1,0 +1,185 @@
+"""``--backend slurm``: a sweep's pending trials packed into job arrays through submitit.
+
+Submitting returns at once (a detached handle) with the array's job id and a
+state file (``<out>/<sweep>/slurm/state.json``). Running the same command
+again re-attaches: the driver asks ``in_flight`` which trials sit in tasks
+still queued or running (sacct), leaves those alone and hands the rest over
+for submission; ``--wait`` follows the arrays until no task is live.
+
+Each array task runs K trials one after another (so 430 trials do not become
+430 tiny jobs) and is a submitit ``Checkpointable``: on preemption or time
+limit submitit requeues it, and the requeued task skips its finished trials and
+resumes the interrupted one from its last finished epoch, in the same trial
+folder and the same MLflow run. Tasks log to MLflow themselves (a server, or a
+SQLite file on the shared file system, written under a file lock).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+
+from finalbn.jobs import TrialJob
+from finalbn.launch.base import RunHandle, SweepOptions, TrialEvents
+from finalbn.launch.slurm.state import STATE_FILE, SlurmState, Submission, live_trials, task_states
+from finalbn.launch.slurm.submit import (
+    SlurmOptions,
+    check_value,
+    executor_parameters,
+    max_array_size,
+    pack,
+    parse_extra,
+    parse_time,
+    sbatch_text,
+    trials_per_task,
+)
+from finalbn.launch.slurm.task import SweepTask
+from finalbn.spec import SweepSpec
+from finalbn.tracking import TaskTracking
+
+
+class SlurmBackend:
+    """Submits, re-attaches to and (with --wait) follows a sweep's Slurm arrays."""
+
+    workers_record = True
+    runs_here = False
+
+    def __init__(self, name: str, options: SlurmOptions) -> None:
+        self.name = name
+        self.options = options
+
+    def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
+        return max_concurrent or self.options.array_parallelism
+
+    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
+        slurm_dir = folder.resolve() / self.name
+        state = SlurmState.load(slurm_dir / STATE_FILE, folder.name)
+        return live_trials(state, task_states(state, slurm_dir))
+
+    def launch(
+        self,
+        spec: SweepSpec,
+        jobs: list[TrialJob],
+        options: SweepOptions,
+        events: TrialEvents,
+        tracking: TaskTracking | None,
+        running: list[TrialJob],
+    ) -> RunHandle:
+        slurm_dir = options.out.resolve() / spec.name / self.name
+        state = SlurmState.load(slurm_dir / STATE_FILE, spec.name)
+        if jobs:
+            state.submissions.append(self._submit(spec, jobs, options, tracking, slurm_dir))
+            state.write(slurm_dir / STATE_FILE)
+        return SlurmHandle(self.options, state, slurm_dir, [*running, *jobs], events)
+
+    def _submit(
+        self,
+        spec: SweepSpec,
+        jobs: list[TrialJob],
+        options: SweepOptions,
+        tracking: TaskTracking | None,
+        slurm_dir: Path,
+    ) -> Submission:
+        from finalbn.costs import assumed_trial_seconds
+
+        device = "gpu" if options.gpus_per_trial > 0 else "cpu"
+        trial_seconds = max(assumed_trial_seconds(job.trial.config, device) for job in jobs)
+        k = self.options.trials_per_task or trials_per_task(
+            len(jobs), trial_seconds, self.options.time_minutes, max_array_size()
+        )
+        tasks = pack(jobs, k)
+        executor = submitit.SlurmExecutor(folder=slurm_dir)
+        executor.update_parameters(**executor_parameters(self.options, options, spec.name))
+        threads = max(1, int(options.cpus_per_trial))
+        n = len(tasks)
+        submitted = executor.map_array(
+            SweepTask(), tasks, [self.name] * n, [threads] * n, [options.retries] * n, [tracking] * n
+        )
+        job_id = submitted[0].job_id.split("_")[0]
+        print(
+            f"submitted Slurm array {job_id}: {n} tasks of up to {k} trials ({len(jobs)} trials, "
+            f"~{k * trial_seconds / 60:.0f} min per task by the cost estimate, "
+            f"time limit {self.options.time_minutes} min)"
+        )
+        return Submission(
+            job_id=job_id,
+            tasks=[[job.trial_id for job in task] for task in tasks],
+            submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+
+
+@dataclass
+class SlurmHandle:
+    """The arrays of one sweep: detached unless --wait, then followed until no task is live."""
+
+    options: SlurmOptions
+    state: SlurmState
+    slurm_dir: Path
+    # Trials to follow: those just submitted and those still live from earlier submissions.
+    watched: list[TrialJob]
+    events: TrialEvents
+    _reported: set[str] = field(default_factory=set)
+
+    @property
+    def detached(self) -> bool:
+        return not self.options.wait
+
+    def wait(self) -> None:
+        """With --wait: poll sacct and the trial folders, telling the driver what ended."""
+        if self.detached:
+            return
+        while True:
+            states = task_states(self.state, self.slurm_dir)
+            live = live_trials(self.state, states)
+            for job in self.watched:
+                if job.trial_id in self._reported:
+                    continue
+                if (job.folder / "summary.json").exists():
+                    self._reported.add(job.trial_id)
+                    self.events.finished(job)
+                elif job.trial_id not in live:
+                    self._reported.add(job.trial_id)
+                    self.events.failed(job, _failure_text(job))
+                elif states.get(live[job.trial_id]) == "RUNNING":
+                    self.events.started(job)
+            if not live:
+                return
+            time.sleep(self.options.poll_seconds)
+
+    def notes(self) -> list[str]:
+        if not self.detached:
+            return []
+        last = " ".join(s.job_id for s in self.state.submissions[-1:])
+        return [
+            f"Slurm state: {self.slurm_dir / STATE_FILE}",
+            "  follow: the same command with --wait; re-attach (report, resubmit what failed): the same command; "
+            f"queue: squeue --me; cancel: scancel {last}",
+        ]
+
+
+def _failure_text(job: TrialJob) -> str:
+    path = job.folder / "failure.json"
+    if path.exists():
+        return json.loads(path.read_text())["traceback"]
+    return "its Slurm task ended before the trial finished (cancelled, timed out or the node failed)"
+
+
+__all__ = [
+    "SlurmBackend",
+    "SlurmHandle",
+    "SlurmOptions",
+    "SlurmState",
+    "Submission",
+    "check_value",
+    "executor_parameters",
+    "live_trials",
+    "pack",
+    "parse_extra",
+    "parse_time",
+    "sbatch_text",
+    "trials_per_task",
+]

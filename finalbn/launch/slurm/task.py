@@ -1,0 +1,84 @@
+"""One Slurm array task: its trials in turn, through the same per-trial
+function as a Ray worker, logging to MLflow itself (a task outlives the driver)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import submitit
+
+from finalbn.jobs import TrialJob
+from finalbn.launch.base import record_failure, run_attempts
+from finalbn.tracking import TaskTracker, TaskTracking, task_tracker
+
+
+@dataclass
+class TaskOutcome:
+    finished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class SweepTask(submitit.helpers.Checkpointable):
+    """One array task: its trials in order, resumable.
+
+    submitit calls ``checkpoint`` on preemption or time-out and requeues the
+    task with the same arguments; the trial folders (summary.json, the epoch
+    checkpoint) say what is done, so the same call simply carries on.
+    """
+
+    def __call__(
+        self, jobs: list[TrialJob], backend: str, threads: int, retries: int, tracking: TaskTracking | None
+    ) -> TaskOutcome:
+        worker = _slurm_worker(backend)
+        events = _TaskEvents(task_tracker(tracking))
+        outcome = TaskOutcome()
+        for job in jobs:
+            if (job.folder / "summary.json").exists():
+                outcome.skipped.append(job.trial_id)
+                continue
+            done = run_attempts(job, events, retries, threads, worker=worker, resume=True)
+            (outcome.finished if done else outcome.failed).append(job.trial_id)
+        return outcome
+
+
+class _TaskEvents:
+    """The trial events of a task, kept where the driver would keep them: failure records and MLflow."""
+
+    def __init__(self, tracker: TaskTracker | None) -> None:
+        self.tracker = tracker
+
+    def started(self, job: TrialJob) -> None:
+        if self.tracker is not None:
+            # A requeued task continues the trial's RUNNING run.
+            self.tracker.resume_trial(job)
+
+    def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
+        if self.tracker is not None:
+            self.tracker.log_epoch(job, row)
+
+    def retrying(self, job: TrialJob, error: str) -> None:
+        record_failure(job, error)
+        if self.tracker is not None:
+            self.tracker.discard_attempt(job)
+
+    def finished(self, job: TrialJob) -> None:
+        if self.tracker is not None:
+            self.tracker.finish_trial(job, failed=False)
+
+    def failed(self, job: TrialJob, error: str) -> None:
+        record_failure(job, error)
+        if self.tracker is not None:
+            self.tracker.finish_trial(job, failed=True)
+
+
+def _slurm_worker(backend: str) -> dict[str, object]:
+    env = os.environ
+    return {
+        "backend": backend,
+        "job_id": env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID", "")),
+        "array_task": env.get("SLURM_ARRAY_TASK_ID", ""),
+        "node": env.get("SLURMD_NODENAME", ""),
+        "restarts": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+    }

@@ -1,0 +1,171 @@
+"""``sweep.json``: what a sweep folder holds, written down once by the driver.
+
+Written before the first trial and updated when an invocation ends: the
+experiment, preset and analysis, every axis (name, role, values, labels), the
+base config, the data root and manifest fingerprints, the planned grid (trial
+id -> axis labels), the code version, and one entry per invocation (backend,
+counts, status). Analysis reads it instead of guessing the grid from folder
+names or the axes from run names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finalbn.config import TrialConfig
+from finalbn.errors import UserError
+from finalbn.spec import Axis, AxisRole, SweepSpec
+
+RECORD_FILE = "sweep.json"
+# Bump when the layout changes; readers refuse other formats by name.
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class AxisRecord:
+    name: str
+    role: AxisRole
+    # JSON forms of the axis values ({field: value} dicts for a joint axis).
+    values: list[Any]
+    labels: list[str]
+
+    def axis(self) -> Axis:
+        values = tuple(_hashable(v) for v in self.values)
+        # Field axes label their values themselves; only joint axes store labels.
+        joint = "." not in self.name
+        return Axis(self.name, values, role=self.role, labels=tuple(self.labels) if joint else ())
+
+
+@dataclass
+class Invocation:
+    started: str
+    backend: str
+    trials: int
+    skipped: int
+    pending: int
+    ended: str = ""
+    # FINISHED, FAILED, KILLED, or SUBMITTED (a detached backend returned while trials run).
+    status: str = "RUNNING"
+    finished: int = 0
+    failed: int = 0
+
+
+@dataclass
+class SweepRecord:
+    name: str
+    experiment: str
+    preset: str
+    analysis: str
+    description: str
+    reproduces: str
+    axes: list[AxisRecord]
+    base: dict[str, Any]
+    # The data root of the base config (None: an embedded data set).
+    data_root: str | None
+    # Trial id -> {axis name: label}: the planned grid, in declared order.
+    trials: dict[str, dict[str, str]]
+    # Trial id -> manifest fingerprint (the dataset version that trial sees).
+    fingerprints: dict[str, str]
+    code: dict[str, str]
+    invocations: list[Invocation] = field(default_factory=list)
+    format: int = RECORD_FORMAT
+
+    @classmethod
+    def of(cls, spec: SweepSpec, planned: dict[str, tuple[dict[str, str], str]], code: dict[str, str]) -> SweepRecord:
+        """``planned``: trial id -> (axis labels, manifest fingerprint), in grid order."""
+        return cls(
+            name=spec.name,
+            experiment=spec.experiment,
+            preset=spec.preset,
+            analysis=spec.analysis,
+            description=spec.description,
+            reproduces=spec.reproduces,
+            axes=[
+                AxisRecord(a.name, a.role, [_jsonable(v) for v in a.values], [a.label(i) for i in range(len(a.values))])
+                for a in spec.axes
+            ],
+            base=spec.base.to_dict(),
+            data_root=spec.base.data.root,
+            trials={tid: point for tid, (point, _) in planned.items()},
+            fingerprints={tid: fingerprint for tid, (_, fingerprint) in planned.items()},
+            code=dict(code),
+        )
+
+    def spec(self) -> SweepSpec:
+        """The declaration this sweep ran, rebuilt exactly (no guessing from names)."""
+        return SweepSpec(
+            name=self.name,
+            base=TrialConfig.from_dict(self.base),
+            axes=tuple(a.axis() for a in self.axes),
+            description=self.description,
+            reproduces=self.reproduces,
+            experiment=self.experiment,
+            preset=self.preset,
+            analysis=self.analysis,
+        )
+
+    def begin(self, backend: str, skipped: int, pending: int) -> Invocation:
+        invocation = Invocation(_now(), backend, len(self.trials), skipped, pending)
+        self.invocations.append(invocation)
+        return invocation
+
+    def carry_history(self, earlier: SweepRecord | None) -> None:
+        """Keep the invocations of an earlier record of the same sweep."""
+        if earlier is not None:
+            self.invocations = [*earlier.invocations, *self.invocations]
+
+    def write(self, folder: Path) -> Path:
+        path = folder / RECORD_FILE
+        temporary = path.with_name(f".{RECORD_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> SweepRecord | None:
+        """The folder's record; None when it has none (a folder of an older finalbn)."""
+        path = folder / RECORD_FILE
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("format") != RECORD_FORMAT:
+                raise ValueError(f"format {raw.get('format')!r}, expected {RECORD_FORMAT}")
+            return cls(
+                **{
+                    **raw,
+                    "axes": [AxisRecord(**a) for a in raw["axes"]],
+                    "invocations": [Invocation(**i) for i in raw["invocations"]],
+                }
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise UserError(
+                f"{path} does not read as a finalbn sweep record ({error}): move it aside and rerun the sweep "
+                "command to write it again"
+            ) from None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _hashable(value: Any) -> Any:
+    """JSON lists back to the tuples the frozen configs hold."""
+    if isinstance(value, dict):
+        return {k: _hashable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value

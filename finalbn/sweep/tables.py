@@ -1,0 +1,60 @@
+"""The sweep's Parquet tables, rebuilt from its trial folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from finalbn.jobs import TrialJob
+from finalbn.spec import SweepSpec, flatten
+from finalbn.sweep.plan import is_finished
+
+
+def write_tables(folder: Path, jobs: list[TrialJob]) -> None:
+    """``epochs.parquet``: one row per finished trial x epoch with config columns;
+    ``trials.parquet``: one row per finished trial with its final test metrics
+    (``nobn_*``: final BN removed). Rebuilt from the trial folders every time,
+    so they never hold a duplicate or a trial of another grid."""
+    epochs, finals = [], []
+    for job in jobs:
+        if not is_finished(job):
+            continue
+        config_columns = _config_columns(job)
+        metrics = pl.read_parquet(job.folder / "metrics.parquet")
+        epochs.append(metrics.with_columns(**{k: pl.lit(v) for k, v in config_columns.items()}))
+        summary = json.loads((job.folder / "summary.json").read_text())
+        finals.append({"trial_id": job.trial_id, **config_columns, "seconds": summary["seconds"], **summary["test"]})
+    if not epochs:
+        return
+    pl.concat(epochs, how="diagonal_relaxed").write_parquet(folder / "epochs.parquet")
+    pl.DataFrame(finals, infer_schema_length=None).write_parquet(folder / "trials.parquet")
+
+
+def summary_table(folder: Path, spec: SweepSpec) -> pl.DataFrame | None:
+    """Test minority/majority F1 per value of the scientific axes, over seeds and
+    other nuisance axes: the sweep's answer at a glance (analysis/ goes further)."""
+    path = folder / "trials.parquet"
+    if not path.exists():
+        return None
+    keys = [f"axis.{axis.name}" for axis in spec.axes if axis.role == "scientific" and len(axis.values) > 1]
+    trials = pl.read_parquet(path)
+    aggregations = [
+        pl.col("f1_minority").mean().round(3).alias("minority F1"),
+        pl.col("f1_minority").std().round(3).alias("std"),
+        pl.col("f1_majority").mean().round(3).alias("majority F1"),
+        pl.len().alias("trials"),
+    ]
+    if not keys:
+        return trials.select(aggregations)
+    order = {f"axis.{a.name}": [a.label(i) for i in range(len(a.values))] for a in spec.axes}
+    table = trials.group_by(keys).agg(aggregations)
+    rank = [pl.col(k).replace_strict(order[k], list(range(len(order[k]))), default=None) for k in keys]
+    return table.sort(rank).rename({k: k.removeprefix("axis.") for k in keys})
+
+
+def _config_columns(job: TrialJob) -> dict[str, object]:
+    point = {f"axis.{name}": label for name, label in job.trial.point.items()}
+    config = flatten(job.trial.config)
+    return {"trial_name": job.name, "dataset_fingerprint": job.fingerprint, **point, **config}

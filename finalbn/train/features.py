@@ -1,0 +1,152 @@
+"""What the network is fed: normalised images, or a frozen backbone's cached features.
+
+A frozen backbone fed the same images every epoch (unfreeze none, no DA, no
+MX) computes the same features every epoch, so it runs once per image and
+the head trains on its features, kept in the cache for the other trials of a
+sweep (see :func:`uses_feature_cache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finalbn.config import SPLITS, TrialConfig
+from finalbn.data import SplitTensors
+from finalbn.data.cache import FEATURE_CACHE_ENV, cache_enabled, cache_root, cached_array, content_key
+from finalbn.models import FinalBNNet
+
+# Evaluation batch size: large enough to be fast, small enough for 224 px on CPU.
+EVAL_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """uint8 images -> normalised float batches on the device.
+
+    The batch it returns is overwritten by its next call with the same shape:
+    callers consume a batch (forward, and backward in training) before they
+    ask for the next one.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    # One float buffer per batch shape and autograd mode, reused every step: on
+    # CPU a fresh [64, 3, 224, 224] float batch is a new 38 MB mapping each
+    # step, whose page faults cost more than the normalisation itself.
+    # (Inference-mode tensors cannot enter autograd, hence the mode in the key.)
+    _buffers: dict[tuple[tuple[int, ...], bool], torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.mean.device)
+        key = (tuple(images.shape), torch.is_inference_mode_enabled())
+        floats = self._buffers.get(key)
+        if floats is None:
+            floats = self._buffers[key] = torch.empty(images.shape, dtype=torch.float32, device=self.mean.device)
+        # (x / 255 - mean) / std in place: the same floats as out of place.
+        return floats.copy_(images).div_(255.0).sub_(self.mean).div_(self.std)
+
+
+@dataclass(frozen=True)
+class ToDevice:
+    """Cached float features -> the same batch on the device."""
+
+    device: torch.device
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return features.to(self.device)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the network is fed, per split: uint8 images through the whole network,
+    or a frozen backbone's precomputed features through the head only."""
+
+    x: dict[str, torch.Tensor]
+    # A batch of x -> float network input on the device.
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    head_only: bool
+
+    def logits(self, model: FinalBNNet, batch: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(batch) if self.head_only else model(batch)
+
+
+def make_inputs(
+    config: TrialConfig, model: FinalBNNet, data: SplitTensors, device: torch.device, cache_dir: Path | None
+) -> Inputs:
+    """The trial's inputs: cached features where :func:`uses_feature_cache` allows, else images."""
+    normalize = Normalizer(
+        torch.tensor(data.mean, device=device).view(1, -1, 1, 1),
+        torch.tensor(data.std, device=device).view(1, -1, 1, 1),
+    )
+    if uses_feature_cache(config):
+        features = cached_features(model, data, normalize, device, cache_dir)
+        return Inputs(features, ToDevice(device), head_only=True)
+    return Inputs(data.x, normalize, head_only=False)
+
+
+def uses_feature_cache(config: TrialConfig) -> bool:
+    """Whether the backbone's output for an image is the same every epoch, so the
+    head can train on features computed once: the backbone is frozen (and so in
+    eval mode) and sees unchanged images (no DA, no MX). FINALBN_FEATURE_CACHE=0 turns it off."""
+    m, t = config.model, config.train
+    return m.unfreeze == "none" and not t.augment and t.mixup_alpha == 0 and cache_enabled(FEATURE_CACHE_ENV)
+
+
+def cached_features(
+    model: FinalBNNet, data: SplitTensors, normalize: Normalizer, device: torch.device, cache_dir: Path | None
+) -> dict[str, torch.Tensor]:
+    """Backbone features of every split, computed once per backbone and data on this
+    kind of device and kept in the cache for the other trials of a sweep."""
+    sizes = [len(data.y[split]) for split in SPLITS]
+    key = content_key(
+        "features",
+        data.pixels_key,
+        _backbone_fingerprint(model),
+        data.mean,
+        data.std,
+        # CPU and GPU kernels round differently: each keeps its own features.
+        device.type,
+    )
+    shape = (sum(sizes), model.feature_dim)
+
+    def build(temp: Path) -> None:
+        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float32, shape=shape)
+        offset = 0
+        for split, size in zip(SPLITS, sizes, strict=True):
+            out[offset : offset + size] = extract_features(model, data.x[split], normalize)
+            offset += size
+        out.flush()
+
+    stored = cached_array(cache_root(cache_dir) / "features" / f"{key}.npy", shape, np.dtype(np.float32), build)
+    bounds = np.cumsum([0, *sizes])
+    return {split: torch.from_numpy(stored[bounds[i] : bounds[i + 1]]) for i, split in enumerate(SPLITS)}
+
+
+@torch.inference_mode()
+def extract_features(model: FinalBNNet, images: torch.Tensor, normalize: Normalizer) -> np.ndarray:
+    """The backbone's [N, D] float32 features of uint8 images, in eval mode (as a frozen backbone trains)."""
+    model.eval()
+    features = np.empty((len(images), model.feature_dim), dtype=np.float32)
+    for start in range(0, len(images), EVAL_BATCH):
+        chunk = normalize(images[start : start + EVAL_BATCH])
+        features[start : start + len(chunk)] = model.forward_features(chunk).float().cpu().numpy()
+    return features
+
+
+def _backbone_fingerprint(model: FinalBNNet) -> str:
+    """sha256 over the backbone's structure and tensors: equal fingerprints, equal features.
+
+    Hashing the tensors, not naming the weights, also covers random weights
+    ("none"), which change with the seed.
+    """
+    digest = hashlib.sha256(repr(model.backbone).encode())
+    for name, tensor in model.backbone.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()

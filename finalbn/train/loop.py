@@ -1,0 +1,271 @@
+"""One trial: ``train_trial(config, manifest) -> TrialResult``.
+
+A plain function: it imports no Ray, MLflow or submitit, so the same call runs
+in a loop, under Ray Tune or inside a Slurm task; adapters wrap it.
+``finalbn.results.run_trial`` adds the result folder (config, manifest, metric
+rows, predictions, confusion matrix, weights) around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from finalbn.config import TrialConfig, validate
+from finalbn.config import trial_id as make_trial_id
+from finalbn.data import Manifest, SplitTensors, load_split_tensors
+from finalbn.errors import UserError
+from finalbn.metrics import calibration_metrics, classification_metrics, confusion
+from finalbn.models import FinalBNNet, create_model, without_final_norm
+from finalbn.train.checkpoint import EpochRow, Progress, resume, save_checkpoint
+from finalbn.train.features import EVAL_BATCH, Inputs, make_inputs
+from finalbn.train.recipe import (
+    Criterion,
+    amp_dtype,
+    augment,
+    batches,
+    make_criterion,
+    make_optimizer,
+    make_scheduler,
+    mixup,
+    steps_per_epoch,
+)
+
+EpochCallback = Callable[[EpochRow], None]
+
+
+@dataclass
+class TrialResult:
+    trial_id: str
+    config: TrialConfig
+    manifest: Manifest
+    epochs: list[EpochRow]
+    # Test-set outputs of the final model, one row per image.
+    predictions: pl.DataFrame
+    # Test confusion matrix of the final model: rows true, columns predicted.
+    confusion: np.ndarray
+    # Test metrics of the final model; with a final BN also "nobn_*" keys,
+    # the same model evaluated with its final BN removed (thesis Table 4.6).
+    final: dict[str, float]
+    state_dict: dict[str, torch.Tensor]
+    device: str
+    seconds: float
+
+
+def train_trial(
+    config: TrialConfig,
+    manifest: Manifest,
+    *,
+    trial_id: str | None = None,
+    on_epoch: EpochCallback | None = None,
+    checkpoint: Path | None = None,
+    cache_dir: Path | None = None,
+) -> TrialResult:
+    """Train one model from ``config`` on the splits of ``manifest`` and evaluate it every epoch.
+
+    The manifest is the caller's (build it once with finalbn.data.build_manifest,
+    or read the planner's): building one hashes every image file. ``trial_id``
+    is computed from the config and the manifest's fingerprint when not given.
+    Same config and seed on CPU -> identical metrics: every random draw comes
+    from generators seeded here. A frozen backbone fed the same images every
+    epoch (unfreeze none, no DA, no MX) runs once per image: the head trains on
+    its features, cached under ``cache_dir`` (see :func:`uses_feature_cache`).
+    With ``checkpoint``, the state is saved there after every epoch (after
+    ``on_epoch`` returned), and a checkpoint of this trial found there is
+    continued from: ``on_epoch`` sees only the new epochs, the result all of them.
+    """
+    started = time.perf_counter()
+    validate(config)
+    tid = trial_id if trial_id is not None else make_trial_id(config, manifest.fingerprint())
+    data = load_split_tensors(manifest, config.data, cache_dir)
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    model = create_model(
+        config.model,
+        num_classes=len(data.classes),
+        in_channels=data.x["train"].shape[1],
+        image_size=data.x["train"].shape[-1],
+    ).to(device)
+    inputs = make_inputs(config, model, data, device, cache_dir)
+    criterion = make_criterion(config, data, device)
+    progress = _start(config, model, len(data.y["train"]), device)
+    if checkpoint is not None:
+        resume(progress, checkpoint, tid)
+    for row in _fit(config, progress, inputs, data, criterion):
+        if on_epoch is not None:
+            on_epoch(row)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, progress.snapshot(tid))
+
+    final, predictions, matrix = _final_evaluation(config, model, inputs, data)
+    return TrialResult(
+        trial_id=tid,
+        config=config,
+        manifest=manifest,
+        epochs=list(progress.rows),
+        predictions=predictions,
+        confusion=matrix,
+        final=final,
+        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        device=str(device),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    return torch.device(name)
+
+
+def _start(config: TrialConfig, model: FinalBNNet, n_train: int, device: torch.device) -> Progress:
+    """The state before epoch 1; its generators are seeded from config.train.seed."""
+    t = config.train
+    optimizer = make_optimizer(config, model)
+    return Progress(
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(config, optimizer, steps_per_epoch(n_train, t.batch_size)),
+        # fp16 needs loss scaling to keep small gradients; bf16 does not.
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype(device, t.amp) == torch.float16),
+        generator=torch.Generator().manual_seed(t.seed),
+        mixup_rng=np.random.default_rng(t.seed),
+        rows=[],
+        device=device,
+    )
+
+
+def _fit(
+    config: TrialConfig, progress: Progress, inputs: Inputs, data: SplitTensors, criterion: Criterion
+) -> Iterator[EpochRow]:
+    """Train the epochs after those in progress.rows, appending and yielding one metric row after each."""
+    for epoch in range(len(progress.rows) + 1, config.train.epochs + 1):
+        started = time.perf_counter()
+        row: EpochRow = {"epoch": float(epoch), "train_loss": _train_epoch(config, progress, inputs, data, criterion)}
+        row |= _epoch_metrics(config, progress.model, inputs, data, criterion)
+        row["seconds"] = time.perf_counter() - started
+        progress.rows.append(row)
+        yield row
+
+
+def _train_epoch(
+    config: TrialConfig, progress: Progress, inputs: Inputs, data: SplitTensors, criterion: Criterion
+) -> float:
+    """One pass over the training batches; the mean training loss per sample."""
+    t = config.train
+    model, generator, device = progress.model, progress.generator, progress.device
+    x_train, y_train = inputs.x["train"], data.y["train"]
+    num_classes = len(data.classes)
+    precision = amp_dtype(device, t.amp)
+    model.train()
+    total, seen = 0.0, 0
+    for index in batches(len(y_train), t.batch_size, generator):
+        batch = inputs.prepare(x_train[index])
+        targets = F.one_hot(y_train[index], num_classes).float().to(device)
+        if t.augment:
+            batch = augment(batch, generator)
+        if t.mixup_alpha > 0:
+            batch, targets = mixup(batch, targets, t.mixup_alpha, progress.mixup_rng, generator)
+        with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+            logits = inputs.logits(model, batch)
+        # The loss runs in float32: BCE is unsafe under fp16 autocast.
+        loss = criterion(logits.float(), targets)
+        progress.optimizer.zero_grad(set_to_none=True)
+        progress.scaler.scale(loss).backward()
+        progress.scaler.step(progress.optimizer)
+        progress.scaler.update()
+        if progress.scheduler is not None:
+            progress.scheduler.step()
+        total += loss.item() * len(index)
+        seen += len(index)
+    return total / seen
+
+
+def _epoch_metrics(
+    config: TrialConfig, model: FinalBNNet, inputs: Inputs, data: SplitTensors, criterion: Criterion
+) -> EpochRow:
+    """Loss and classification metrics of the non-empty val and test splits, calibration of test."""
+    row: EpochRow = {}
+    for split in ("val", "test"):
+        if len(data.y[split]) == 0:
+            continue
+        probs, loss = _evaluate(model, inputs, data, split, criterion, config.model.output)
+        row[f"{split}_loss"] = loss
+        metrics = classification_metrics(data.y[split].numpy(), probs, data.classes, data.minority)
+        row |= {f"{split}_{k}": v for k, v in metrics.items()}
+        if split == "test":
+            row |= {f"test_{k}": v for k, v in calibration_metrics(data.y[split].numpy(), probs).items()}
+    return row
+
+
+def _final_evaluation(
+    config: TrialConfig, model: FinalBNNet, inputs: Inputs, data: SplitTensors
+) -> tuple[dict[str, float], pl.DataFrame, np.ndarray]:
+    """Test metrics, per-image predictions and confusion matrix of the trained model;
+    with a final BN the metrics and predictions also of the model without it."""
+    output = config.model.output
+    test_probs = predict(model, inputs, "test", output)
+    y_test = data.y["test"].numpy()
+    final = _test_metrics(y_test, test_probs, data)
+    predictions = _prediction_frame(data, test_probs, prefix="")
+    if config.model.final_norm == "bn":
+        removed = predict(without_final_norm(model), inputs, "test", output)
+        final |= {f"nobn_{k}": v for k, v in _test_metrics(y_test, removed, data).items()}
+        predictions = pl.concat([predictions, _prediction_frame(data, removed, prefix="nobn_")], how="horizontal")
+    return final, predictions, confusion(y_test, test_probs, len(data.classes))
+
+
+def predict(model: FinalBNNet, inputs: Inputs, split: str, output: str) -> np.ndarray:
+    """Class probabilities of a split in eval mode; sigmoid outputs are rescaled to sum to 1
+    so that ECE and Brier compare like with like (argmax is unchanged)."""
+    return _probabilities(_logits(model, inputs, split), output).numpy()
+
+
+def _evaluate(
+    model: FinalBNNet, inputs: Inputs, data: SplitTensors, split: str, criterion: Criterion, output: str
+) -> tuple[np.ndarray, float]:
+    logits = _logits(model, inputs, split)
+    targets = F.one_hot(data.y[split], logits.shape[1]).float()
+    return _probabilities(logits, output).numpy(), float(criterion(logits, targets))
+
+
+@torch.inference_mode()
+def _logits(model: FinalBNNet, inputs: Inputs, split: str) -> torch.Tensor:
+    model.eval()
+    x = inputs.x[split]
+    chunks = [
+        inputs.logits(model, inputs.prepare(x[i : i + EVAL_BATCH])).float().cpu() for i in range(0, len(x), EVAL_BATCH)
+    ]
+    return torch.cat(chunks)
+
+
+def _probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
+    if output == "sigmoid":
+        probs = logits.sigmoid()
+        return probs / probs.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    return logits.softmax(dim=1)
+
+
+def _test_metrics(y: np.ndarray, probs: np.ndarray, data: SplitTensors) -> dict[str, float]:
+    return classification_metrics(y, probs, data.classes, data.minority) | calibration_metrics(y, probs)
+
+
+def _prediction_frame(data: SplitTensors, probs: np.ndarray, prefix: str) -> pl.DataFrame:
+    columns: dict[str, object] = {}
+    if not prefix:
+        columns["path"] = data.paths["test"]
+        columns["label"] = [data.classes[i] for i in data.y["test"].tolist()]
+        columns["label_index"] = data.y["test"].numpy()
+    columns[f"{prefix}predicted_index"] = probs.argmax(axis=1)
+    for index, name in enumerate(data.classes):
+        columns[f"{prefix}prob_{name}"] = probs[:, index]
+    return pl.DataFrame(columns)

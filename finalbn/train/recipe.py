@@ -1,0 +1,135 @@
+"""The training recipe: loss, optimizer, schedule, DA, MX and the batch order.
+
+Each piece is a function of the config (and the generators the loop owns), so
+the same config and seed give the same steps wherever the trial runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from finalbn.config import TrialConfig
+from finalbn.data import SplitTensors
+from finalbn.models import FinalBNNet
+
+# Logits and soft targets -> a scalar loss.
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# fastai's Adam betas, the convention the thesis trained with.
+ADAM_BETAS = (0.9, 0.99)
+# Per-sample brightness/contrast jitter of the augmentation (DA), as a fraction.
+JITTER = 0.2
+
+
+def make_criterion(config: TrialConfig, data: SplitTensors, device: torch.device) -> Criterion:
+    """Loss on logits and soft (one-hot, smoothed or mixed) targets."""
+    t, output = config.train, config.model.output
+    weight = class_weights(data.y["train"], len(data.classes)).to(device) if t.weighted_loss else None
+    smoothing = t.label_smoothing
+
+    def cce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=smoothing)
+
+    def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
+        per_class = weight.expand_as(targets) if weight is not None else None
+        if output == "sigmoid":
+            return F.binary_cross_entropy_with_logits(logits, targets, weight=per_class)
+        # softmax + BCE (Table 4.8): BCE over the softmax probabilities.
+        probs = logits.softmax(dim=1).clamp(1e-7, 1 - 1e-7)
+        return F.binary_cross_entropy(probs, targets, weight=per_class)
+
+    return cce if t.loss == "cce" else bce
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """WL: n / (k * n_c), so a class's total weight is the same for every class."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return len(labels) / (num_classes * counts.clamp(min=1))
+
+
+def make_optimizer(config: TrialConfig, model: FinalBNNet) -> torch.optim.Optimizer:
+    t = config.train
+    params = model.trainable_parameters()
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, betas=ADAM_BETAS, weight_decay=t.weight_decay)
+
+
+def make_scheduler(
+    config: TrialConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    t = config.train
+    if t.schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch)
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The autocast dtype of mixed precision, None for float32 (CPU, or amp off)."""
+    if device.type != "cuda" or not enabled:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """DA on a normalised batch: per-sample flips and transposes (together every
+    90-degree turn and mirror), and brightness/contrast jitter.
+
+    Leaves have no canonical orientation, so every turn and mirror is a valid
+    view; done on tensors so it costs no per-image Python work.
+    """
+    n = images.shape[0]
+
+    def draw() -> torch.Tensor:
+        return torch.rand(n, generator=generator).to(images.device)
+
+    flip_h = (draw() < 0.5).view(n, 1, 1, 1)
+    images = torch.where(flip_h, images.flip(3), images)
+    flip_v = (draw() < 0.5).view(n, 1, 1, 1)
+    images = torch.where(flip_v, images.flip(2), images)
+    if images.shape[2] == images.shape[3]:
+        turn = (draw() < 0.5).view(n, 1, 1, 1)
+        images = torch.where(turn, images.transpose(2, 3), images)
+    contrast = (1 + JITTER * (2 * draw() - 1)).view(n, 1, 1, 1)
+    brightness = (JITTER * (2 * draw() - 1)).view(n, 1, 1, 1)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return (images - mean) * contrast + mean + brightness
+
+
+def mixup(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MX (Zhang et al. 2018), fastai style: lambda = max(l, 1 - l) keeps each mix closer to its own image."""
+    lam = float(rng.beta(alpha, alpha))
+    lam = max(lam, 1 - lam)
+    partner = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    return lam * images + (1 - lam) * images[partner], lam * targets + (1 - lam) * targets[partner]
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches; a ragged last batch is dropped (fastai does too),
+    because a batch of one breaks BatchNorm in training mode."""
+    order = torch.randperm(n, generator=generator)
+    usable = _usable(n, batch_size)
+    for start in range(0, usable, batch_size):
+        yield order[start : start + batch_size]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch, for the one-cycle schedule's length."""
+    return math.ceil(_usable(n, batch_size) / batch_size)
+
+
+def _usable(n: int, batch_size: int) -> int:
+    """Samples used per epoch: whole batches only, unless the set is smaller than one batch."""
+    return n if n <= batch_size else n - n % batch_size

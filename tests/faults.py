@@ -1,0 +1,44 @@
+"""Fault injection for tests, loaded into workers through FINALBN_TRIAL_HOOK=faults:inject.
+
+FINALBN_FAULT="MODE:SELECTOR[:N]". MODE "raise" raises in the trial, "exit"
+kills its worker process (os._exit). SELECTOR "p=0.3" hits that fraction of
+trials (by trial-id hash, so the same ones every run), any other text hits
+trials whose readable name contains it. N limits the fault to a trial's first
+N attempts. Workers import this module from tests/ (on PYTHONPATH, see ``env``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from finalbn.jobs import TrialJob
+from finalbn.launch.base import TRIAL_HOOK_ENV, failed_attempts
+
+FAULT_ENV = "FINALBN_FAULT"
+TESTS = Path(__file__).resolve().parent
+
+
+def env(rule: str) -> dict[str, str]:
+    """The environment that injects ``rule`` into every worker of a sweep started with it."""
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {FAULT_ENV: rule, TRIAL_HOOK_ENV: "faults:inject", "PYTHONPATH": path}
+
+
+def inject(job: TrialJob) -> None:
+    rule = os.environ.get(FAULT_ENV, "")
+    if not rule:
+        return
+    mode, selector, *limit = rule.split(":", 2)
+    if limit and failed_attempts(job) >= int(limit[0]):
+        return
+    if selector.startswith("p="):
+        hit = int(hashlib.sha256(job.trial_id.encode()).hexdigest()[:8], 16) / 16**8 < float(selector[2:])
+    else:
+        hit = selector in job.name
+    if not hit:
+        return
+    if mode == "exit":
+        os._exit(3)
+    raise RuntimeError(f"fault injected by {FAULT_ENV}={rule}")
