@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, choice_fields, validate
+from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, choice_fields, field_docs, validate
 from finalbn.console import OneLineParser, guarded
 from finalbn.errors import UserError
 from finalbn.presets import base_config
@@ -35,12 +35,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     prefetch.add_argument("--backbone", nargs="+", default=[], help="backbone name(s), e.g. resnet34 vgg19_bn")
     prefetch.add_argument("--mnist", type=Path, metavar="DIR", help="download full MNIST into DIR (MNIST/raw)")
+    for name, text in (
+        ("status", "what a sweep has done: trials done, running, failed, pending, per axis value"),
+        ("cancel", "stop a running sweep: its driver on this host, its Slurm arrays"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("sweep", metavar="PATH|NAME", help="a sweep folder, or its name under --results-root")
+        command.add_argument("--results-root", type=Path, default=Path("results"), metavar="DIR")
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
         return train_main(rest, prog="finalbn train")
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command in ("status", "cancel"):
+        return guarded(lambda: _sweep_command(args.command, args.sweep, args.results_root), debug=False)
     if not args.backbone and args.mnist is None:
         prefetch.error("say what to fetch: --backbone NAME..., --mnist DIR, or both")
     return guarded(lambda: _prefetch(args.backbone, args.mnist), debug=False)
+
+
+def _sweep_command(command: str, target: str, results_root: Path) -> None:
+    from finalbn import status
+
+    folder = status.find_sweep(target, results_root)
+    lines = [status.render(status.sweep_status(folder))] if command == "status" else status.cancel(folder)
+    print("\n".join(lines))
 
 
 def train_main(argv: Sequence[str] | None = None, prog: str = "python -m finalbn.train") -> int:
@@ -59,22 +78,26 @@ def train_parser(prog: str) -> argparse.ArgumentParser:
             "--source picks the starting preset: mnist sources start from that default, "
             "plantvillage/folder from the thesis protocol (1000+10 / 150+7 / 150+150, ResNet34)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, help="JSON file with data/model/train sections; flags override it")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="JSON file with data/model/train sections; flags override it"
+    )
     parser.add_argument(
         "--ratio",
         type=float,
         help="set train_minority to round(ratio x train_majority), at least 1 (e.g. 0.01)",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="results go to OUT/<trial id>/")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs"), metavar="DIR", help="results go to DIR/<trial id>/ (default: runs)"
+    )
     parser.add_argument("--no-save-model", action="store_true", help="do not write model.pt")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} ({cls.__name__})")
         hints = typing.get_type_hints(cls)
+        docs = field_docs(cls)
         for field in dataclasses.fields(cls):
-            _add_field(group, section, field, hints[field.name], choice_fields(cls).get(field.name))
+            _add_field(group, section, field, hints[field.name], choice_fields(cls).get(field.name), docs)
     return parser
 
 
@@ -177,24 +200,29 @@ def _add_field(
     field: dataclasses.Field[Any],
     hint: Any,
     choices: tuple[str, ...] | None,
+    docs: dict[str, str],
 ) -> None:
     flag = "--" + field.name.replace("_", "-")
     dest = f"{section}__{field.name}"
     kind = _flag_type(hint)
     default = field.default if field.default is not dataclasses.MISSING else None
-    help_text = f"{section}.{field.name} (preset default: {default!r})"
+    # The help is the field's own comment in config.py; "%" is argparse's format character.
+    doc = docs.get(field.name, "").replace("%", "%%")
+    help_text = f"{doc} [{section}.{field.name}; thesis default {default!r}]".strip()
+    metavar = {int: "N", float: "X"}.get(kind, "TEXT")
     # default=None everywhere: only flags the user typed override the base config.
     if kind is bool:
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif kind is tuple:
-        group.add_argument(flag, dest=dest, nargs="+", default=None, help=help_text)
+        group.add_argument(flag, dest=dest, nargs="+", default=None, metavar="NAME", help=help_text)
     elif choices is not None:
         # Shown, not enforced: validate() rejects a wrong name with the same
         # one-line message a config file or a sweep gets.
-        metavar = "{" + ",".join(choices) + "}"
-        group.add_argument(flag, dest=dest, type=str, metavar=metavar, default=None, help=help_text)
+        group.add_argument(
+            flag, dest=dest, type=str, metavar="{" + ",".join(choices) + "}", default=None, help=help_text
+        )
     else:
-        group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+        group.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=help_text)
 
 
 def _flag_type(hint: Any) -> type:

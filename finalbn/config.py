@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ SPLITS: tuple[SplitName, ...] = ("train", "val", "test")
 # FINAL_NORMS) a test holds the two equal. Registry-backed ones are sorted,
 # as Registry.names() lists them in its own messages.
 Source = Literal["folder", "mnist", "plantvillage", "torchvision-mnist"]
-Backbone = Literal["fc128", "resnet18", "resnet34", "simple_cnn", "vgg19", "vgg19_bn"]
+Backbone = Literal["efficientnet_lite0", "fc128", "resnet18", "resnet34", "simple_cnn", "vgg19", "vgg19_bn"]
 HeadName = Literal["linear", "thesis"]
 # A nested Literal flattens: "auto", "linear", "thesis".
 Head = Literal["auto", HeadName]
@@ -241,3 +242,21 @@ def choice_fields(cls: type) -> dict[str, tuple[str, ...]]:
         for f in dataclasses.fields(cls)
         if typing.get_origin(hints[f.name]) is Literal
     }
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's comment lines in this file, joined: the one documentation of a
+    field, which the command line shows as the flag's help."""
+    lines = inspect.getsource(cls).splitlines()
+    docs: dict[str, str] = {}
+    comment: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped.lstrip("#").strip())
+            continue
+        name = stripped.split(":", 1)[0]
+        if comment and name.isidentifier():
+            docs[name] = " ".join(comment)
+        comment = []
+    return docs

@@ -16,7 +16,12 @@ from finalbn.errors import UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the fix (exit 2), like every other user error."""
+    """argparse, but a usage error is one line naming the fix (exit 2), like every other user error,
+    and no prefix matching: ``--epoch 1`` is an error, not ``--epochs 1``."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(UserError.exit_code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

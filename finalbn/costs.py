@@ -25,6 +25,9 @@ FORWARD_SECONDS = {
     "resnet34": {"cpu": 0.060, "gpu": 0.0003},
     "vgg19": {"cpu": 0.200, "gpu": 0.0008},
     "vgg19_bn": {"cpu": 0.210, "gpu": 0.0009},
+    # Frozen-trunk extraction, which its trunk runs channels-last in chunks of 8
+    # (finalbn.models.efficientnet); a training forward runs ~2x slower.
+    "efficientnet_lite0": {"cpu": 0.035, "gpu": 0.0001},
     # simple_cnn and fc128 are costed at their own input size, not 224 px.
     "simple_cnn": {"cpu": 0.0003, "gpu": 0.00002},
     "fc128": {"cpu": 0.00002, "gpu": 0.000005},

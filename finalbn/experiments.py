@@ -6,6 +6,11 @@ experiment at one scale:
 * ``paper``: the thesis protocol (chapter 4.3) exactly; ``data`` is the
   PlantVillage root (the MNIST experiment: the folder holding ``MNIST/raw``)
   and a GPU is expected.
+* ``cpu``: the thesis protocol exactly (three plants, 1000+10 / 150+7 /
+  150+150, 224 px, 10 epochs, batch 64) on a frozen ImageNet EfficientNet-Lite0
+  whose features are computed once per image and cached, so only the head
+  (± final BN) trains: the part of each paper grid a frozen trunk can run, on
+  2 CPU cores. PlantVillage experiments only; ``data`` is the root.
 * ``laptop``: the same design shrunk to minutes on 2 CPU cores: fewer axis
   values, fewer seeds, the simple CNN trained from scratch. Without ``data`` it
   runs on the embedded MNIST subset (3 vs 8); with it, on that data at small size.
@@ -27,7 +32,7 @@ from finalbn.presets import EMBEDDED_MNIST, THESIS
 from finalbn.registry import Registry
 from finalbn.spec import Axis, SweepSpec
 
-PRESETS = ("smoke", "laptop", "paper")
+PRESETS = ("smoke", "laptop", "cpu", "paper")
 
 # (preset, data) -> the experiment's sweeps; data is a path string or None.
 Builder = Callable[[str, str | None], list[SweepSpec]]
@@ -35,6 +40,27 @@ EXPERIMENTS: Registry[Builder] = Registry("experiment")
 
 # The thesis' three plants: the only ones with enough images for a 1% minority.
 PLANTS = ("Apple", "Pepper", "Tomato")
+
+# The peak learning rate of the thesis' runs. fastai v1's fit_one_cycle(learn,
+# cyc_len, max_lr=defaults.lr) (fastai/train.py:15) falls back on
+# `defaults.lr = slice(3e-3)` (fastai/basic_train.py:15), and Learner.lr_range
+# turns a slice with no start into [3e-4, ..., 3e-3]: the head, the last layer
+# group, peaks at 3e-3 (a frozen body trains nothing). The thesis states no rate,
+# so it most likely ran that default rather than TrainConfig's 1e-3. (Unfrozen
+# paper trials train their body at 3e-3 too, where fastai gave it 3e-4: one rate
+# per TrainConfig.)
+FASTAI_DEFAULT_LR = 3e-3
+
+# cpu: the paper protocol with the trunk swapped for one a CPU can afford. A
+# frozen pretrained trunk fed unchanged images (unfreeze none, no DA, no MX)
+# gives the same features every epoch, so finalbn.train caches them and every
+# trial trains only the head: the trunk runs once per image of each split.
+CPU_TRUNK = {"backbone": "efficientnet_lite0", "weights": "imagenet", "unfreeze": "none"}
+# Figure 4.6 at cpu scale: minority images vs 1,000, ratios 0.005-0.5, about
+# 1.5x apart, denser than the thesis' grid on a log axis and far past its 0.1.
+CPU_MINORITY = (5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500)
+# The factorial's factors a cached frozen trunk can run (DA, MX, UF cannot).
+CPU_FACTORS = ("BN", "WL", "WD")
 
 # laptop on a PlantVillage root. Air-gapped CPU laptops have neither ImageNet
 # weights nor the compute for a ResNet34 at 224 px, so the simple CNN trains
@@ -135,12 +161,17 @@ def imbalance_ratio(preset: str, data: str | None) -> list[SweepSpec]:
     base = _image_base(preset, data)
     # Minority training images: the thesis' 5, 10, ..., 100 vs 1,000 healthy
     # (ratios 0.005-0.1); laptop 0.01-0.1 of 300; smoke two points.
-    minority = {"paper": tuple(range(5, 101, 5)), "laptop": (3, 6, 15, 30), "smoke": (1, 4)}[preset]
+    minority = {
+        "paper": tuple(range(5, 101, 5)),
+        "cpu": CPU_MINORITY,
+        "laptop": (3, 6, 15, 30),
+        "smoke": (1, 4),
+    }[preset]
     axes = (
         Axis("data.train_minority", minority),
         Axis("model.final_norm", ("bn", "none")),
         _unfreeze_axis(preset, base),
-        _seeds(5 if preset == "paper" else 2),
+        _seeds(5 if preset in ("paper", "cpu") else 2),
     )
     text = (
         "Minority-class test F1 against the imbalance ratio, with and without the final BN, with the "
@@ -150,6 +181,15 @@ def imbalance_ratio(preset: str, data: str | None) -> list[SweepSpec]:
         "initialisation and batch order, not the images: smaller ratios' training sets are subsets of "
         "larger ones and every point is scored on the same test set, so comparisons are paired."
     )
+    if preset == "cpu":
+        text += (
+            " The cpu preset runs the frozen half only, and its ratios reach far past the claimed 0.1 "
+            f"threshold ({min(CPU_MINORITY)} to {max(CPU_MINORITY)} vs 1,000: "
+            f"{min(CPU_MINORITY) / 1000:g}-{max(CPU_MINORITY) / 1000:g}, roughly log-spaced), so that a level-off "
+            "can be seen or refuted. Apple, as in the figure: at the largest ratio the protocol needs "
+            f"{max(CPU_MINORITY) + 157} unhealthy images (train {max(CPU_MINORITY)} + val 7 + test 150), which "
+            "Apple's folders hold (1,525), as do Pepper's (997) and Tomato's (1,350)."
+        )
     return [_spec("imbalance_ratio", preset, base, axes, "Figure 4.6", text)]
 
 
@@ -161,7 +201,8 @@ def batch_size(preset: str, data: str | None) -> list[SweepSpec]:
     # doublings one step lower over 303, so the largest batch again makes one
     # optimizer step an epoch (a ragged last batch is dropped).
     sizes = {"paper": (16, 32, 64, 128, 256, 512), "laptop": (8, 16, 32, 64, 128, 256), "smoke": (4, 8, 16, 32)}
-    axes = (Axis("train.batch_size", sizes[preset]), _seeds(5 if preset == "paper" else 2))
+    sizes["cpu"] = sizes["paper"]
+    axes = (Axis("train.batch_size", sizes[preset]), _seeds(5 if preset in ("paper", "cpu") else 2))
     text = (
         "Minority-class test F1 against the batch size with the final BN (Figure 4.7: ResNet34, frozen, "
         "PlantVillage Apple, 10 unhealthy vs 1,000 healthy). The thesis finds 64 best and larger batches "
@@ -175,11 +216,12 @@ def batch_size(preset: str, data: str | None) -> list[SweepSpec]:
 def factorial(preset: str, data: str | None) -> list[SweepSpec]:
     base = _image_base(preset, data)
     studied = _factorial_factors(preset, base)
-    axes = (
-        *_plant_axis(preset, base, small=("Apple",)),
-        *(_factor_axis(name, name in studied, base) for name in FACTORS),
-    )
     held = [name for name in FACTORS if name not in studied]
+    if preset == "cpu":
+        factor_axes = (*(_factor_axis(name, True, base) for name in studied), _trunk_pass_axis(held))
+    else:
+        factor_axes = tuple(_factor_axis(name, name in studied, base) for name in FACTORS)
+    axes = (*_plant_axis(preset, base, small=("Apple",)), *factor_axes)
     text = (
         "Full factorial over six binary options, one run per configuration (Tables 4.3-4.4, Figure 4.5: "
         "ResNet34, 10 epochs, per plant): final BN (BN), class-weighted loss (WL), data augmentation (DA), "
@@ -187,7 +229,13 @@ def factorial(preset: str, data: str | None) -> list[SweepSpec]:
         "every top configuration and in none of the worst. With all six factors studied, a trial's index "
         "within its plant is the thesis' Config Id."
     )
-    if held:
+    if preset == "cpu":
+        text += (
+            f" The cpu preset runs the cacheable half, {' x '.join(studied)} per plant: {', '.join(held)} change "
+            "what the trunk computes for an image (augmented or mixed inputs, BN layers that train), so they need "
+            "the trunk's forward pass every step and are left to the paper preset (off here)."
+        )
+    elif held:
         text += f" Held fixed at this scale (the sweep script's docstring says why): {', '.join(held)}."
     return [_spec("factorial", preset, base, axes, "Tables 4.3-4.4, Figure 4.5", text)]
 
@@ -208,7 +256,7 @@ def headline(preset: str, data: str | None) -> list[SweepSpec]:
         ),
         labels=("plain", "WL", "final_BN"),
     )
-    seeds = {"paper": 10, "laptop": _laptop_seeds(base), "smoke": 3}[preset]
+    seeds = {"paper": 10, "cpu": 10, "laptop": _laptop_seeds(base), "smoke": 3}[preset]
     axes = (*_plant_axis(preset, base, small=PLANTS), variants, _seeds(seeds))
     text = (
         "The headline comparison (Table 4.2, Figure 4.3): VGG19 on PlantVillage Apple, Pepper and Tomato "
@@ -223,7 +271,7 @@ def headline(preset: str, data: str | None) -> list[SweepSpec]:
 def bn_removal(preset: str, data: str | None) -> list[SweepSpec]:
     # Ratio 0.01, 10 epochs, batch 64 in the paper preset: the thesis defaults.
     base = _image_base(preset, data)
-    seeds = {"paper": 10, "laptop": _laptop_seeds(base), "smoke": 4}[preset]
+    seeds = {"paper": 10, "cpu": 10, "laptop": _laptop_seeds(base), "smoke": 4}[preset]
     axes = (*_plant_axis(preset, base, small=PLANTS), Axis("model.final_norm", ("none", "bn")), _seeds(seeds))
     text = (
         "Final BN kept vs removed at inference (Table 4.6: ResNet34, ratio 0.01, 10 epochs, batch 64, "
@@ -236,6 +284,13 @@ def bn_removal(preset: str, data: str | None) -> list[SweepSpec]:
 
 @EXPERIMENTS.register("mnist")
 def mnist(preset: str, data: str | None) -> list[SweepSpec]:
+    if preset == "cpu":
+        # Its networks train from scratch: no frozen pretrained trunk to cache.
+        others = ", ".join(p for p in PRESETS if p != "cpu")
+        raise UserError(
+            f"the mnist experiment has no cpu preset (its networks train from scratch, so there is no frozen "
+            f"trunk to cache): choose one of {others}"
+        )
     base = _mnist_base(preset, data)
     return [_mnist_cnn(preset, base), _mnist_fc(preset, base)]
 
@@ -292,9 +347,12 @@ def _mnist_fc(preset: str, base: TrialConfig) -> SweepSpec:
 
 def _image_base(preset: str, data: str | None) -> TrialConfig:
     """Starting config of the PlantVillage experiments at a preset's scale."""
-    if preset == "paper":
-        root = _require_data(data, "the PlantVillage root, the folder holding the <Plant>___<condition> folders")
-        return THESIS.replace(data={"root": root})
+    if preset in ("paper", "cpu"):
+        root = _require_data(
+            preset, data, "the PlantVillage root, the folder holding the <Plant>___<condition> folders"
+        )
+        thesis = THESIS.replace(data={"root": root}, train={"lr": FASTAI_DEFAULT_LR})
+        return thesis.replace(model=CPU_TRUNK) if preset == "cpu" else thesis
     if preset == "smoke":
         return _smoke(data)
     return EMBEDDED_MNIST if data is None else SMALL_PLANTVILLAGE.replace(data={"root": _absolute(data)})
@@ -303,7 +361,7 @@ def _image_base(preset: str, data: str | None) -> TrialConfig:
 def _mnist_base(preset: str, data: str | None) -> TrialConfig:
     """Starting config of the MNIST experiment; data is torchvision's MNIST root."""
     if preset == "paper":
-        root = _require_data(data, "the folder holding torchvision's MNIST/raw files (full MNIST)")
+        root = _require_data(preset, data, "the folder holding torchvision's MNIST/raw files (full MNIST)")
         # The thesis gives no MNIST epochs or batch size: 10 epochs as in every
         # PlantVillage run, the embedded preset's batch 32 and learning rate.
         return EMBEDDED_MNIST.replace(
@@ -324,9 +382,9 @@ def _smoke(data: str | None) -> TrialConfig:
     return EMBEDDED_MNIST.replace(data=SMOKE_DATA, train=SMOKE_TRAIN)
 
 
-def _require_data(data: str | None, what: str) -> str:
+def _require_data(preset: str, data: str | None, what: str) -> str:
     if data is None:
-        raise UserError(f"the paper preset needs --data PATH, {what}; or use --preset laptop to run without data")
+        raise UserError(f"the {preset} preset needs --data PATH, {what}; or use --preset laptop to run without data")
     return _absolute(data)
 
 
@@ -349,7 +407,7 @@ def _plant_axis(preset: str, base: TrialConfig, small: tuple[str, ...]) -> tuple
     """The plants studied: all three in the paper, ``small`` on a laptop, none on MNIST."""
     if base.data.source != "plantvillage":
         return ()
-    plants = PLANTS if preset == "paper" else small
+    plants = PLANTS if preset in ("paper", "cpu") else small
     return (Axis("data.plant", plants, role="scientific" if len(plants) > 1 else "fixed"),)
 
 
@@ -358,6 +416,7 @@ def _unfreeze_axis(preset: str, base: TrialConfig) -> Axis:
     # small presets train the simple CNN from scratch, so it stays "all".
     if preset == "paper":
         return Axis("model.unfreeze", ("none", "all"))
+    # cpu: frozen only, the half whose features can be cached.
     return Axis("model.unfreeze", (base.model.unfreeze,), role="fixed")
 
 
@@ -365,6 +424,8 @@ def _factorial_factors(preset: str, base: TrialConfig) -> tuple[str, ...]:
     """Which of the six factors vary; the rest are held at the base config's value."""
     if preset == "paper":
         return tuple(FACTORS)
+    if preset == "cpu":
+        return CPU_FACTORS
     if preset == "smoke":
         return ("BN", "WL", "MX")
     # UF unfreezes a frozen pretrained backbone's BN layers; the simple CNN
@@ -381,6 +442,14 @@ def _factor_axis(name: str, studied: bool, base: TrialConfig) -> Axis:
         return Axis(field, (checked, unchecked))
     section, attribute = field.split(".")
     return Axis(field, (getattr(getattr(base, section), attribute),), role="fixed")
+
+
+def _trunk_pass_axis(held: list[str]) -> Axis:
+    """One fixed joint axis holding the factors a cached trunk cannot run at their off
+    level, labelled so that the dry run says why they are absent."""
+    values = {FACTORS[name][0]: FACTORS[name][2] for name in held}
+    label = f"{' '.join(held)} off (need the trunk's forward pass: paper preset)"
+    return Axis("held", (values,), role="fixed", labels=(label,))
 
 
 def _row_label(output: str, loss: str, first_bn: bool, final_bn: bool) -> str:
@@ -413,7 +482,7 @@ def _spec(
 def _name(experiment: str, preset: str, base: TrialConfig) -> str:
     # Laptop runs on the embedded subset and on given data must not share an
     # MLflow experiment or results folder.
-    suffix = "" if preset == "paper" or base.data.source == "mnist" else f"-{base.data.source}"
+    suffix = "" if preset in ("paper", "cpu") or base.data.source == "mnist" else f"-{base.data.source}"
     return f"{experiment}-{preset}{suffix}"
 
 
@@ -424,8 +493,14 @@ def _scale(preset: str, base: TrialConfig) -> str:
         d.source, "full MNIST"
     )
     weights = "trained from scratch" if m.weights == "none" else f"{m.weights} weights, unfreeze {m.unfreeze}"
-    return (
+    scale = (
         f"Preset {preset}: {m.backbone} ({weights}) on {data}, "
         f"{d.train_majority} majority training images per class, {base.train.epochs} epochs, "
-        f"batch {base.train.batch_size}."
+        f"batch {base.train.batch_size}, peak learning rate {base.train.lr:g}."
     )
+    if preset == "cpu":
+        scale += (
+            " The thesis' trunk (ResNet34 or VGG19) is swapped for a frozen one a CPU can afford: its features are "
+            "computed once per image and cached, and only the thesis head (± final BN) trains on them."
+        )
+    return scale

@@ -14,7 +14,7 @@ Layout of a trial's folder, ``<out>/<trial id>/``:
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,17 @@ from finalbn.config import TrialConfig, validate
 from finalbn.config import trial_id as make_trial_id
 from finalbn.data import Manifest, build_manifest
 from finalbn.errors import UserError
+from finalbn.records import (
+    CONFIG,
+    METRICS,
+    PREDICTIONS,
+    SUMMARY,
+    read_metrics,
+    write_atomic,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from finalbn.train import EpochCallback, EpochRow, TrialResult, checkpoint_epoch, train_trial
 
 CHECKPOINT = "checkpoint.pt"
@@ -57,24 +68,24 @@ def run_trial(
     folder = writable_folder(folder)
     checkpoint = folder / CHECKPOINT if resume else None
     done = checkpoint_epoch(checkpoint, trial_id) if checkpoint is not None else 0
-    rows: list[EpochRow] = _rows_up_to(folder, done)
+    rows: list[EpochRow] = _rows_up_to(folder, trial_id, done)
     if done == 0:
-        record = _config_record(config, trial_id, manifest, git_commit)
-        _write_json(folder / "config.json", record)
+        write_json(folder / CONFIG, _config_record(config, trial_id, manifest, git_commit))
         manifest.write(folder / "manifest.parquet")
 
     def record_epoch(row: EpochRow) -> None:
         rows.append(row)
         # Rewritten each epoch so a killed trial still shows how far it got.
-        epoch_frame(trial_id, rows).write_parquet(folder / "metrics.parquet")
+        write_parquet(folder / METRICS, epoch_frame(trial_id, rows))
         if on_epoch is not None:
             on_epoch(row)
 
     result = train_trial(config, manifest, trial_id=trial_id, on_epoch=record_epoch, checkpoint=checkpoint)
-    result.predictions.write_parquet(folder / "predictions.parquet")
+    write_parquet(folder / PREDICTIONS, result.predictions)
     write_confusion(folder / "confusion.csv", result.confusion, manifest.classes)
-    _write_json(
-        folder / "summary.json",
+    # Last: its presence is what marks the trial finished.
+    write_json(
+        folder / SUMMARY,
         {
             "trial_id": trial_id,
             "seconds": result.seconds,
@@ -85,7 +96,7 @@ def run_trial(
         },
     )
     if save_model:
-        torch.save(result.state_dict, folder / "model.pt")
+        write_atomic(folder / "model.pt", lambda temporary: torch.save(result.state_dict, temporary))
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return result, folder
@@ -119,13 +130,13 @@ def run_config(
     )
 
 
-def _rows_up_to(folder: Path, epoch: int) -> list[EpochRow]:
+def _rows_up_to(folder: Path, trial_id: str, epoch: int) -> list[EpochRow]:
     """The metric rows a checkpointed attempt already wrote (epochs <= ``epoch``);
     rows of a half-finished later epoch are dropped, that epoch runs again."""
-    path = folder / "metrics.parquet"
+    path = folder / METRICS
     if epoch == 0 or not path.exists():
         return []
-    frame = pl.read_parquet(path).filter(pl.col("epoch") <= epoch).drop("trial_id")
+    frame = read_metrics(path, trial_id).filter(pl.col("epoch") <= epoch).drop("trial_id")
     # Rows are float-valued as train_trial reports them; the file stores epoch as an integer.
     frame = frame.with_columns(pl.col("epoch").cast(pl.Float64))
     return frame.to_dicts()
@@ -137,11 +148,12 @@ def epoch_frame(tid: str, rows: list[EpochRow]) -> pl.DataFrame:
 
 
 def write_confusion(path: Path, matrix: np.ndarray, classes: tuple[str, ...]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true \\ predicted", *classes])
-        for name, counts in zip(classes, matrix.tolist(), strict=True):
-            writer.writerow([name, *counts])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["true \\ predicted", *classes])
+    for name, counts in zip(classes, matrix.tolist(), strict=True):
+        writer.writerow([name, *counts])
+    write_text(path, text.getvalue())
 
 
 def _config_record(config: TrialConfig, tid: str, manifest: Manifest, commit: str) -> dict[str, Any]:
@@ -167,7 +179,3 @@ def writable_folder(folder: Path) -> Path:
             f"cannot write results to {folder} ({error.strerror}): pass --out with a writable folder"
         ) from None
     return folder
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

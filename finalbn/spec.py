@@ -65,6 +65,8 @@ class SweepSpec:
     preset: str = ""
     # The analysis that reads it (a registered report section, finalbn.analysis.sections).
     analysis: str = "generic"
+    # Command-line overrides applied to the declaration (finalbn.overrides), as typed.
+    overrides: tuple[str, ...] = ()
 
     def size(self) -> int:
         total = 1

@@ -6,15 +6,16 @@ import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from finalbn.console import OneLineParser, guarded
-from finalbn.costs import assumed_sweep_seconds, epoch_work
 from finalbn.errors import UserError
 from finalbn.experiments import PRESETS, build_sweeps
-from finalbn.launch.base import Backend
+from finalbn.overrides import Overrides, apply
 from finalbn.spec import SweepSpec
+
+if TYPE_CHECKING:
+    from finalbn.launch.base import Backend
 
 
 def run_script(experiment: str, doc: str | None, argv: Sequence[str] | None = None) -> int:
@@ -24,8 +25,7 @@ def run_script(experiment: str, doc: str | None, argv: Sequence[str] | None = No
 
 
 def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
-    from finalbn.launch import BACKENDS
-
+    """Everything here parses without importing torch, Ray or MLflow, so --help answers at once."""
     parser = OneLineParser(
         prog=f"python sweeps/{experiment}.py",
         description=doc,
@@ -39,6 +39,36 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
         action="store_true",
         help="with --dry-run: time one trial for two epochs here and predict the sweep's wall time from it",
     )
+    _override_flags(parser.add_argument_group("overrides (recorded in sweep.json; they change trial ids)"))
+    _run_flags(parser)
+    _cluster_flags(parser.add_argument_group("clusters (--backend ray / slurm; README: Clusters, and docs/cluster.md)"))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    return parser
+
+
+def _override_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="change the base config, e.g. --set train.lr=3e-3 model.backbone=resnet18 (tuples: a+b)",
+    )
+    group.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="replace or add an axis, e.g. --axis data.train_minority=5,10,20; a joint axis by label: "
+        "--axis variant=plain,final_BN",
+    )
+    group.add_argument("--seeds", type=int, metavar="N", help="seed axis 0..N-1 instead of the preset's")
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    from finalbn.launch import BACKENDS
+
     parser.add_argument("--backend", default="local", choices=BACKENDS.names(), help="where trials run")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
@@ -57,7 +87,9 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
-    cluster = parser.add_argument_group("clusters (--backend ray / slurm; README: Clusters, and docs/cluster.md)")
+
+
+def _cluster_flags(cluster: argparse._ArgumentGroup) -> None:
     cluster.add_argument("--address", help="--backend ray: the cluster's HOST:PORT (default: $RAY_ADDRESS)")
     cluster.add_argument("--partition", help="--backend slurm: partition (default: the cluster's default)")
     cluster.add_argument("--time", default="60", help="--backend slurm: time limit per array task (default 60 min)")
@@ -81,8 +113,6 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     cluster.add_argument(
         "--wait", action="store_true", help="--backend slurm: follow the array until it is done, then tabulate"
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
-    return parser
 
 
 def _run(experiment: str, args: argparse.Namespace) -> None:
@@ -90,7 +120,8 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
 
     _check_numbers(args)
     data = str(Path(args.data).resolve()) if args.data else None
-    specs = build_sweeps(experiment, args.preset, data)
+    overrides = Overrides(sets=tuple(args.set), axes=tuple(args.axis), seeds=args.seeds)
+    specs = [apply(spec, overrides) for spec in build_sweeps(experiment, args.preset, data)]
     # Built before any work, so a bad cluster flag fails first.
     backend = build_backend(args.backend, args)
     if args.gpus_per_trial == AUTO:
@@ -112,6 +143,8 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
 
 
 def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int:
+    import polars as pl
+
     from finalbn.sweep import SweepOptions, run_sweep, summary_table
     from finalbn.tracking import MlflowTracker, NullTracker, default_tracking_uri
 
@@ -171,7 +204,11 @@ def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
 
 def dry_run(spec: SweepSpec) -> str:
     """The grid, the trials per axis value and a cost estimate, without training."""
+    from finalbn.costs import assumed_sweep_seconds
+
     lines = [f"{spec.name} ({spec.reproduces or 'custom'}): {spec.size()} trials"]
+    if spec.overrides:
+        lines.append(f"  overrides: {' '.join(spec.overrides)}")
     for axis in spec.axes:
         labels = ", ".join(axis.label(i) for i in range(len(axis.values)))
         per_value = spec.size() // len(axis.values)
@@ -188,7 +225,7 @@ def dry_run(spec: SweepSpec) -> str:
 
 def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace) -> str:
     """The sweep's predicted wall time on ``workers`` trial slots, from one trial timed for two epochs here."""
-    from finalbn.costs import calibrate, makespan
+    from finalbn.costs import calibrate, epoch_work, makespan
 
     trials = list(spec.trials())
     probe = max(trials, key=lambda trial: epoch_work(trial.config)).config
@@ -231,7 +268,7 @@ def _pack_gpus(specs: list[SweepSpec], backend: Backend) -> float:
     """--gpus-per-trial auto: 1/n of a GPU, n from the costliest trial's measured peak memory."""
     import torch
 
-    from finalbn.costs import calibrate, trials_per_gpu
+    from finalbn.costs import calibrate, epoch_work, trials_per_gpu
 
     if not backend.runs_here:
         raise UserError(

@@ -7,6 +7,8 @@ The thesis' "430 runs" are sweeps/imbalance_ratio.py (400) plus this sweep (30):
             10 unhealthy vs 1,000 healthy, 224 px, 10 epochs; needs --data and a GPU.
             The ragged last batch is dropped (as fastai did), so batch 512 over
             1,010 images makes one optimizer step per epoch.
+    cpu     The same 30 trials on a frozen EfficientNet-Lite0 on ImageNet weights,
+            features cached, only the head trains; peak lr 3e-3; needs --data, no GPU.
     laptop  batch_size {8, 16, 32, 64, 128, 256} x seed {0, 1} = 12 trials: the same
             six doublings one step lower, over 300 + 3 images, so the largest batch
             again makes one step per epoch. Simple CNN from scratch with final BN;
@@ -17,6 +19,7 @@ The thesis' "430 runs" are sweeps/imbalance_ratio.py (400) plus this sweep (30):
 Examples:
     python sweeps/batch_size.py
     python sweeps/batch_size.py --preset paper --data ~/data/plantvillage --dry-run
+    python sweeps/batch_size.py --preset cpu --data ~/data/plantvillage
 """
 
 import sys

@@ -9,6 +9,13 @@ Six binary factors, checked value first: BN (model.final_norm bn/none), WL
             ResNet34 on ImageNet weights, 1,000 + 10, 224 px, 10 epochs, batch 64;
             needs --data and a GPU. A trial's index within its plant is the
             thesis' Config Id (31 = BN alone, 29 = BN+UF, 49 = DA+MX+UF).
+    cpu     The factors a cached frozen trunk can run: plant (3) x BN x WL x WD = 24
+            trials. DA, MX and UF change what the trunk computes for an image
+            (augmented or mixed inputs, BN layers that train), so they need the
+            trunk's forward pass every step: held off (one fixed axis "held" says
+            so in the dry run) and left to paper. Frozen EfficientNet-Lite0 on
+            ImageNet weights, 1,000 + 10, 224 px, 10 epochs, batch 64, peak lr
+            3e-3; needs --data, no GPU.
     laptop  The simple CNN trains from scratch and has no BN layers, so UF is a
             fixed axis (unfreeze all). Embedded MNIST 3 vs 8 (no --data): BN x WL
             x MX x WD = 16 trials; DA is held off, because its flips and quarter
@@ -20,6 +27,7 @@ Six binary factors, checked value first: BN (model.final_norm bn/none), WL
 Examples:
     python sweeps/factorial.py
     python sweeps/factorial.py --preset paper --data ~/data/plantvillage --dry-run
+    python sweeps/factorial.py --preset cpu --data ~/data/plantvillage --dry-run
 """
 
 import sys

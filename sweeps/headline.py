@@ -8,6 +8,10 @@ weighted_loss off), WL (final_norm none, weighted_loss on) and final_BN
             VGG19 with BN layers (vgg19_bn: the VGG19 of fastai v1, the thesis'
             framework) on ImageNet weights, frozen, 1,000 + 10, 224 px, 10 epochs,
             batch 64; needs --data and a GPU.
+    cpu     The same 90 trials (plant x variant x seed 0-9) on a frozen
+            EfficientNet-Lite0 on ImageNet weights: its features are computed once
+            per image and cached, and only the thesis head trains. 1,000 + 10, 224 px,
+            10 epochs, batch 64, peak lr 3e-3; needs --data, no GPU.
     laptop  Simple CNN from scratch. Embedded MNIST 3 vs 8 (no --data): variant x
             seed 0-3 = 12 trials. With --data (PlantVillage root, 32 px): plant (3)
             x variant x seed {0, 1} = 18 trials.
@@ -16,6 +20,7 @@ weighted_loss off), WL (final_norm none, weighted_loss on) and final_BN
 Examples:
     python sweeps/headline.py
     python sweeps/headline.py --preset paper --data ~/data/plantvillage --dry-run
+    python sweeps/headline.py --preset cpu --data ~/data/plantvillage
 """
 
 import sys

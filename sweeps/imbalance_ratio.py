@@ -7,6 +7,13 @@ The thesis' "430 runs" are this sweep (400) plus sweeps/batch_size.py (30):
             body vs every layer trained, fastai's unfreeze()) x train.seed 0-4
             = 20 x 2 x 2 x 5 = 400 trials. PlantVillage Apple, ResNet34 on ImageNet
             weights, 224 px, 10 epochs, batch 64; needs --data and a GPU.
+    cpu     The frozen half, with ratios far past the claimed 0.1: train_minority
+            {5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500} vs 1,000 (0.005-0.5)
+            x final_norm {bn, none} x seed 0-4 = 120 trials, Apple (whose folders hold
+            the 657 unhealthy images the largest ratio needs; Pepper's and Tomato's
+            would too). Frozen EfficientNet-Lite0 on ImageNet weights, features cached
+            (each ratio's split is extracted once), 224 px, 10 epochs, batch 64, peak
+            lr 3e-3; needs --data, no GPU.
     laptop  train_minority {3, 6, 15, 30} of 300 (ratios 0.01-0.1) x final_norm {bn, none}
             x seed {0, 1} = 16 trials, about 2 minutes on 2 CPU cores. The simple CNN
             trains from scratch, so frozen vs unfrozen means nothing: unfreeze is a
@@ -21,6 +28,7 @@ Examples:
     python sweeps/imbalance_ratio.py
     python sweeps/imbalance_ratio.py --preset paper --data ~/data/plantvillage --dry-run
     python sweeps/imbalance_ratio.py --preset paper --data ~/data/plantvillage
+    python sweeps/imbalance_ratio.py --preset cpu --data ~/data/plantvillage
 """
 
 import sys

@@ -18,6 +18,8 @@ digit's training count:
             --data with the same counts. mnist_cnn: 5 x 2 x seed {0, 1} = 20 trials,
             20 epochs; mnist_fc: 9 x seed {0, 1} = 18 trials, 100 epochs.
     smoke   mnist_cnn 10 and mnist_fc 9 trials, 2 epochs.
+    cpu     none: these networks train from scratch, so there is no frozen
+            pretrained trunk whose features could be cached (--preset cpu says so).
 
 Table 4.7's caption says ResNet-34 and 1% vs 99%, its text a five-Conv2D CNN and
 a ratio of 0.1: this follows the text for the network and the caption (and

@@ -426,7 +426,8 @@ def test_a_sweep_whose_trials_all_failed_is_a_one_line_error(tmp_path: Path) -> 
     for trial in ("aaa111", "bbb222"):
         (folder / "trials" / trial).mkdir(parents=True)
         trace = "Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory\n"
-        (folder / "trials" / trial / "failure.json").write_text(json.dumps({"attempts": 3, "traceback": trace}))
+        failure = {"trial_id": trial, "attempts": 3, "traceback": trace}
+        (folder / "trials" / trial / "failure.json").write_text(json.dumps(failure))
     with pytest.raises(UserError) as caught:
         from_folder(folder)
     text = one_line(caught.value)
@@ -527,15 +528,26 @@ def synthetic_sweep(folder: Path, drop: int = 0, record: bool = True) -> Path:
     for row in trials.iter_rows(named=True):
         folder_ = folder / "trials" / row["trial_id"]
         folder_.mkdir(parents=True)
-        (folder_ / "config.json").write_text(
-            json.dumps({"config": {"data": {"source": "mnist"}}, "versions": {"finalbn": "0.1.0", "torch": "2.9.9"}})
-        )
+        record = {
+            "trial_id": row["trial_id"],
+            "manifest_fingerprint": "fingerprint",
+            "classes": ["8", "3"],
+            "config": {"data": {"source": "mnist"}},
+            "versions": {"finalbn": "0.1.0", "torch": "2.9.9"},
+        }
+        (folder_ / "config.json").write_text(json.dumps(record))
         (folder_ / "summary.json").write_text("{}")
         truth = np.repeat([0, 1], 50)
         p3 = np.clip(truth * row["f1_minority"] + rng.normal(0.2, 0.1, truth.size), 0.01, 0.99)
-        pl.DataFrame({"label_index": truth, "prob_8": 1 - p3, "prob_3": p3}).write_parquet(
-            folder_ / "predictions.parquet"
-        )
+        predictions = {
+            "path": [f"{i}.png" for i in range(truth.size)],
+            "label": np.array(["8", "3"])[truth],
+            "label_index": truth,
+            "predicted_index": (p3 > 0.5).astype(np.int64),
+            "prob_8": 1 - p3,
+            "prob_3": p3,
+        }
+        pl.DataFrame(predictions).write_parquet(folder_ / "predictions.parquet")
         for epoch in range(1, 4):
             epochs.append(
                 {

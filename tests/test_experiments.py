@@ -16,17 +16,20 @@ from finalbn.data import build_manifest
 from finalbn.errors import UserError
 from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
 from finalbn.spec import SweepSpec
+from finalbn.train import uses_feature_cache
 
 REPO = Path(__file__).resolve().parents[1]
 # A path that does not exist: builders must declare without touching the file system.
 FAKE_ROOT = "/nonexistent/plantvillage"
 NAMES = ("imbalance_ratio", "batch_size", "factorial", "headline", "bn_removal", "mnist")
+# The experiments on PlantVillage, the only ones with a cpu preset.
+PLANTVILLAGE = NAMES[:-1]
 # Every (experiment, preset, data) a user can ask for.
 CASES = [
     (name, preset, data)
     for name in NAMES
     for preset, data in (("smoke", None), ("laptop", None), ("laptop", FAKE_ROOT), ("paper", FAKE_ROOT))
-]
+] + [(name, "cpu", FAKE_ROOT) for name in PLANTVILLAGE]
 
 
 def case_id(case: tuple[str, str, str | None]) -> str:
@@ -45,7 +48,7 @@ def field_value(config: object, field: str) -> object:
 
 def test_every_experiment_is_registered() -> None:
     assert set(EXPERIMENTS) == set(NAMES)
-    assert PRESETS == ("smoke", "laptop", "paper")
+    assert PRESETS == ("smoke", "laptop", "cpu", "paper")
 
 
 # ------------------------------------------------------------ paper counts
@@ -161,6 +164,121 @@ def test_bn_removal_paper_protocol() -> None:
     assert Counter(c.model.final_norm for c in configs) == {"bn": 30, "none": 30}
     assert {c.data.train_minority / c.data.train_majority for c in configs} == {0.01}
     assert {(c.model.backbone, c.train.epochs, c.train.batch_size) for c in configs} == {("resnet34", 10, 64)}
+
+
+# ------------------------------------------------------------------ cpu
+
+CPU_SIZES = {
+    "imbalance_ratio": {"imbalance_ratio-cpu": 12 * 2 * 5},
+    "batch_size": {"batch_size-cpu": 6 * 5},
+    "factorial": {"factorial-cpu": 3 * 2**3},
+    "headline": {"headline-cpu": 3 * 3 * 10},
+    "bn_removal": {"bn_removal-cpu": 3 * 2 * 10},
+}
+
+
+def cpu_configs(experiment: str) -> list[object]:
+    [spec] = build_sweeps(experiment, "cpu", FAKE_ROOT)
+    return [t.config for t in spec.trials()]
+
+
+@pytest.mark.parametrize("experiment", PLANTVILLAGE)
+def test_cpu_counts(experiment: str) -> None:
+    assert sizes(experiment, "cpu", FAKE_ROOT) == CPU_SIZES[experiment]
+
+
+@pytest.mark.parametrize("experiment", PLANTVILLAGE)
+def test_cpu_is_the_thesis_protocol_on_a_frozen_pretrained_lite0(experiment: str) -> None:
+    for c in cpu_configs(experiment):
+        d, m, t = c.data, c.model, c.train
+        assert (d.source, d.root, d.image_size) == ("plantvillage", FAKE_ROOT, 224)
+        counts = (d.train_majority, d.val_majority, d.val_minority, d.test_majority, d.test_minority)
+        assert counts == (1000, 150, 7, 150, 150)
+        assert (m.backbone, m.weights, m.unfreeze, m.head) == ("efficientnet_lite0", "imagenet", "none", "auto")
+        assert (t.epochs, t.augment, t.mixup_alpha, t.lr) == (10, False, 0.0, 3e-3)
+        if experiment != "imbalance_ratio":
+            assert d.train_minority == 10
+        if experiment != "batch_size":
+            assert t.batch_size == 64
+
+
+@pytest.mark.parametrize("experiment", PLANTVILLAGE)
+def test_every_cpu_trial_uses_the_feature_cache(experiment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINALBN_FEATURE_CACHE", raising=False)
+    assert all(uses_feature_cache(c) for c in cpu_configs(experiment))
+
+
+def test_cpu_imbalance_ratio_reaches_far_past_the_claimed_threshold() -> None:
+    configs = cpu_configs("imbalance_ratio")
+    ratios = sorted({c.data.train_minority / c.data.train_majority for c in configs})
+    assert ratios[0] == 0.005 and ratios[-1] == 0.5
+    assert sum(r > 0.1 for r in ratios) >= 3 and sum(r < 0.1 for r in ratios) >= 3
+    assert {c.data.plant for c in configs} == {"Apple"}
+    assert {c.model.final_norm for c in configs} == {"bn", "none"}
+    assert {c.train.seed for c in configs} == set(range(5))
+    [spec] = build_sweeps("imbalance_ratio", "cpu", FAKE_ROOT)
+    assert "Pepper" in spec.description and "Tomato" in spec.description
+
+
+def test_cpu_batch_size_is_the_paper_axis() -> None:
+    configs = cpu_configs("batch_size")
+    assert sorted({c.train.batch_size for c in configs}) == [16, 32, 64, 128, 256, 512]
+    assert {(c.model.final_norm, c.data.plant) for c in configs} == {("bn", "Apple")}
+
+
+def test_cpu_headline_and_bn_removal_cover_three_plants_and_ten_seeds() -> None:
+    headline = cpu_configs("headline")
+    assert Counter((c.model.final_norm, c.train.weighted_loss) for c in headline) == {
+        ("none", False): 30,
+        ("none", True): 30,
+        ("bn", False): 30,
+    }
+    removal = cpu_configs("bn_removal")
+    assert Counter(c.model.final_norm for c in removal) == {"bn": 30, "none": 30}
+    for configs in (headline, removal):
+        assert {c.data.plant for c in configs} == {"Apple", "Pepper", "Tomato"}
+        assert {c.train.seed for c in configs} == set(range(10))
+
+
+def test_cpu_factorial_runs_the_cacheable_factors_per_plant() -> None:
+    configs = cpu_configs("factorial")
+    for plant in ("Apple", "Pepper", "Tomato"):
+        mine = [c for c in configs if c.data.plant == plant]
+        assert len({tuple(field_value(c, FACTOR_CHECKED[n][0]) for n in ("BN", "WL", "WD")) for c in mine}) == 8
+    for name in ("DA", "MX", "UF"):
+        assert {field_value(c, FACTOR_CHECKED[name][0]) for c in configs} == {FACTOR_UNCHECKED[name]}
+
+
+def test_cpu_factorial_dry_run_says_what_it_leaves_to_paper() -> None:
+    from finalbn.sweep_cli import dry_run
+
+    [spec] = build_sweeps("factorial", "cpu", FAKE_ROOT)
+    text = dry_run(spec)
+    assert "24 trials" in text
+    assert all(name in text for name in ("DA", "MX", "UF")) and "forward pass" in text and "paper" in text
+    assert all(name in spec.description for name in ("DA", "MX", "UF"))
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_thesis_presets_peak_at_fastai_v1s_default_learning_rate(preset: str) -> None:
+    # fastai v1: defaults.lr = slice(3e-3), the head's peak in fit_one_cycle.
+    for experiment in PLANTVILLAGE:
+        for spec in build_sweeps(experiment, preset, FAKE_ROOT):
+            assert {t.config.train.lr for t in spec.trials()} == {3e-3}
+
+
+@pytest.mark.plantvillage
+def test_cpu_counts_fit_the_plantvillage_subset(plantvillage_root: Path) -> None:
+    largest: dict[str, DataConfig] = {}
+    for name in PLANTVILLAGE:
+        for spec in build_sweeps(name, "cpu", str(plantvillage_root)):
+            for trial in spec.trials():
+                data = trial.config.data
+                if data.plant not in largest or data.train_minority > largest[data.plant].train_minority:
+                    largest[data.plant] = data
+    assert largest["Apple"].train_minority == 500
+    for data in largest.values():
+        build_manifest(data)
 
 
 # ------------------------------------------------------------------ MNIST
@@ -342,7 +460,7 @@ def test_laptop_counts_fit_the_plantvillage_subset(plantvillage_root: Path) -> N
     # Per plant, the most minority images any laptop trial asks for (smaller
     # draws are subsets of it).
     largest: dict[str, DataConfig] = {}
-    for name in NAMES[:-1]:  # mnist reads MNIST, not PlantVillage
+    for name in PLANTVILLAGE:
         for spec in build_sweeps(name, "laptop", str(plantvillage_root)):
             for trial in spec.trials():
                 data = trial.config.data
@@ -362,6 +480,17 @@ def test_paper_without_data_names_the_fix(experiment: str) -> None:
         build_sweeps(experiment, "paper", None)
 
 
+@pytest.mark.parametrize("experiment", PLANTVILLAGE)
+def test_cpu_without_data_names_the_fix(experiment: str) -> None:
+    with pytest.raises(UserError, match=r"^the cpu preset needs --data PATH, the PlantVillage root"):
+        build_sweeps(experiment, "cpu", None)
+
+
+def test_mnist_has_no_cpu_preset_and_names_those_it_has() -> None:
+    with pytest.raises(UserError, match=r"no cpu preset .*: choose one of smoke, laptop, paper$"):
+        build_sweeps("mnist", "cpu", FAKE_ROOT)
+
+
 def test_paper_without_data_names_the_right_folder() -> None:
     with pytest.raises(UserError, match="PlantVillage root"):
         build_sweeps("imbalance_ratio", "paper", None)
@@ -370,7 +499,7 @@ def test_paper_without_data_names_the_right_folder() -> None:
 
 
 def test_unknown_preset_lists_the_presets() -> None:
-    with pytest.raises(UserError, match="unknown preset 'huge': choose one of smoke, laptop, paper"):
+    with pytest.raises(UserError, match="unknown preset 'huge': choose one of smoke, laptop, cpu, paper"):
         build_sweeps("headline", "huge", None)
 
 

@@ -5,7 +5,7 @@ functions, except ``if TYPE_CHECKING:`` blocks), so a lazy import cannot hide
 a layer break. Rules:
 
 - no import cycles among finalbn's modules;
-- trial code (config, data, models, train, metrics, results) imports nothing
+- trial code (config, data, models, train, metrics, results, records) imports nothing
   of sweep, tracking, launch, analysis or the CLIs, and no Ray, MLflow or submitit
   (``python -m`` entry points excepted);
 - data imports nothing of models, models nothing of data;
@@ -24,7 +24,15 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "finalbn"
 
-TRIAL = ("finalbn.config", "finalbn.data", "finalbn.models", "finalbn.train", "finalbn.metrics", "finalbn.results")
+TRIAL = (
+    "finalbn.config",
+    "finalbn.data",
+    "finalbn.models",
+    "finalbn.train",
+    "finalbn.metrics",
+    "finalbn.results",
+    "finalbn.records",
+)
 ORCHESTRATION = (
     "finalbn.sweep",
     "finalbn.tracking",

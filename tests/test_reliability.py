@@ -1,4 +1,5 @@
-"""Real faults: a killed driver, Ctrl-C, dying workers, damaged state, two sweeps at once.
+"""Real faults: a killed driver, Ctrl-C, dying workers, damaged state, two sweeps at once, a full disk,
+a corrupt MLflow store, wrong-typed and garbled trial records.
 
 Each sweep runs as its own process group; tests kill only what they started.
 """
@@ -11,14 +12,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from faults import env as fault_env
 from mlflow.tracking import MlflowClient
+from test_records import real_store, tmpfs, truncated
 
-from finalbn.tracking import TRIAL_TAG
+from finalbn.analysis.report import write_report
+from finalbn.launch.serial import SerialBackend
+from finalbn.presets import EMBEDDED_MNIST
+from finalbn.spec import Axis, SweepSpec
+from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.tracking import TRIAL_TAG, MlflowTracker
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +152,8 @@ def test_without_retries_failures_are_recorded_and_rerun_alone(tmp_path: Path) -
         assert "fault injected" in json.loads((folder / "trials" / trial / "failure.json").read_text())["traceback"]
 
     output = finish(start("no-retry", tmp_path, "0"))
-    assert f"{TRIALS - len(failed)} finished earlier (skipped), {len(failed)} to run" in output
+    n = len(failed)
+    assert f"{TRIALS - n} finished earlier (skipped), {n} failed earlier (retried), {n} to run" in output
     check_store(tmp_path, "no-retry")
 
 
@@ -167,3 +177,129 @@ def test_two_sweeps_share_one_store_and_results_folder(tmp_path: Path) -> None:
     assert not any("database is locked" in output for output in outputs)
     check_store(tmp_path, "first")
     check_store(tmp_path, "second")
+
+
+# ------------------------------------------------------------------ a full disk, a bad store, bad records
+
+SMOKE = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "imbalance_ratio.py"), "--preset"]
+SMOKE += ["smoke", "--backend", "serial"]
+SMOKE_TRIALS = 8
+
+
+def smoke(cwd: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """The smoke sweep on the serial backend, its MLflow store the default one in ``cwd``."""
+    return subprocess.run([*SMOKE, "--out", str(out)], capture_output=True, text=True, cwd=cwd, timeout=500)
+
+
+def unreadable(folder: Path) -> list[str]:
+    """Files under ``folder`` that are empty, left temporary, or do not parse: what a torn write leaves."""
+    found = []
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        try:
+            if path.stat().st_size == 0 or path.name.endswith(".tmp"):
+                raise ValueError("empty or temporary")
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".parquet":
+                pq.read_table(path)
+        except (ValueError, OSError) as error:
+            found.append(f"{path}: {error}")
+    return found
+
+
+def statuses(cwd: Path) -> dict[str, list[str]]:
+    """MLflow run statuses in the default store of ``cwd``: trial runs and parents."""
+    client = MlflowClient(f"sqlite:///{cwd / 'mlruns.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {
+        "trials": [r.info.status for r in runs if TRIAL_TAG in r.data.tags],
+        "parents": [r.info.status for r in runs if TRIAL_TAG not in r.data.tags],
+    }
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "small", "512k") as mount:
+        yield mount
+
+
+def test_a_full_disk_stops_the_sweep_in_one_line_and_it_resumes(tmp_path: Path, small_disk: Path) -> None:
+    """512 KiB of --out holds a few trials: the sweep stops with the one line, exit 2, no torn file; with room
+    the same command trains only what did not finish, once each."""
+    first = smoke(tmp_path, small_disk)
+    assert first.returncode == 2, first.stdout + first.stderr
+    [line] = first.stderr.strip().splitlines()
+    assert line.startswith(f"finalbn: error: disk full: cannot write to {small_disk}/")
+    assert "free of 512.0 KiB" in line and "pass --out on a disk with room" in line
+    assert unreadable(small_disk) == []
+    folder = small_disk / "imbalance_ratio-smoke"
+    finished = len(list(folder.glob("trials/*/summary.json")))
+    assert 1 <= finished < SMOKE_TRIALS
+    after_first = statuses(tmp_path)
+    assert after_first["trials"].count("FINISHED") == finished
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    second = smoke(tmp_path, small_disk)
+    assert second.returncode == 0, second.stdout + second.stderr
+    todo = SMOKE_TRIALS - finished
+    assert f"{finished} finished earlier (skipped)" in second.stdout and f"{todo} trained" in second.stdout
+    assert unreadable(small_disk) == []
+    epochs = pl.read_parquet(folder / "epochs.parquet")
+    assert epochs.height == SMOKE_TRIALS * 2 and epochs.select("trial_id", "epoch").is_duplicated().sum() == 0
+    after = statuses(tmp_path)
+    assert after["trials"] == ["FINISHED"] * SMOKE_TRIALS and "RUNNING" not in after["parents"]
+    print(f"disk full: {finished} finished before it, {todo} after; runs RUNNING after the stop: {after_first}")
+
+
+def test_a_truncated_store_stops_the_sweep_command_before_any_trial(tmp_path: Path) -> None:
+    real_store(tmp_path / "whole.db")
+    truncated(tmp_path / "whole.db", tmp_path / "mlruns.db")
+    done = smoke(tmp_path, tmp_path / "results")
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert f"MLflow store {tmp_path / 'mlruns.db'} is truncated" in line and "--no-tracking" in line
+    assert "Traceback" not in done.stderr and not list(tmp_path.glob("results/*/trials/*"))
+
+
+def test_wrong_typed_and_garbled_records_are_retrained_once(tmp_path: Path) -> None:
+    """The issue's four: f1 as text, f1 null, no seconds, garbled predictions. Each trial is set aside with its
+    reason and trained again, the tables hold numbers, the report builds, MLflow keeps one run per trial."""
+    spec = SweepSpec(
+        name="records",
+        base=EMBEDDED_MNIST.replace(train={"epochs": 2}),
+        axes=(Axis("model.final_norm", ("bn", "none")), Axis("train.seed", (0, 1), role="nuisance")),
+    )
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+    def again() -> object:
+        tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
+        return run_sweep(spec, SweepOptions(out=tmp_path / "results"), SerialBackend("serial"), tracker)
+
+    first = again()
+    assert len(first.finished) == 4
+    folders = sorted((tmp_path / "results" / "records" / "trials").iterdir())
+    damages = [
+        ("summary.json", lambda r: r["test"].update(f1_minority="0.9")),
+        ("summary.json", lambda r: r["test"].update(f1_minority=None)),
+        ("summary.json", lambda r: r.pop("seconds")),
+    ]
+    for folder, (name, change) in zip(folders, damages, strict=False):
+        record = json.loads((folder / name).read_text())
+        change(record)
+        (folder / name).write_text(json.dumps(record))
+    (folders[3] / "predictions.parquet").write_bytes(b"garbled" * 100)
+
+    second = again()
+    assert sorted(second.finished) == sorted(f.name for f in folders) and second.skipped == 0
+    damaged = tmp_path / "results" / "records" / "damaged"
+    reasons = sorted(p.read_text() for p in damaged.glob("*.reason.txt"))
+    assert len(reasons) == 4 and sum("valid number" in r for r in reasons) == 2
+    assert any("seconds: Field required" in r for r in reasons) and any("Parquet" in r for r in reasons)
+    trials = pl.read_parquet(second.folder / "trials.parquet")
+    assert trials.height == 4 and trials.schema["f1_minority"] == pl.Float64 and trials["seconds"].is_not_null().all()
+    assert write_report(second.folder, gradcam=False).html.exists()
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("records").experiment_id])
+    children = [r for r in runs if TRIAL_TAG in r.data.tags]
+    assert sorted(r.data.tags[TRIAL_TAG] for r in children) == sorted(f.name for f in folders)
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -85,6 +85,13 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(finished: tuple) -> None:
     assert child.info.status == "FINISHED"
     assert child.data.params["data.source"] == "mnist"
     assert child.data.tags[TRIAL_TAG] in child.info.run_name
+    assert child.data.metrics["final_f1_minority"] == pytest.approx(
+        json.loads((report.folder / "trials" / child.data.tags[TRIAL_TAG] / "summary.json").read_text())["test"][
+            "f1_minority"
+        ]
+    )
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     history = client.get_metric_history(child.info.run_id, "test_f1_minority")
     assert sorted(m.step for m in history) == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}

@@ -14,12 +14,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from finalbn.analysis.load import SweepData, from_folder, from_mlflow, load_sweep
 from finalbn.console import guarded
 from finalbn.errors import UserError
+
+# The readers import the sweep driver and with it torch: loaded when a command runs, so --help answers at once.
+if TYPE_CHECKING:
+    import polars as pl
+
+    from finalbn.analysis.load import SweepData
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_source(args: argparse.Namespace) -> Source:
+    from finalbn.analysis.load import from_folder, from_mlflow, load_sweep
+
     path = args.results or args.path
     if path is not None and args.experiment:
         raise UserError("give either a results path or --experiment, not both")
@@ -213,4 +219,6 @@ def _has_experiment(uri: str | None, name: str) -> bool:
 
 
 def _table_config() -> pl.Config:
+    import polars as pl
+
     return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from finalbn.analysis.thesis import FIGURE_4_6_THRESHOLD, FIGURE_4_7_BEST_BATCH
 from finalbn.analysis.threshold import RATIO, Threshold
 from finalbn.metrics import ECE_BINS
+from finalbn.records import write_atomic
 
 if TYPE_CHECKING:
     # Only a type here: batch registers a report section that draws with this module.
@@ -30,7 +31,8 @@ CLASS_TITLES = {"f1_minority": "minority class (thesis: unhealthy)", "f1_majorit
 
 def save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    # format given: the temporary file's name does not end in .png.
+    write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI, bbox_inches="tight"))
     return path
 
 

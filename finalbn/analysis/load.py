@@ -8,9 +8,7 @@ folder names.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -25,6 +23,7 @@ from finalbn.analysis.sweep_data import (
     merge_versions,
 )
 from finalbn.errors import UserError
+from finalbn.records import CONFIG, FAILURE, SUMMARY, RecordError, TrialRecord, read_failure, read_json
 from finalbn.spec import SweepSpec
 
 __all__ = ["SweepData", "from_folder", "from_mlflow", "from_parquet", "load_sweep", "trials_from_epochs"]
@@ -73,7 +72,9 @@ def from_folder(folder: Path, spec: SweepSpec | None = None) -> SweepData:
     plan = read_plan(folder, spec)
     data = _from_tables(path, folder / "epochs.parquet", folder.name, f"folder {folder}", plan, failed)
     data.folder = folder
-    data.versions = merge_versions(plan.code, _trial_versions(folder, data.trials["trial_id"].to_list()))
+    versions, unread = _trial_versions(folder, data.trials["trial_id"].to_list())
+    data.versions = merge_versions(plan.code, versions)
+    data.notes += unread
     return data
 
 
@@ -148,19 +149,24 @@ def _failed_trials(trials_dir: Path) -> dict[str, str]:
     if not trials_dir.is_dir():
         return failed
     for folder in sorted(p for p in trials_dir.iterdir() if p.is_dir()):
-        record = folder / "failure.json"
-        if record.exists() and not (folder / "summary.json").exists():
-            failed[folder.name] = last_line(json.loads(record.read_text()).get("traceback", ""))
+        if (folder / FAILURE).exists() and not (folder / SUMMARY).exists():
+            try:
+                failed[folder.name] = last_line(read_failure(folder / FAILURE, folder.name).traceback)
+            except RecordError as error:
+                failed[folder.name] = f"no traceback: {error}"
     return failed
 
 
-def _trial_versions(folder: Path, trial_ids: list[str]) -> list[dict[str, Any]]:
-    """Each finished trial's config.json versions (finalbn, torch, python; git_commit where recorded)."""
-    found = []
+def _trial_versions(folder: Path, trial_ids: list[str]) -> tuple[list[dict[str, str]], list[str]]:
+    """Each finished trial's config.json versions (finalbn, torch, python, git_commit), and a note for
+    each config.json that does not validate."""
+    found, unread = [], []
     for trial_id in trial_ids:
-        path = folder / "trials" / trial_id / "config.json"
-        if path.exists():
-            record = json.loads(path.read_text())
-            commit = record.get("git_commit")
-            found.append({**record.get("versions", {}), **({"git_commit": commit} if commit else {})})
-    return found
+        path = folder / "trials" / trial_id / CONFIG
+        if not path.exists():
+            continue
+        try:
+            found.append(read_json(path, TrialRecord).versions)
+        except RecordError as error:
+            unread.append(f"trial {trial_id}: code versions unknown ({error})")
+    return found, unread

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import html
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import polars as pl
 
 STYLE = """
@@ -51,16 +51,8 @@ class Document:
         return [payload[0] for kind, payload in self.blocks if kind == "figure"]
 
     def html(self) -> str:
-        parts = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(self.title)}</title><style>{STYLE}</style></head><body>",
-            f"<h1>{html.escape(self.title)}</h1>",
-        ]
-        for kind, payload in self.blocks:
-            parts.append(_html_block(kind, payload))
-        parts.append("</body></html>")
-        return "\n".join(parts)
+        blocks = [_html_payload(kind, payload) for kind, payload in self.blocks]
+        return _TEMPLATE.render(title=self.title, style=STYLE, blocks=blocks)
 
     def markdown(self, base: Path) -> str:
         """Markdown with figures linked relative to ``base`` (the folder the .md file is written to)."""
@@ -85,39 +77,42 @@ def cell(value: object, digits: int) -> str:
     return str(value)
 
 
-def _html_block(kind: str, payload: object) -> str:
-    if kind == "h2":
-        return f"<h2>{html.escape(str(payload))}</h2>"
-    if kind == "p":
-        return f"<p>{html.escape(str(payload))}</p>"
-    if kind == "note":
-        return f'<p class="note">{html.escape(str(payload))}</p>'
-    if kind == "headline":
-        return f'<p class="headline">{html.escape(str(payload))}</p>'
+# jinja2 escapes every value (autoescape); the figures are inlined so the file stands alone.
+_TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ title }}</title><style>{{ style | safe }}</style></head><body>
+<h1>{{ title }}</h1>
+{% for kind, item in blocks %}
+{% if kind == "h2" %}<h2>{{ item }}</h2>
+{% elif kind == "p" %}<p>{{ item }}</p>
+{% elif kind == "note" %}<p class="note">{{ item }}</p>
+{% elif kind == "headline" %}<p class="headline">{{ item }}</p>
+{% elif kind == "table" %}
+{# Wide tables scroll inside their box instead of widening the page. #}
+<div class="scroll"><table>{% if item.caption %}<caption>{{ item.caption }}</caption>{% endif %}
+<thead><tr>{% for name in item.columns %}<th>{{ name }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in item.rows %}<tr>{% for css, text in row %}<td class="{{ css }}">{{ text }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table></div>
+{% else %}<figure><img alt="{{ item.caption }}" src="data:image/png;base64,{{ item.png }}">
+<figcaption>{{ item.caption }}</figcaption></figure>
+{% endif %}
+{% endfor %}
+</body></html>
+"""
+)
+
+
+def _html_payload(kind: str, payload: object) -> tuple[str, object]:
+    """What the template needs of a block: text as is, tables as cell texts, figures as base64."""
     if kind == "table":
         frame, caption, digits = payload
-        return _html_table(frame, caption, digits)
-    path, caption = payload
-    encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
-
-
-def _html_table(frame: pl.DataFrame, caption: str, digits: int) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    rows = []
-    for row in frame.iter_rows():
-        cells = []
-        for value in row:
-            text = "text" if isinstance(value, str) else ""
-            cells.append(f'<td class="{text}">{html.escape(cell(value, digits))}</td>')
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    body = f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    # Wide tables scroll inside their box instead of widening the page.
-    return f'<div class="scroll">{body}</div>'
+        rows = [[("text" if isinstance(v, str) else "", cell(v, digits)) for v in row] for row in frame.iter_rows()]
+        return kind, {"caption": caption, "columns": frame.columns, "rows": rows}
+    if kind == "figure":
+        path, caption = payload
+        return kind, {"caption": caption, "png": base64.b64encode(Path(path).read_bytes()).decode("ascii")}
+    return kind, str(payload)
 
 
 def _markdown_block(kind: str, payload: object, base: Path) -> str:

@@ -34,6 +34,7 @@ from finalbn.analysis.seeds import fewest_runs, paired_sections, seed_aggregatio
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.errors import UserError
 from finalbn.provenance import git_commit
+from finalbn.records import write_text
 from finalbn.spec import SweepSpec
 
 # Below this many runs per configuration the report warns that bootstrap intervals undercover.
@@ -97,8 +98,9 @@ def build_report(data: SweepData, out: Path, gradcam: bool | None = None) -> Rep
         headline += f" (partial sweep: {data.trials.height} of {data.planned()} trials)"
     doc.blocks.insert(headline_slot, ("headline", headline))
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(doc.html())
-    md_path.write_text(doc.markdown(out))
+    # Atomic: a full disk leaves the last report whole and says so in one line.
+    write_text(html_path, doc.html())
+    write_text(md_path, doc.markdown(out))
     return ReportResult(html_path, md_path, headline, kind, tuple(doc.figures()), tuple(context.notes))
 
 

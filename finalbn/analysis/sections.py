@@ -21,6 +21,7 @@ from finalbn.analysis import figures as fig
 from finalbn.analysis.grid import AXIS, GENERIC
 from finalbn.analysis.render import Document
 from finalbn.analysis.sweep_data import SweepData
+from finalbn.records import write_atomic
 from finalbn.registry import Registry
 
 METRICS = ("f1_minority", "f1_majority", "accuracy", "ece", "brier")
@@ -44,7 +45,7 @@ class Context:
 
     def save_table(self, frame: pl.DataFrame, name: str) -> Path:
         path = self.tables / f"{name}.csv"
-        frame.write_csv(path)
+        write_atomic(path, frame.write_csv)
         return path
 
     def skip(self, what: str, why: str) -> None:

@@ -1,4 +1,4 @@
-"""Seed aggregation and paired differences, with seeded percentile-bootstrap CIs.
+"""Seed aggregation and paired differences, with seeded percentile-bootstrap CIs (scipy.stats).
 
 Every interval here is a percentile bootstrap of a mean over replicate runs
 (seeds): resample the runs with replacement, take the mean, read the 2.5% and
@@ -10,13 +10,13 @@ much the runs at hand disagree, not more.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
 from finalbn.errors import UserError
 
@@ -44,66 +44,83 @@ class Bootstrap:
 DEFAULT = Bootstrap()
 
 
-def resampled_means(values: np.ndarray, boot: Bootstrap) -> np.ndarray:
-    """``boot.resamples`` means of ``values`` resampled with replacement.
+def mean_ci(values: Sequence[float] | np.ndarray, boot: Bootstrap = DEFAULT) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean (scipy.stats.bootstrap); NaN with fewer than two values.
 
     The generator is seeded per call, not per table: a group's interval does
     not depend on which other groups the table holds or their order.
     """
     # Sorted: the same runs give the same interval whatever order a table lists them in.
     values = np.sort(np.asarray(values, dtype=np.float64))
-    if values.size == 0:
-        return np.full(boot.resamples, np.nan)
-    rng = np.random.default_rng(boot.seed)
-    picks = rng.integers(0, values.size, size=(boot.resamples, values.size))
-    return values[picks].mean(axis=1)
-
-
-def mean_ci(values: Sequence[float] | np.ndarray, boot: Bootstrap = DEFAULT) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean; NaN with fewer than two values."""
-    values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
     if values.size < 2:
         return float("nan"), float("nan")
-    low, high = np.quantile(resampled_means(values, boot), boot.quantiles())
-    return float(low), float(high)
+    if values[0] == values[-1]:
+        # Every run agrees: scipy warns of a degenerate distribution; the interval is the point.
+        return float(values[0]), float(values[0])
+    result = stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=boot.resamples,
+        confidence_level=boot.level,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(boot.seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def permutation_p(a: np.ndarray, b: np.ndarray, boot: Bootstrap = DEFAULT) -> float:
-    """Two-sided permutation p-value of mean(a) - mean(b): exact when the relabellings are few.
+    """Two-sided permutation p-value of mean(a) - mean(b) (scipy.stats.permutation_test):
+    exact when the relabellings are at most EXACT_LIMIT.
 
     Exact at small n, so it says honestly that two seeds per group can never
     separate two groups (the smallest p with 2 vs 2 runs is 1/3), where a
     percentile bootstrap interval would.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    pooled = np.concatenate([a, b])
-    if a.size == 0 or b.size == 0:
+    # scipy needs two runs a group; a group of one run cannot be told from another anyway.
+    if a.size < 2 or b.size < 2:
         return float("nan")
-    observed = abs(a.mean() - b.mean())
-    if math.comb(pooled.size, a.size) <= EXACT_LIMIT:
-        groups = np.array(list(itertools.combinations(range(pooled.size), a.size)))
-    else:
-        rng = np.random.default_rng(boot.seed)
-        groups = np.argsort(rng.random((boot.resamples, pooled.size)), axis=1)[:, : a.size]
-    mask = np.zeros((len(groups), pooled.size), dtype=bool)
-    np.put_along_axis(mask, groups, True, axis=1)
-    first = (mask * pooled).sum(axis=1) / a.size
-    second = (~mask * pooled).sum(axis=1) / b.size
-    return float(np.mean(np.abs(first - second) >= observed - 1e-12))
+    exact = math.comb(a.size + b.size, a.size) <= EXACT_LIMIT
+    # |difference| against "greater": P(|T*| >= |T|), two-sided without assuming a symmetric null
+    # (scipy's "two-sided" doubles the smaller tail, which differs when the groups differ in size).
+    result = stats.permutation_test(
+        (a, b),
+        _abs_mean_difference,
+        permutation_type="independent",
+        vectorized=True,
+        n_resamples=EXACT_LIMIT if exact else boot.resamples,
+        alternative="greater",
+        rng=np.random.default_rng(boot.seed),
+    )
+    return float(result.pvalue)
 
 
 def sign_flip_p(differences: np.ndarray, boot: Bootstrap = DEFAULT) -> float:
-    """Two-sided sign-flip (paired permutation) p-value of a mean paired difference; exact up to 2^14 pairs."""
+    """Two-sided sign-flip (paired permutation) p-value of a mean paired difference
+    (scipy.stats.permutation_test over signs); exact up to 2^14 pairs."""
     d = np.asarray(differences, dtype=np.float64)
     d = d[~np.isnan(d)]
     if d.size == 0:
         return float("nan")
-    if d.size <= 14:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
-    else:
-        signs = np.random.default_rng(boot.seed).choice((1.0, -1.0), size=(boot.resamples, d.size))
-    return float(np.mean(np.abs((signs * d).mean(axis=1)) >= abs(d.mean()) - 1e-12))
+    # One pair (scipy needs two) or all zero: every sign flip is as extreme as the data, p = 1 exactly.
+    if d.size < 2 or not d.any():
+        return 1.0
+    result = stats.permutation_test(
+        (d,),
+        lambda x, axis: np.abs(np.mean(x, axis=axis)),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=2**14 if d.size <= 14 else boot.resamples,
+        alternative="greater",
+        rng=np.random.default_rng(boot.seed),
+    )
+    return float(result.pvalue)
+
+
+def _abs_mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.abs(np.mean(a, axis=axis) - np.mean(b, axis=axis))
 
 
 def aggregate(

@@ -9,7 +9,6 @@ versions. The readers are ``load`` (folders, Parquet) and ``mlflow_source``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from finalbn.analysis.coerce import config_from_row
 from finalbn.analysis.grid import AXIS, Plan
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
+from finalbn.records import CONFIG, PREDICTIONS, RecordError, TrialRecord, read_json, read_predictions
 from finalbn.spec import SweepSpec
 from finalbn.tracking import ArtifactFetcher
 
@@ -80,14 +80,30 @@ class SweepData:
         return self.fetch(trial_id, name) if self.fetch is not None else None
 
     def predictions(self, trial_id: str) -> pl.DataFrame | None:
-        path = self.trial_file(trial_id, "predictions.parquet")
-        return pl.read_parquet(path) if path is not None else None
+        """The trial's test-set predictions; None when they are not reachable or do not validate."""
+        record, path = self.record(trial_id), self.trial_file(trial_id, PREDICTIONS)
+        if record is None or path is None:
+            return None
+        try:
+            return read_predictions(path, record.classes)
+        except RecordError:
+            return None
+
+    def record(self, trial_id: str) -> TrialRecord | None:
+        """The trial's config.json; None when it is not reachable or does not validate."""
+        path = self.trial_file(trial_id, CONFIG)
+        if path is None:
+            return None
+        try:
+            return read_json(path, TrialRecord)
+        except RecordError:
+            return None
 
     def config(self, trial_id: str) -> TrialConfig:
-        path = self.trial_file(trial_id, "config.json")
-        if path is not None:
-            raw = json.loads(path.read_text())
-            return TrialConfig.from_dict(raw.get("config", raw))
+        """The trial's config: from its config.json, else from its row of the table."""
+        record = self.record(trial_id)
+        if record is not None:
+            return TrialConfig.from_dict(record.config)
         row = self.trials.filter(pl.col("trial_id") == trial_id)
         if row.height == 0:
             raise UserError(f"trial {trial_id} is not in sweep {self.name}: pick one of its trial ids")

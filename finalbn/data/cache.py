@@ -13,13 +13,13 @@ ever evicted: delete the folder to reclaim the space.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import filelock
 import numpy as np
 import PIL
 import polars as pl
@@ -136,11 +136,15 @@ def _open(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | N
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            # No locks on this file system (some NFS mounts): building twice is
-            # only wasted work, since the rename is atomic and the bytes equal.
-            pass
+    lock = filelock.FileLock(lock_path)
+    try:
+        lock.acquire()
+    except OSError:
+        # No locks on this file system (some NFS mounts): building twice is
+        # only wasted work, since the rename is atomic and the bytes equal.
         yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from finalbn.config import canonical_json
 from finalbn.errors import UserError
+from finalbn.records import write_atomic
 
 SCHEMA = pa.schema(
     [
@@ -63,7 +64,8 @@ class Manifest:
             .replace_schema_metadata({f"finalbn.{k}": canonical_json(v) for k, v in meta.items()})
         )
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, str(path), compression="zstd")
+        # Written whole or not at all: another sweep, or a worker, may read it now.
+        write_atomic(Path(path), lambda temporary: pq.write_table(table, str(temporary), compression="zstd"))
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:

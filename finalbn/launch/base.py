@@ -13,7 +13,6 @@ attempts in one process (serial, a Slurm task) retry through ``run_attempts``.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import traceback
 from collections.abc import Callable
@@ -21,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
+from finalbn.records import FAILURE, RecordError, disk_full_in, read_failure, write_json
 from finalbn.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
@@ -83,6 +84,9 @@ class Backend(Protocol):
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         """Trial id -> where it is running, for trials an earlier invocation left running."""
+
+    def cancel(self, folder: Path) -> list[str]:
+        """Stop what outlives the driver (a submitted array); one line per thing stopped."""
 
     def launch(
         self,
@@ -178,12 +182,33 @@ def run_attempts(
 
 
 def failed_attempts(job: TrialJob) -> int:
-    path = job.folder / "failure.json"
-    return json.loads(path.read_text())["attempts"] if path.exists() else 0
+    """Failed attempts recorded so far: 0 without a failure.json, or with one that does not read back."""
+    return _earlier_failure(job)[0]
 
 
 def record_failure(job: TrialJob, error: str) -> None:
-    """Count one more failed attempt and keep its traceback."""
+    """Count one more failed attempt and keep its traceback.
+
+    An attempt that failed on a full disk stops the sweep here, with the one
+    line that says so (exit 2), instead of being retried: every later write,
+    of this trial or the next, would fail the same way.
+    """
     job.folder.mkdir(parents=True, exist_ok=True)
-    record = {"trial_id": job.trial_id, "attempts": failed_attempts(job) + 1, "traceback": error}
-    (job.folder / "failure.json").write_text(json.dumps(record, indent=2))
+    attempts, problem = _earlier_failure(job)
+    if problem is not None:
+        print(f"trial {job.trial_id}: {problem}; its failed attempts are counted again from 0")
+    write_json(job.folder / FAILURE, {"trial_id": job.trial_id, "attempts": attempts + 1, "traceback": error})
+    full = disk_full_in(error)
+    if full is not None:
+        raise UserError(full)
+
+
+def _earlier_failure(job: TrialJob) -> tuple[int, str | None]:
+    """Attempts in the trial's failure.json, and what is wrong with it when it does not validate."""
+    path = job.folder / FAILURE
+    if not path.exists():
+        return 0, None
+    try:
+        return read_failure(path, job.trial_id).attempts, None
+    except RecordError as problem:
+        return 0, str(problem)

@@ -57,6 +57,10 @@ class RayTuneBackend:
         # Tune trials end with the driver that runs them: nothing outlives an invocation.
         return {}
 
+    def cancel(self, folder: Path) -> list[str]:
+        # Nothing outlives the driver; finalbn cancel stops the driver itself.
+        return []
+
     def launch(
         self,
         spec: SweepSpec,
@@ -86,6 +90,8 @@ class RayTuneBackend:
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         started_here = not ray.is_initialized()
         if started_here:
+            where = "a private Ray instance on this machine" if self.address is None else f"Ray at {self.address}"
+            print(f"starting {where} for {len(jobs)} trials...", flush=True)
             ray.init(
                 address=self.address,
                 include_dashboard=False,

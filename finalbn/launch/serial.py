@@ -29,6 +29,10 @@ class SerialBackend:
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         return {}
 
+    def cancel(self, folder: Path) -> list[str]:
+        # Nothing outlives the driver; finalbn cancel stops the driver itself.
+        return []
+
     def launch(
         self,
         spec: SweepSpec,

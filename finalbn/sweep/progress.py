@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import record_failure
+from finalbn.records import Summary, read_json
 from finalbn.tracking import Tracker
 
 
@@ -33,7 +33,7 @@ class DriverEvents:
         self.progress.started(job)
 
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        self.progress.started(job)
+        self.progress.epoch(job, int(row["epoch"]))
         if self.tracker is not None:
             self.tracker.log_epoch(job, row)
 
@@ -55,60 +55,108 @@ class DriverEvents:
 
 
 class Progress:
-    """One status line a person reads at a glance."""
+    """What the sweep is doing, for a person: trials done/running/failed/skipped,
+    the epoch each running trial is at, and an ETA from trial durations only
+    (start-up time is not a trial's). A live rich display on a terminal; one
+    plain line per finished trial otherwise, so CI logs stay readable."""
 
     def __init__(self, outcome: Outcome, total: int, skipped: int, todo: int) -> None:
         self.outcome = outcome
         self.total = total
         self.skipped = skipped
         self.todo = todo
-        self.running: set[str] = set()
+        # Trial id -> (start time, epochs done) of the trials running now.
+        self.running: dict[str, tuple[float, int]] = {}
+        self.durations: list[float] = []
+        self.peak_running = 1
         self.best = float("nan")
-        self.t0 = time.perf_counter()
-        self.tty = sys.stdout.isatty()
-        self.last_line = ""
+        self.live = _LiveDisplay(total, skipped) if sys.stdout.isatty() else None
 
     def started(self, job: TrialJob) -> None:
-        if job.trial_id in self.running:
-            return
-        self.running.add(job.trial_id)
-        # In a log (no terminal) a line per finished trial is enough.
-        if self.tty:
-            self._show()
+        if job.trial_id not in self.running:
+            self.running[job.trial_id] = (time.perf_counter(), 0)
+            self.peak_running = max(self.peak_running, len(self.running))
+            self._show(job)
+
+    def epoch(self, job: TrialJob, epoch: int) -> None:
+        begun, _ = self.running.get(job.trial_id, (time.perf_counter(), 0))
+        self.running[job.trial_id] = (begun, epoch)
+        self._show(job)
 
     def finished(self, job: TrialJob) -> None:
-        self.running.discard(job.trial_id)
+        self._end(job)
         self.outcome.finished.append(job.trial_id)
-        final = json.loads((job.folder / "summary.json").read_text())["test"]["f1_minority"]
+        final = read_json(job.folder / "summary.json", Summary).test.f1_minority
         self.best = final if self.best != self.best else max(self.best, final)
-        self._show()
+        self._show(job, ended=True)
 
     def failed(self, job: TrialJob) -> None:
-        self.running.discard(job.trial_id)
+        self._end(job)
         self.outcome.failed.append(job.trial_id)
-        self._show()
+        self._show(job, ended=True)
 
     def close(self) -> None:
-        if self.tty and self.last_line:
-            print()
+        if self.live is not None:
+            self.live.close()
 
-    def _show(self) -> None:
+    def _end(self, job: TrialJob) -> None:
+        begun, _ = self.running.pop(job.trial_id, (None, 0))
+        if begun is not None:
+            self.durations.append(time.perf_counter() - begun)
+
+    def summary(self) -> str:
         o = self.outcome
         done = len(o.finished) + len(o.failed)
         best = "-" if self.best != self.best else f"{self.best:.3f}"
-        line = (
+        return (
             f"[{done + self.skipped:>{len(str(self.total))}}/{self.total}] done {len(o.finished)}  "
             f"running {len(self.running)}  failed {len(o.failed)}  skipped {self.skipped}  "
-            f"best minority F1 {best}  ETA {self._eta(done)}"
+            f"best minority F1 {best}  ETA {self.eta()}"
         )
-        if line == self.last_line:
-            return
-        self.last_line = line
-        print("\r" + line if self.tty else line, end="" if self.tty else "\n", flush=True)
 
-    def _eta(self, done: int) -> str:
-        if done == 0:
+    def eta(self) -> str:
+        """Mean finished-trial duration x trials left / trials at once; "-" before the first finishes."""
+        if not self.durations:
             return "-"
-        remaining = (time.perf_counter() - self.t0) / done * (self.todo - done)
+        left = self.todo - len(self.outcome.finished) - len(self.outcome.failed)
+        remaining = sum(self.durations) / len(self.durations) * left / self.peak_running
         minutes, seconds = divmod(int(remaining), 60)
         return f"{minutes}:{seconds:02d}"
+
+    def _show(self, job: TrialJob, ended: bool = False) -> None:
+        if self.live is not None:
+            self.live.update(self, job, ended)
+        elif ended:
+            print(self.summary(), flush=True)
+
+
+class _LiveDisplay:
+    """rich's live progress: one bar for the sweep, one per running trial (its epochs)."""
+
+    def __init__(self, total: int, skipped: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=False)
+        self.sweep = self.bars.add_task("trials", total=total, completed=skipped)
+        self.trials: dict[str, int] = {}
+        self.bars.start()
+
+    def update(self, progress: Progress, job: TrialJob, ended: bool) -> None:
+        outcome = progress.outcome
+        self.bars.update(
+            self.sweep,
+            completed=progress.skipped + len(outcome.finished) + len(outcome.failed),
+            description=progress.summary(),
+        )
+        if ended:
+            if job.trial_id in self.trials:
+                self.bars.remove_task(self.trials.pop(job.trial_id))
+            return
+        epoch = progress.running.get(job.trial_id, (0.0, 0))[1]
+        total = job.trial.config.train.epochs
+        if job.trial_id not in self.trials:
+            self.trials[job.trial_id] = self.bars.add_task(f"  {job.name}", total=total)
+        self.bars.update(self.trials[job.trial_id], completed=epoch)
+
+    def close(self) -> None:
+        self.bars.stop()

@@ -10,8 +10,8 @@ names or the axes from run names.
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
+from finalbn.records import RecordError, read_json, write_json
 from finalbn.spec import Axis, AxisRole, SweepSpec
 
 RECORD_FILE = "sweep.json"
@@ -53,6 +54,13 @@ class Invocation:
     status: str = "RUNNING"
     finished: int = 0
     failed: int = 0
+    # The driver process, so that `finalbn cancel` can stop a sweep run on this host.
+    host: str = ""
+    pid: int = 0
+
+    def close(self, finished: list[str], failed: list[str]) -> None:
+        self.ended = _now()
+        self.finished, self.failed = len(finished), len(failed)
 
 
 @dataclass
@@ -72,6 +80,8 @@ class SweepRecord:
     # Trial id -> manifest fingerprint (the dataset version that trial sees).
     fingerprints: dict[str, str]
     code: dict[str, str]
+    # Command-line overrides applied to the declared sweep (--set, --axis, --seeds).
+    overrides: list[str] = field(default_factory=list)
     invocations: list[Invocation] = field(default_factory=list)
     format: int = RECORD_FORMAT
 
@@ -94,6 +104,7 @@ class SweepRecord:
             trials={tid: point for tid, (point, _) in planned.items()},
             fingerprints={tid: fingerprint for tid, (_, fingerprint) in planned.items()},
             code=dict(code),
+            overrides=list(spec.overrides),
         )
 
     def spec(self) -> SweepSpec:
@@ -107,10 +118,13 @@ class SweepRecord:
             experiment=self.experiment,
             preset=self.preset,
             analysis=self.analysis,
+            overrides=tuple(self.overrides),
         )
 
     def begin(self, backend: str, skipped: int, pending: int) -> Invocation:
-        invocation = Invocation(_now(), backend, len(self.trials), skipped, pending)
+        invocation = Invocation(
+            _now(), backend, len(self.trials), skipped, pending, host=socket.gethostname(), pid=os.getpid()
+        )
         self.invocations.append(invocation)
         return invocation
 
@@ -120,11 +134,7 @@ class SweepRecord:
             self.invocations = [*earlier.invocations, *self.invocations]
 
     def write(self, folder: Path) -> Path:
-        path = folder / RECORD_FILE
-        temporary = path.with_name(f".{RECORD_FILE}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
-        return path
+        return write_json(folder / RECORD_FILE, asdict(self))
 
     @classmethod
     def read(cls, folder: Path) -> SweepRecord | None:
@@ -133,21 +143,15 @@ class SweepRecord:
         if not path.exists():
             return None
         try:
-            raw = json.loads(path.read_text())
-            if raw.get("format") != RECORD_FORMAT:
-                raise ValueError(f"format {raw.get('format')!r}, expected {RECORD_FORMAT}")
-            return cls(
-                **{
-                    **raw,
-                    "axes": [AxisRecord(**a) for a in raw["axes"]],
-                    "invocations": [Invocation(**i) for i in raw["invocations"]],
-                }
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            record = read_json(path, cls)
+            if record.format != RECORD_FORMAT:
+                raise RecordError(f"format {record.format!r}, expected {RECORD_FORMAT}")
+        except RecordError as error:
             raise UserError(
                 f"{path} does not read as a finalbn sweep record ({error}): move it aside and rerun the sweep "
                 "command to write it again"
             ) from None
+        return record
 
 
 def _now() -> str:

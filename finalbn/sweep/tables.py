@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 
 from finalbn.jobs import TrialJob
+from finalbn.records import RecordError, read_finished, write_parquet
 from finalbn.spec import SweepSpec, flatten
 from finalbn.sweep.plan import is_finished
 
@@ -16,20 +16,26 @@ def write_tables(folder: Path, jobs: list[TrialJob]) -> None:
     """``epochs.parquet``: one row per finished trial x epoch with config columns;
     ``trials.parquet``: one row per finished trial with its final test metrics
     (``nobn_*``: final BN removed). Rebuilt from the trial folders every time,
-    so they never hold a duplicate or a trial of another grid."""
+    so they never hold a duplicate or a trial of another grid, and only from
+    records that validate."""
     epochs, finals = [], []
     for job in jobs:
         if not is_finished(job):
             continue
-        config_columns = _config_columns(job)
-        metrics = pl.read_parquet(job.folder / "metrics.parquet")
-        epochs.append(metrics.with_columns(**{k: pl.lit(v) for k, v in config_columns.items()}))
-        summary = json.loads((job.folder / "summary.json").read_text())
-        finals.append({"trial_id": job.trial_id, **config_columns, "seconds": summary["seconds"], **summary["test"]})
+        try:
+            trial = read_finished(job.folder, job.trial_id, job.trial.config.train.epochs)
+        except RecordError as error:
+            # Damaged since this invocation checked (a live Slurm task, another driver): the next one sets it aside.
+            print(f"trial {job.trial_id}: left out of the tables ({error}); the next run sets it aside and reruns it")
+            continue
+        columns = _config_columns(job)
+        epochs.append(trial.metrics.with_columns(**{k: pl.lit(v) for k, v in columns.items()}))
+        summary = trial.summary
+        finals.append({"trial_id": job.trial_id, **columns, "seconds": summary.seconds, **summary.test.values()})
     if not epochs:
         return
-    pl.concat(epochs, how="diagonal_relaxed").write_parquet(folder / "epochs.parquet")
-    pl.DataFrame(finals, infer_schema_length=None).write_parquet(folder / "trials.parquet")
+    write_parquet(folder / "epochs.parquet", pl.concat(epochs, how="diagonal_relaxed"))
+    write_parquet(folder / "trials.parquet", pl.DataFrame(finals, infer_schema_length=None))
 
 
 def summary_table(folder: Path, spec: SweepSpec) -> pl.DataFrame | None:

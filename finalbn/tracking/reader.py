@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finalbn.errors import UserError
 from finalbn.tracking.layout import (
     COMMIT_TAG,
     ERROR_TAG,
@@ -26,6 +27,8 @@ from finalbn.tracking.layout import (
     TRIAL_TAG,
     VERSION_TAG,
     check_reachable,
+    check_store,
+    log_artifact,
     store_lock,
 )
 
@@ -154,11 +157,23 @@ def log_report_files(uri: str, experiment: str, files: Mapping[str, Sequence[Pat
     run_id = latest_parent_run(uri, experiment)
     if run_id is None:
         return None
+    from mlflow.exceptions import MlflowException
+
     client = _client(uri)
-    for folder, paths in files.items():
-        for path in paths:
-            client.log_artifact(run_id, str(path), artifact_path=folder)
-    client.set_tag(run_id, HEADLINE_TAG, headline[:TAG_LIMIT])
+    try:
+        for folder, paths in files.items():
+            for path in paths:
+                log_artifact(client, run_id, path, folder)
+        client.set_tag(run_id, HEADLINE_TAG, headline[:TAG_LIMIT])
+    except (OSError, MlflowException) as error:
+        # The report is whole on disk; a store that will not take a copy (a full disk, a server gone) is one
+        # line for the caller, never a traceback after a finished sweep.
+        reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0]
+        written = next((str(path.parent) for paths in files.values() for path in paths), "on disk")
+        raise UserError(
+            f"the report is written ({written}) but MLflow run {run_id} did not take a copy ({reason}): "
+            "open it from disk, or free space under the artifact store and run python analysis/report.py again"
+        ) from None
     return run_id
 
 
@@ -171,6 +186,7 @@ def _client(uri: str) -> Any:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # Opening a new SQLite store migrates it: under the lock a running sweep's writer takes too.
     with store_lock(uri):
+        check_store(uri)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     return client

@@ -10,27 +10,29 @@ stands in when tracking is off.
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import polars as pl
-
 import finalbn
 from finalbn.jobs import TrialJob
+from finalbn.records import FAILURE, METRICS, RecordError, Summary, disk_full, read_failure, read_json, read_metrics
 from finalbn.spec import SweepSpec, flatten
 from finalbn.tracking.layout import (
     COMMIT_TAG,
     ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
     FINGERPRINT_TAG,
     PARENT_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
     VERSION_TAG,
     check_reachable,
+    check_store,
+    log_artifact,
     metric_key,
     redact,
     store_lock,
@@ -94,7 +96,8 @@ class NullTracker:
 class MlflowTracker:
     """Writes through ``MlflowClient`` with explicit run ids: no global active run."""
 
-    def __init__(self, uri: str, artifact_root: Path) -> None:
+    def __init__(self, uri: str, artifact_root: Path, thorough_check: bool = True) -> None:
+        """``thorough_check``: read every page of a SQLite store before trusting it (see ``check_store``)."""
         check_reachable(uri)
         from mlflow.tracking import MlflowClient
 
@@ -102,6 +105,7 @@ class MlflowTracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = uri
         with store_lock(uri):
+            check_store(uri, thorough=thorough_check)
             self.client = MlflowClient(tracking_uri=uri)
         self.artifact_root = artifact_root
         self.experiment_id = ""
@@ -143,7 +147,7 @@ class MlflowTracker:
         }
         missing = [job for job in jobs if job.trial_id not in logged]
         for job in missing:
-            for row in pl.read_parquet(job.folder / "metrics.parquet").drop("trial_id").to_dicts():
+            for row in read_metrics(job.folder / METRICS, job.trial_id).drop("trial_id").to_dicts():
                 self.log_epoch(job, row)
             self.finish_trial(job, failed=False)
         return len(missing)
@@ -165,15 +169,29 @@ class MlflowTracker:
 
     def finish_trial(self, job: TrialJob, failed: bool) -> None:
         run_id = self._child(job)
+        if not failed:
+            self._log_final(run_id, job)
         for name in ARTIFACTS:
             if (job.folder / name).exists():
-                self.client.log_artifact(run_id, str(job.folder / name))
-        if failed and (job.folder / "failure.json").exists():
-            error = json.loads((job.folder / "failure.json").read_text())["traceback"]
+                self._upload(run_id, job.folder / name)
+        if failed:
             # Tag values are capped; the whole traceback is in the failure.json artifact.
-            self.client.set_tag(run_id, ERROR_TAG, error[-4000:])
+            self.client.set_tag(run_id, ERROR_TAG, _last_error(job)[-4000:])
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
         del self.children[job.trial_id]
+
+    def _log_final(self, run_id: str, job: TrialJob) -> None:
+        """The final test metrics (nobn_* too) as ``final_*`` metrics: the runs table's columns."""
+        from mlflow.entities import Metric
+
+        try:
+            final = read_json(job.folder / "summary.json", Summary).test.values()
+        except RecordError:
+            return
+        now = int(time.time() * 1000)
+        epochs = job.trial.config.train.epochs
+        metrics = [Metric(metric_key(f"final_{k}"), float(v), now, epochs) for k, v in final.items()]
+        self.client.log_batch(run_id, metrics=metrics)
 
     def end_sweep(self, status: str, record: Path | None = None) -> None:
         """Close the parent and any trial cut short (Ctrl-C, crash): none stays RUNNING.
@@ -182,9 +200,21 @@ class MlflowTracker:
             self.client.set_terminated(run_id, "KILLED" if status == "KILLED" else "FAILED")
         self.children.clear()
         if self.parent_id:
-            if record is not None and record.exists():
-                self.client.log_artifact(self.parent_id, str(record))
-            self.client.set_terminated(self.parent_id, status)
+            try:
+                if record is not None and record.exists():
+                    self._upload(self.parent_id, record)
+            finally:
+                # A full disk under the artifact store must not leave the invocation RUNNING.
+                self.client.set_terminated(self.parent_id, status)
+
+    def _upload(self, run_id: str, path: Path) -> None:
+        """``path`` as an artifact of the run; a full disk under the artifact store is the one-line error."""
+        try:
+            log_artifact(self.client, run_id, path)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise disk_full(self.artifact_root / path.name) from error
 
     def where(self) -> list[str]:
         lines = [f"MLflow: experiment id {self.experiment_id} in {redact(self.uri)}"]
@@ -199,11 +229,15 @@ class MlflowTracker:
     def _experiment(self, name: str) -> str:
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
-            return existing.experiment_id
-        location = None
-        if self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri:
-            location = (self.artifact_root / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+            experiment_id = existing.experiment_id
+        else:
+            location = None
+            if self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri:
+                location = (self.artifact_root / name).resolve().as_uri()
+            experiment_id = self.client.create_experiment(name, artifact_location=location)
+        # MLflow 3 opens an untagged experiment on its GenAI overview; this kind opens the runs table.
+        self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+        return experiment_id
 
     def _child(self, job: TrialJob) -> str:
         if job.trial_id in self.children:
@@ -266,7 +300,8 @@ class TaskTracker:
 
     def __init__(self, tracking: TaskTracking) -> None:
         self.tracking = tracking
-        self.inner = MlflowTracker(tracking.uri, tracking.artifact_root)
+        # The driver that submitted this task checked every page of the store; each of many tasks need not.
+        self.inner = MlflowTracker(tracking.uri, tracking.artifact_root, thorough_check=False)
         self.inner.experiment_id = tracking.experiment_id
         self.inner.parent_id = tracking.parent_id
 
@@ -289,3 +324,11 @@ class TaskTracker:
 
 def task_tracker(tracking: TaskTracking | None) -> TaskTracker | None:
     return None if tracking is None else TaskTracker(tracking)
+
+
+def _last_error(job: TrialJob) -> str:
+    """The traceback failure.json keeps; a record that does not validate is said instead."""
+    try:
+        return read_failure(job.folder / FAILURE, job.trial_id).traceback
+    except RecordError as error:
+        return f"no traceback: {error}"

@@ -8,7 +8,6 @@ error: the trial only starts over.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from finalbn.errors import UserError
 from finalbn.models import FinalBNNet
+from finalbn.records import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +114,11 @@ def load_checkpoint(path: Path, mmap: bool) -> dict[str, Any] | None:
 
 
 def save_checkpoint(path: Path, snapshot: dict[str, Any]) -> None:
-    """Written to a temporary file and renamed, so a kill mid-write leaves the previous checkpoint."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Written atomically, so a kill or a full disk mid-write leaves the previous checkpoint."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(snapshot, temp)
-        with temp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        write_atomic(path, lambda temporary: torch.save(snapshot, temporary))
     except OSError as error:
         raise UserError(
             f"cannot write checkpoint {path} ({error.strerror or error}): put the results in a writable folder"
         ) from None
-    finally:
-        temp.unlink(missing_ok=True)

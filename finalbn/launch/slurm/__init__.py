@@ -16,7 +16,6 @@ SQLite file on the shared file system, written under a file lock).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,11 @@ from finalbn.launch.slurm.submit import (
     parse_extra,
     parse_time,
     sbatch_text,
+    scancel,
     trials_per_task,
 )
 from finalbn.launch.slurm.task import SweepTask
+from finalbn.records import RecordError, read_failure
 from finalbn.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
@@ -59,6 +60,15 @@ class SlurmBackend:
         slurm_dir = folder.resolve() / self.name
         state = SlurmState.load(slurm_dir / STATE_FILE, folder.name)
         return live_trials(state, task_states(state, slurm_dir))
+
+    def cancel(self, folder: Path) -> list[str]:
+        slurm_dir = folder.resolve() / self.name
+        state = SlurmState.load(slurm_dir / STATE_FILE, folder.name)
+        arrays = sorted({task.split("_")[0] for task in live_trials(state, task_states(state, slurm_dir)).values()})
+        if not arrays:
+            return []
+        scancel(arrays)
+        return [f"scancel {' '.join(arrays)}: the sweep's live Slurm arrays"]
 
     def launch(
         self,
@@ -163,8 +173,10 @@ class SlurmHandle:
 
 def _failure_text(job: TrialJob) -> str:
     path = job.folder / "failure.json"
-    if path.exists():
-        return json.loads(path.read_text())["traceback"]
+    try:
+        return read_failure(path, job.trial_id).traceback
+    except (OSError, RecordError):
+        pass
     return "its Slurm task ended before the trial finished (cancelled, timed out or the node failed)"
 
 

@@ -9,12 +9,13 @@ submits them again.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import submitit
+
+from finalbn.records import write_json
 
 STATE_FILE = "state.json"
 # sacct states after which a task will not run again.
@@ -47,9 +48,7 @@ class SlurmState:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(temporary, path)
+        write_json(path, asdict(self))
 
 
 def task_states(state: SlurmState, folder: Path) -> dict[str, str]:

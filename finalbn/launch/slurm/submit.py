@@ -125,6 +125,10 @@ def max_array_size() -> int:
     return int(match.group(1)) if match else 1001
 
 
+def scancel(job_ids: list[str]) -> None:
+    _slurm_client(["scancel", *job_ids])
+
+
 def _slurm_client(command: list[str]) -> str:
     if shutil.which(command[0]) is None:
         raise UserError(

@@ -1,0 +1,342 @@
+"""The records a sweep keeps, read through one validated schema and written atomically.
+
+Reading: a trial's ``config.json``, ``summary.json``, ``failure.json``,
+``metrics.parquet`` and ``predictions.parquet`` (and ``sweep.json``, whose
+dataclasses live in finalbn.sweep.record) are validated here; a file that does
+not parse, a wrong type (``"0.9"`` for a number), a null or a missing key is a
+``RecordError`` naming the file and the field, never a value trusted downstream.
+
+Writing: every record and table goes through ``write_atomic`` (a temporary
+file beside the target, flushed to disk, renamed over it), so a crash or a
+full disk leaves the old file or the new one, never a 0-byte or truncated
+one; a full disk is one ``UserError`` line naming the folder, its free space
+and the fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# pydantic rather than msgspec or a checker of our own: it is installed already (MLflow requires it), its strict
+# mode rejects exactly what must not be trusted ("0.9" or null for a number, a missing key), it parses and
+# validates JSON in one compiled pass (cheap enough for every finished trial at every sweep start), and it
+# validates sweep.json's plain dataclasses as they are declared, so no record is described twice.
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from finalbn.errors import UserError
+
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+FAILURE = "failure.json"
+METRICS = "metrics.parquet"
+PREDICTIONS = "predictions.parquet"
+
+# How every disk-full message starts; record_failure finds it again in a worker's traceback.
+DISK_FULL = "disk full"
+# ENOSPC, and EDQUOT (a cluster's per-user quota): the same fix.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How the OS words them, and how polars quotes ENOSPC.
+_FULL_TEXTS = tuple(os.strerror(code) for code in _FULL_ERRNOS) + (f"os error {errno.ENOSPC}",)
+# torch.save reports a full disk as a RuntimeError that names no cause; below this much free space, that is the cause.
+_NEARLY_FULL = 1 << 20
+
+T = TypeVar("T")
+
+
+class RecordError(ValueError):
+    """A record that does not validate; the message names the file and what is wrong with it."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are kept: a newer finalbn may add fields that this one does not read.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class FinalMetrics(_Strict):
+    """A trial's final test metrics; every other key (``f1_<class>``, ``nobn_*``) must be a number too."""
+
+    __pydantic_extra__: dict[str, float]
+    accuracy: float
+    brier: float
+    ece: float
+    f1_majority: float
+    f1_minority: float
+
+    def values(self) -> dict[str, float]:
+        """Every metric, by name in sorted order (as summary.json stores them)."""
+        return dict(sorted(self.model_dump().items()))
+
+
+class Summary(_Strict):
+    """``summary.json``: written last, so its presence means the trial finished."""
+
+    trial_id: str
+    seconds: float
+    device: str
+    test: FinalMetrics
+    # Where it ran (backend, node, Slurm job, restarts): shown, never computed with.
+    worker: dict[str, Any]
+
+
+class TrialRecord(_Strict):
+    """``config.json``: the resolved config, written before the first step."""
+
+    trial_id: str
+    manifest_fingerprint: str
+    classes: list[str]
+    config: dict[str, dict[str, Any]]
+    versions: dict[str, str]
+
+
+class Failure(_Strict):
+    """``failure.json``: failed attempts so far and the last one's traceback."""
+
+    trial_id: str
+    attempts: int
+    traceback: str
+
+
+@dataclass(frozen=True)
+class FinishedTrial:
+    """A finished trial's folder, every record validated."""
+
+    record: TrialRecord
+    summary: Summary
+    metrics: pl.DataFrame
+
+
+def read_finished(folder: Path, trial_id: str, epochs: int) -> FinishedTrial:
+    """The records of a finished trial of ``epochs`` epochs; RecordError when any does not validate."""
+    record = read_json(folder / CONFIG, TrialRecord)
+    summary = read_json(folder / SUMMARY, Summary)
+    for name, found in ((CONFIG, record.trial_id), (SUMMARY, summary.trial_id)):
+        if found != trial_id:
+            raise RecordError(f"{name}: belongs to trial {found!r}, not {trial_id}")
+    metrics = read_metrics(folder / METRICS, trial_id, epochs)
+    read_predictions(folder / PREDICTIONS, record.classes)
+    return FinishedTrial(record, summary, metrics)
+
+
+def read_json(path: Path, schema: type[T]) -> T:
+    """``path`` parsed and validated as ``schema`` (a pydantic model or a dataclass), strictly."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise RecordError(f"{path.name}: {'missing' if error.errno == errno.ENOENT else error.strerror}") from None
+    try:
+        return _adapter(schema).validate_json(raw, strict=True)
+    except ValidationError as error:
+        raise RecordError(f"{path.name}: {_reason(error)}") from None
+
+
+def read_failure(path: Path, trial_id: str) -> Failure:
+    failure = read_json(path, Failure)
+    if failure.trial_id != trial_id or failure.attempts < 1:
+        raise RecordError(f"{path.name}: trial {failure.trial_id!r} with {failure.attempts} attempts, not {trial_id}")
+    return failure
+
+
+def read_metrics(path: Path, trial_id: str, epochs: int | None = None) -> pl.DataFrame:
+    """One row per epoch 1..n of trial ``trial_id`` (n = ``epochs`` when given), every metric a number."""
+    frame = _read_parquet(path)
+    problem = _metrics_problem(frame, trial_id, epochs)
+    if problem is not None:
+        raise RecordError(f"{path.name}: {problem}")
+    return frame
+
+
+def read_predictions(path: Path, classes: list[str]) -> pl.DataFrame:
+    """Test-set predictions: path, label, indices and a probability per class (also ``nobn_``), no nulls."""
+    frame = _read_parquet(path)
+    problem = _predictions_problem(frame, classes)
+    if problem is not None:
+        raise RecordError(f"{path.name}: {problem}")
+    return frame
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write(temporary)`` fills a temporary file beside ``path``, which is flushed to disk and renamed over
+    it: readers and a crash see the old file or the new one. A full disk raises the one-line disk-full error."""
+    # Named, not mkstemp: mkstemp's mode 0600 would keep a shared results folder's files from its group.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    try:
+        write(temporary)
+        with temporary.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        # Asked before the unlink: the partial file is what fills the disk.
+        full = isinstance(error, Exception) and _out_of_space(error, path.parent)
+        temporary.unlink(missing_ok=True)
+        if full:
+            raise disk_full(path) from error
+        raise
+    _sync_folder(path.parent)
+    return path
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_atomic(path, lambda temporary: temporary.write_text(text))
+
+
+def write_parquet(path: Path, frame: pl.DataFrame) -> Path:
+    """With page checksums, so that a garbled page fails to read instead of reading as other numbers."""
+    table = frame.to_arrow()
+    return write_atomic(
+        path, lambda temporary: pq.write_table(table, temporary, compression="zstd", write_page_checksum=True)
+    )
+
+
+def disk_full(path: Path) -> UserError:
+    """The one line for a write that found no space: the folder, what is free there, the fix."""
+    folder = path.parent.absolute()
+    usage = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists()))
+    return UserError(
+        f"{DISK_FULL}: cannot write to {folder} ({_size(usage.free)} free of {_size(usage.total)}): free space "
+        "there or pass --out on a disk with room, then rerun the same command to resume"
+    )
+
+
+def disk_full_in(traceback: str) -> str | None:
+    """The disk-full line of a failed attempt's traceback (ours, or the OS's own), or None.
+
+    A worker's failure reaches the driver as text only (a Ray worker is
+    another process), so this is how a full disk is told from a trial's bug.
+    """
+    ours = re.search(rf"UserError: ({DISK_FULL}: [^\n]*)", traceback)
+    if ours is not None:
+        return ours.group(1)
+    theirs = re.search("[^\n]*(" + "|".join(map(re.escape, _FULL_TEXTS)) + ")[^\n]*", traceback)
+    if theirs is None:
+        return None
+    return (
+        f"{DISK_FULL}: a trial stopped on {theirs.group(0).strip()}: free space there or pass --out on a disk "
+        "with room, then rerun the same command to resume"
+    )
+
+
+def _out_of_space(error: Exception, folder: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+        return True
+    # polars (ComputeError) and torch (RuntimeError) wrap the OS error in their own types, without errno.
+    if any(text in str(error) for text in _FULL_TEXTS):
+        return True
+    return isinstance(error, RuntimeError) and shutil.disk_usage(folder).free < _NEARLY_FULL
+
+
+def _sync_folder(folder: Path) -> None:
+    """The rename itself reaches the disk; a file system that cannot sync a folder (some network ones) is let be."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+@functools.cache
+def _adapter(schema: type[T]) -> TypeAdapter[T]:
+    return TypeAdapter(schema)
+
+
+def _reason(error: ValidationError) -> str:
+    """pydantic's first complaint as a short clause: ``test.f1_minority: Input should be a valid number, got '0.9'``."""
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    text = f"{where}: {first['msg']}" if where else first["msg"]
+    if first["type"] not in ("missing", "json_invalid"):
+        text += f", got {_short(first['input'])}"
+    more = error.error_count() - 1
+    return text + (f" (and {more} more)" if more else "")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    # Through pyarrow: whatever is wrong with the file, it raises OSError or an ArrowException (polars may panic).
+    try:
+        with pq.ParquetFile(path, page_checksum_verification=True) as handle:
+            return pl.from_arrow(handle.read())
+    except FileNotFoundError:
+        raise RecordError(f"{path.name}: missing") from None
+    except (OSError, pa.ArrowException) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RecordError(f"{path.name}: does not read as Parquet ({first})") from None
+
+
+def _metrics_problem(frame: pl.DataFrame, trial_id: str, epochs: int | None) -> str | None:
+    schema = frame.schema
+    for column in ("trial_id", "epoch", "train_loss", "test_f1_minority", "test_f1_majority", "seconds"):
+        if column not in schema:
+            return f"no column {column!r}"
+    if schema["trial_id"] != pl.String or not schema["epoch"].is_integer():
+        return "trial_id must be text and epoch an integer"
+    wrong = [name for name, dtype in schema.items() if name not in ("trial_id", "epoch") and not dtype.is_float()]
+    if wrong:
+        return f"column {wrong[0]!r} is {schema[wrong[0]]}, not a number"
+    if any(column.null_count() for column in frame.iter_columns()):
+        return "holds nulls"
+    if frame["trial_id"].ne(trial_id).any():
+        return f"rows of another trial than {trial_id}"
+    if frame["epoch"].to_list() != list(range(1, frame.height + 1)):
+        return f"epochs {frame['epoch'].to_list()}, expected 1..{frame.height} in order"
+    if epochs is not None and frame.height != epochs:
+        return f"{frame.height} epochs of {epochs}"
+    return None
+
+
+def _predictions_problem(frame: pl.DataFrame, classes: list[str]) -> str | None:
+    schema = frame.schema
+    prefixes = ("", "nobn_") if "nobn_predicted_index" in schema else ("",)
+    expected: dict[str, Callable[[pl.DataType], bool]] = {
+        "path": lambda t: t == pl.String,
+        "label": lambda t: t == pl.String,
+        "label_index": lambda t: t.is_integer(),
+    }
+    for prefix in prefixes:
+        expected[f"{prefix}predicted_index"] = lambda t: t.is_integer()
+        expected |= {f"{prefix}prob_{name}": lambda t: t.is_float() for name in classes}
+    for column, check in expected.items():
+        if column not in schema:
+            return f"no column {column!r}"
+        if not check(schema[column]):
+            return f"column {column!r} is {schema[column]}"
+    if frame.height == 0:
+        return "no rows"
+    if any(column.null_count() for column in frame.iter_columns()):
+        return "holds nulls"
+    return None
+
+
+def _size(count: float) -> str:
+    unit = "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if count < 1024:
+            break
+        count, unit = count / 1024, larger
+    return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
