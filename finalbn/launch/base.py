@@ -106,6 +106,19 @@ def local_slots(max_concurrent: int | None, cpus_per_trial: float) -> int:
     return max_concurrent or max(1, int((os.cpu_count() or 1) // cpus_per_trial))
 
 
+class DriverBound:
+    """A backend whose trials end with the driver that runs them (serial, Ray): nothing is
+    in flight from an earlier invocation, and finalbn cancel stops the driver itself."""
+
+    workers_record = False
+
+    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
+        return {}
+
+    def cancel(self, folder: Path) -> list[str]:
+        return []
+
+
 @dataclass(frozen=True)
 class Finished:
     """The handle of a backend that ran everything inside ``wait``."""

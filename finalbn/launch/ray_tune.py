@@ -29,7 +29,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Searcher
 
 from finalbn.jobs import TrialJob
-from finalbn.launch.base import Finished, RunHandle, SweepOptions, TrialEvents, execute, local_slots
+from finalbn.launch.base import DriverBound, Finished, RunHandle, SweepOptions, TrialEvents, execute, local_slots
 from finalbn.spec import Axis, SweepSpec, flatten
 from finalbn.tracking import TaskTracking
 
@@ -39,9 +39,7 @@ TRIAL_KEY = "finalbn.trial_id"
 _ROW_KEYS = ("epoch", "seconds")
 
 
-class RayTuneBackend:
-    workers_record = False
-
+class RayTuneBackend(DriverBound):
     def __init__(self, name: str, address: str | None = None) -> None:
         self.name = name
         # None: start a private Ray instance on this machine for the sweep;
@@ -52,14 +50,6 @@ class RayTuneBackend:
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         # A cluster's size is Ray's to know; the estimate assumes this machine's when none is given.
         return local_slots(max_concurrent, cpus_per_trial)
-
-    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
-        # Tune trials end with the driver that runs them: nothing outlives an invocation.
-        return {}
-
-    def cancel(self, folder: Path) -> list[str]:
-        # Nothing outlives the driver; finalbn cancel stops the driver itself.
-        return []
 
     def launch(
         self,

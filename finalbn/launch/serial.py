@@ -8,16 +8,14 @@ in seconds (submitit's ``debug`` executor is the model).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from finalbn.jobs import TrialJob
-from finalbn.launch.base import Finished, RunHandle, SweepOptions, TrialEvents, run_attempts
+from finalbn.launch.base import DriverBound, Finished, RunHandle, SweepOptions, TrialEvents, run_attempts
 from finalbn.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
 
-class SerialBackend:
-    workers_record = False
+class SerialBackend(DriverBound):
     runs_here = True
 
     def __init__(self, name: str) -> None:
@@ -25,13 +23,6 @@ class SerialBackend:
 
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         return 1
-
-    def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
-        return {}
-
-    def cancel(self, folder: Path) -> list[str]:
-        # Nothing outlives the driver; finalbn cancel stops the driver itself.
-        return []
 
     def launch(
         self,
