@@ -140,7 +140,8 @@ def measure(scale: Scale, temp: Path) -> list[dict[str, object]]:
     manifest = build_manifest(data)
     manifest_seconds = time.perf_counter() - started
     cache = temp / "cache"
-    load_split_tensors(manifest, data, cache_dir=cache)
+    # Pixels decode on first use of .x: warm the image cache before anything is timed.
+    _ = load_split_tensors(manifest, data, cache_dir=cache).x
     base = TrialConfig(
         data=data,
         model=ModelConfig(backbone=scale.backbone, weights=str(fixed_trunk(temp / "trunk.pt", scale))),
@@ -150,7 +151,7 @@ def measure(scale: Scale, temp: Path) -> list[dict[str, object]]:
     uncached = uncached_trial_seconds(configs[0], manifest, cache, scale)
     with feature_cache(True):
         cached = [timed(config, manifest, cache)[0] for config in configs]
-    assert len(list((cache / "features").glob("*.npy"))) == 1, "every trial of the sweep shares one feature entry"
+    assert len(list((cache / "features").glob("*.npy"))) == 1, "every trial of the sweep shares one feature shard"
     warm = statistics.median(cached[1:])
     extrapolated = scale.uncached_epochs < scale.epochs
     how = (

@@ -132,13 +132,20 @@ def _train(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     # Impossible numbers fail before torch is even imported.
     validate(config)
+    from finalbn.costs import class_counts
     from finalbn.results import run_config
+    from finalbn.train.recipe import few_steps
 
     print(
         f"trial: {config.data.source} {'/'.join(config.data.minority) or config.data.plant} "
         f"train {config.data.train_majority}+{config.data.train_minority}, "
         f"{config.model.backbone}, final norm {config.model.final_norm}, seed {config.train.seed}"
     )
+    few = few_steps(config, class_counts(config))
+    if few is not None:
+        fix = "raise --steps" if config.train.steps is not None else "lower --batch-size or raise --epochs"
+        steps = f"{few[0]} optimizer step{'s' if few[0] > 1 else ''}"
+        print(f"warning: this trial makes only {steps} ({few[1]}), too few to learn: {fix}")
     result, folder = run_config(
         config,
         args.out,

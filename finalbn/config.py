@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,6 +82,10 @@ class DataConfig:
     def count(self, split: SplitName, role: Literal["majority", "minority"]) -> int:
         return int(getattr(self, f"{split}_{role}"))
 
+    def without_counts(self) -> DataConfig:
+        """The same images to draw from, every split count 0: configs equal here share one pool of images."""
+        return dataclasses.replace(self, **{f"{s}_{r}": 0 for s in SPLITS for r in ("majority", "minority")})
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -118,6 +123,12 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 64
+    # Optimizer steps to train instead of whole epochs: none (the default) trains
+    # `epochs` passes over the training set; a number trains exactly that many
+    # steps whatever the batch size (passes derived: steps x batch_size / training
+    # images), each evaluation round starting a fresh shuffled pass, and `epochs`
+    # then counts the evaluations spread evenly over the steps (one metric row each).
+    steps: int | None = None
     # Peak learning rate of the one-cycle schedule.
     lr: float = 1e-3
     # "adamw" (Adam(0.9, 0.99) with decoupled decay, fastai's default) or "sgd".
@@ -194,8 +205,22 @@ def trial_id(config: TrialConfig, manifest_fingerprint: str) -> str:
     The manifest fingerprint is part of it so that a changed data folder
     (other files, same counts) is a new trial, not a silent reuse.
     """
-    payload = canonical_json({"config": config.to_dict(), "manifest": manifest_fingerprint})
+    payload = canonical_json({"config": hashed_fields(config), "manifest": manifest_fingerprint})
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# Fields added after trial ids were first issued, with the default that behaves as before:
+# left out of the hash at that default, so every existing trial keeps its id (and its results).
+ADDED_LATER: dict[tuple[str, str], Any] = {("train", "steps"): None}
+
+
+def hashed_fields(config: TrialConfig) -> dict[str, Any]:
+    """``config.to_dict()`` less the later-added fields at their old-behaviour default."""
+    raw = config.to_dict()
+    for (section, name), default in ADDED_LATER.items():
+        if raw[section][name] == default:
+            del raw[section][name]
+    return raw
 
 
 def validate(config: TrialConfig) -> None:
@@ -212,10 +237,19 @@ def validate(config: TrialConfig) -> None:
         raise UserError(f"image_size {d.image_size} is too small: use 8 or more (thesis: 224)")
     if t.epochs < 1:
         raise UserError(f"epochs is {t.epochs}: train at least 1 epoch")
+    if t.steps is not None and t.steps < t.epochs:
+        raise UserError(
+            f"steps {t.steps} < epochs {t.epochs}: with fixed steps each of the `epochs` evaluations needs "
+            "a step of its own; raise steps or lower epochs"
+        )
     if t.batch_size < 2 and m.final_norm == "bn":
         raise UserError(f"batch_size {t.batch_size} with final BN: BatchNorm needs batches of 2 or more")
     if t.batch_size < 1:
         raise UserError(f"batch_size is {t.batch_size}: use 1 or more")
+    rates = {"lr": t.lr, "label_smoothing": t.label_smoothing, "mixup_alpha": t.mixup_alpha}
+    for name, value in {**rates, "weight_decay": t.weight_decay, "final_bn_momentum": m.final_bn_momentum}.items():
+        if not math.isfinite(value):
+            raise UserError(f"{name} is {value}: use a finite number")
     if t.lr <= 0:
         raise UserError(f"lr is {t.lr}: the learning rate must be > 0")
     if not 0 <= t.label_smoothing < 1:

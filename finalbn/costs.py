@@ -33,6 +33,14 @@ FORWARD_SECONDS = {
     "fc128": {"cpu": 0.00002, "gpu": 0.000005},
 }
 SMALL_INPUT_BACKBONES = ("simple_cnn", "fc128")
+# Seconds every trial costs beyond its backbone's forward passes: building the
+# model, reading its images or cached features, the head's training and the
+# scoring of every epoch, its records: the whole cost of a trial on cached
+# features. CPU: the cpu headline sweep (90 such trials, --backend serial, a
+# quiet 2-core machine) took 3 min 32 s once its features were cached (README:
+# Sweeps), 2.4 s a trial; on a heavily loaded one, 3.9-6.7 s of CPU time each.
+# GPU: assumed (the same work, less of it in arithmetic).
+TRIAL_SETUP_SECONDS = {"cpu": 2.4, "gpu": 1.0}
 # Memory a CUDA process holds beyond its tensors (context, kernels), per trial.
 CUDA_CONTEXT_BYTES = 600 * 2**20
 # Fraction of a GPU's memory packed trials may fill: allocator fragmentation and peaks.
@@ -56,18 +64,25 @@ def epoch_work(config: TrialConfig) -> float:
 
 
 def assumed_trial_seconds(config: TrialConfig, device: str) -> float:
-    """Seconds for one trial from the assumption table (no data loading, no set-up)."""
-    return config.train.epochs * epoch_work(config) * FORWARD_SECONDS[config.model.backbone][device]
+    """Seconds for one trial from the assumption tables: its set-up, head and
+    scoring, and its backbone's passes (none on cached features)."""
+    forward = config.train.epochs * epoch_work(config) * FORWARD_SECONDS[config.model.backbone][device]
+    return TRIAL_SETUP_SECONDS[device] + forward
 
 
 def assumed_sweep_seconds(configs: list[TrialConfig], device: str) -> float:
-    """Trial-seconds of a sweep: every trial, plus one feature extraction per
-    distinct (data split, backbone) among the trials that use the feature cache."""
-    extractions = {(c.data, c.model.backbone, c.model.weights) for c in configs if uses_feature_cache(c)}
+    """Trial-seconds of a sweep: every trial, plus one feature extraction per image of each pool
+    (data without its counts, backbone) the feature-cached trials draw from. Features are cached per
+    image, and draws from one pool overlap (a larger count adds images to a smaller one's), so the
+    pool's largest draw is what gets extracted, once for every seed, count and head variant."""
+    largest: dict[tuple[object, ...], TrialConfig] = {}
+    for config in (c for c in configs if uses_feature_cache(c)):
+        pool = (config.data.without_counts(), config.model.backbone, config.model.weights)
+        if pool not in largest or sum(_images(config)) > sum(_images(largest[pool])):
+            largest[pool] = config
     seconds = sum(assumed_trial_seconds(c, device) for c in configs)
-    for data, backbone, weights in extractions:
-        config = next(c for c in configs if (c.data, c.model.backbone, c.model.weights) == (data, backbone, weights))
-        seconds += sum(_images(config)) * _scale(config) * FORWARD_SECONDS[backbone][device]
+    for config in largest.values():
+        seconds += sum(_images(config)) * _scale(config) * FORWARD_SECONDS[config.model.backbone][device]
     return seconds
 
 

@@ -23,6 +23,7 @@ Builders only declare: they read no files, so a dry run costs nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,35 @@ from finalbn.spec import Axis, SweepSpec
 
 PRESETS = ("smoke", "laptop", "cpu", "paper")
 
-# (preset, data) -> the experiment's sweeps; data is a path string or None.
-Builder = Callable[[str, str | None], list[SweepSpec]]
+
+@dataclass(frozen=True)
+class ClassFolders:
+    """--source folder: a user's class-folder tree in place of PlantVillage.
+
+    One data set, so the plant axes of the thesis do not apply; the counts of
+    the protocol (train_minority and the rest) do, per class as ever.
+    """
+
+    root: str
+    majority: tuple[str, ...]
+    minority: tuple[str, ...]
+    pool_minority: bool = False
+
+    def data_fields(self) -> dict[str, Any]:
+        return {
+            "source": "folder",
+            "root": _absolute(self.root),
+            "majority": self.majority,
+            "minority": self.minority,
+            "pool_minority": self.pool_minority,
+        }
+
+
+# What --data names: a path (PlantVillage, or MNIST for the mnist experiment),
+# a class-folder tree, or nothing (the embedded MNIST subset).
+Data = str | ClassFolders | None
+# (preset, data) -> the experiment's sweeps.
+Builder = Callable[[str, Data], list[SweepSpec]]
 EXPERIMENTS: Registry[Builder] = Registry("experiment")
 
 # The thesis' three plants: the only ones with enough images for a 1% minority.
@@ -59,6 +87,13 @@ CPU_TRUNK = {"backbone": "efficientnet_lite0", "weights": "imagenet", "unfreeze"
 # Figure 4.6 at cpu scale: minority images vs 1,000, ratios 0.005-0.5, about
 # 1.5x apart, denser than the thesis' grid on a log axis and far past its 0.1.
 CPU_MINORITY = (5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500)
+# Figure 4.6 at laptop scale: minority images vs 300, ratios 0.01-0.43, about
+# 2.6x apart (log-spaced): three points up to the claimed 0.1 threshold and two
+# past it, so the figure can show a level-off or its absence. Five points x 2
+# seeds x final BN on/off = 20 trials fit the main job's 3 minutes on 2 cores
+# (benchmarks/main_job.py); the largest draw (130 + 3 + 150 of the 500 embedded
+# 3s) leaves the smaller ones its subsets.
+LAPTOP_MINORITY = (3, 8, 20, 50, 130)
 # The factorial's factors a cached frozen trunk can run (DA, MX, UF cannot).
 CPU_FACTORS = ("BN", "WL", "WD")
 
@@ -146,7 +181,7 @@ FACTORS: dict[str, tuple[str, Any, Any]] = {
 }
 
 
-def build_sweeps(experiment: str, preset: str, data: str | None) -> list[SweepSpec]:
+def build_sweeps(experiment: str, preset: str, data: Data) -> list[SweepSpec]:
     """The sweeps of one experiment at one preset's scale."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
@@ -157,14 +192,14 @@ def build_sweeps(experiment: str, preset: str, data: str | None) -> list[SweepSp
 
 
 @EXPERIMENTS.register("imbalance_ratio")
-def imbalance_ratio(preset: str, data: str | None) -> list[SweepSpec]:
+def imbalance_ratio(preset: str, data: Data) -> list[SweepSpec]:
     base = _image_base(preset, data)
     # Minority training images: the thesis' 5, 10, ..., 100 vs 1,000 healthy
-    # (ratios 0.005-0.1); laptop 0.01-0.1 of 300; smoke two points.
+    # (ratios 0.005-0.1); laptop LAPTOP_MINORITY of 300; smoke two points.
     minority = {
         "paper": tuple(range(5, 101, 5)),
         "cpu": CPU_MINORITY,
-        "laptop": (3, 6, 15, 30),
+        "laptop": LAPTOP_MINORITY,
         "smoke": (1, 4),
     }[preset]
     axes = (
@@ -194,7 +229,7 @@ def imbalance_ratio(preset: str, data: str | None) -> list[SweepSpec]:
 
 
 @EXPERIMENTS.register("batch_size")
-def batch_size(preset: str, data: str | None) -> list[SweepSpec]:
+def batch_size(preset: str, data: Data) -> list[SweepSpec]:
     # Final BN on, backbone frozen, 1% minority: the base configs' defaults.
     base = _image_base(preset, data)
     # The thesis' 16-512 over 1,010 training images. laptop: the same six
@@ -213,7 +248,7 @@ def batch_size(preset: str, data: str | None) -> list[SweepSpec]:
 
 
 @EXPERIMENTS.register("factorial")
-def factorial(preset: str, data: str | None) -> list[SweepSpec]:
+def factorial(preset: str, data: Data) -> list[SweepSpec]:
     base = _image_base(preset, data)
     studied = _factorial_factors(preset, base)
     held = [name for name in FACTORS if name not in studied]
@@ -241,7 +276,7 @@ def factorial(preset: str, data: str | None) -> list[SweepSpec]:
 
 
 @EXPERIMENTS.register("headline")
-def headline(preset: str, data: str | None) -> list[SweepSpec]:
+def headline(preset: str, data: Data) -> list[SweepSpec]:
     base = _image_base(preset, data)
     if preset == "paper":
         # fastai v1, the thesis' framework, offered VGG19 only with BN layers
@@ -268,7 +303,7 @@ def headline(preset: str, data: str | None) -> list[SweepSpec]:
 
 
 @EXPERIMENTS.register("bn_removal")
-def bn_removal(preset: str, data: str | None) -> list[SweepSpec]:
+def bn_removal(preset: str, data: Data) -> list[SweepSpec]:
     # Ratio 0.01, 10 epochs, batch 64 in the paper preset: the thesis defaults.
     base = _image_base(preset, data)
     seeds = {"paper": 10, "cpu": 10, "laptop": _laptop_seeds(base), "smoke": 4}[preset]
@@ -282,8 +317,63 @@ def bn_removal(preset: str, data: str | None) -> list[SweepSpec]:
     return [_spec("bn_removal", preset, base, axes, "Table 4.6", text)]
 
 
+# learning_rate: the head's peak rate, half a decade apart around fastai v1's
+# 3e-3, from 1e-4 (a head that barely moves in 10 epochs) to 3e-2.
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+@EXPERIMENTS.register("learning_rate")
+def learning_rate(preset: str, data: str | None) -> list[SweepSpec]:
+    """Two sweeps: the head's learning rate x final BN per plant at a 1% ratio, and the batch
+    sizes of Figure 4.7 at a fixed number of optimizer steps (x final BN)."""
+    base = _image_base(preset, data)
+    rates = {"paper": LEARNING_RATES, "cpu": LEARNING_RATES, "laptop": (1e-3, 3e-3, 1e-2), "smoke": (1e-3, 1e-2)}
+    seeds = _seeds(5 if preset in ("paper", "cpu") else 2)
+    final_norm = Axis("model.final_norm", ("bn", "none"))
+    lr_axes = (*_plant_axis(preset, base, small=("Apple",)), Axis("train.lr", rates[preset]), final_norm, seeds)
+    lr_text = (
+        "Minority-class test F1 against the head's peak learning rate, with and without the final BN, at "
+        "a 1% ratio (10 unhealthy vs 1,000 healthy) on the three plants (issue 12 item 3). The thesis states no "
+        "learning rate and trains a fixed 10 epochs, so how far the head can move in that budget may decide the "
+        "final-BN effect. Beside F1 each trial logs what explains it: ROC AUC (auc, threshold-free), the mean "
+        "minority probability on majority and minority test images, the final BN's learned scale and shift "
+        "(bn_scale_*, bn_shift_*), ECE and Brier."
+    )
+    [batch] = batch_size(preset, data)
+    sizes = next(axis for axis in batch.axes if axis.name == "train.batch_size")
+    steps = _steps_of(base)
+    fixed = base.replace(train={"steps": steps})
+    steps_text = (
+        f"Figure 4.7's batch sizes at a fixed {steps} optimizer steps (those of batch {base.train.batch_size} in "
+        f"{base.train.epochs} epochs), with and without the final BN: at fixed epochs a larger batch also makes "
+        "fewer steps, and the thesis does not separate the two. Passes over the training set are derived "
+        f"(steps x batch / images); each trial is evaluated {base.train.epochs} times, evenly over its steps."
+    )
+    return [
+        _spec("learning_rate", preset, base, lr_axes, "issue 12 item 3 (no thesis table)", lr_text),
+        _spec(
+            "learning_rate",
+            preset,
+            fixed,
+            (sizes, final_norm, seeds),
+            "Figure 4.7 at fixed steps",
+            steps_text,
+            analysis="batch_steps",
+        ),
+    ]
+
+
+def _steps_of(base: TrialConfig) -> int:
+    """Optimizer steps the base config makes: its epochs of whole batches over its training
+    images (finalbn.train.recipe.steps_per_epoch, which imports torch, as arithmetic)."""
+    d, t = base.data, base.train
+    majority, minority = (1, 1) if d.source == "plantvillage" else (len(d.majority), len(d.minority))
+    images = d.train_majority * majority + d.train_minority * minority
+    return t.epochs * max(1, images // t.batch_size)
+
+
 @EXPERIMENTS.register("mnist")
-def mnist(preset: str, data: str | None) -> list[SweepSpec]:
+def mnist(preset: str, data: Data) -> list[SweepSpec]:
     if preset == "cpu":
         # Its networks train from scratch: no frozen pretrained trunk to cache.
         others = ", ".join(p for p in PRESETS if p != "cpu")
@@ -345,21 +435,38 @@ def _mnist_fc(preset: str, base: TrialConfig) -> SweepSpec:
 # ------------------------------------------------------------------- helpers
 
 
-def _image_base(preset: str, data: str | None) -> TrialConfig:
-    """Starting config of the PlantVillage experiments at a preset's scale."""
+def _image_base(preset: str, data: Data) -> TrialConfig:
+    """Starting config of the image experiments at a preset's scale: PlantVillage, or a user's class folders."""
+    if isinstance(data, ClassFolders):
+        return _image_scale(preset).replace(data=data.data_fields())
     if preset in ("paper", "cpu"):
         root = _require_data(
             preset, data, "the PlantVillage root, the folder holding the <Plant>___<condition> folders"
         )
-        thesis = THESIS.replace(data={"root": root}, train={"lr": FASTAI_DEFAULT_LR})
-        return thesis.replace(model=CPU_TRUNK) if preset == "cpu" else thesis
+        return _image_scale(preset).replace(data={"root": root})
     if preset == "smoke":
         return _smoke(data)
-    return EMBEDDED_MNIST if data is None else SMALL_PLANTVILLAGE.replace(data={"root": _absolute(data)})
+    return EMBEDDED_MNIST if data is None else _image_scale(preset).replace(data={"root": _absolute(data)})
 
 
-def _mnist_base(preset: str, data: str | None) -> TrialConfig:
+def _image_scale(preset: str) -> TrialConfig:
+    """The image experiments' counts, image size, model and training at a preset's scale."""
+    if preset in ("paper", "cpu"):
+        thesis = THESIS.replace(train={"lr": FASTAI_DEFAULT_LR})
+        return thesis.replace(model=CPU_TRUNK) if preset == "cpu" else thesis
+    if preset == "smoke":
+        # Reached with class folders only: smoke on PlantVillage runs on the embedded subset.
+        return SMALL_PLANTVILLAGE.replace(data=SMOKE_DATA, train=SMOKE_TRAIN)
+    return SMALL_PLANTVILLAGE
+
+
+def _mnist_base(preset: str, data: Data) -> TrialConfig:
     """Starting config of the MNIST experiment; data is torchvision's MNIST root."""
+    if isinstance(data, ClassFolders):
+        raise UserError(
+            "the mnist experiment runs on MNIST digits, not class folders: drop --source folder "
+            "(it applies to the other experiments)"
+        )
     if preset == "paper":
         root = _require_data(preset, data, "the folder holding torchvision's MNIST/raw files (full MNIST)")
         # The thesis gives no MNIST epochs or batch size: 10 epochs as in every
@@ -399,12 +506,12 @@ def _seeds(count: int) -> Axis:
 
 
 def _laptop_seeds(base: TrialConfig) -> int:
-    # About a dozen trials: 2 seeds across three plants, 4 on the single digit pair.
+    # About a dozen trials: 2 seeds across three plants, 4 on one data set (a digit pair, class folders).
     return 2 if base.data.source == "plantvillage" else 4
 
 
 def _plant_axis(preset: str, base: TrialConfig, small: tuple[str, ...]) -> tuple[Axis, ...]:
-    """The plants studied: all three in the paper, ``small`` on a laptop, none on MNIST."""
+    """The plants studied: all three in the paper, ``small`` on a laptop, none on MNIST or class folders."""
     if base.data.source != "plantvillage":
         return ()
     plants = PLANTS if preset in ("paper", "cpu") else small
@@ -429,9 +536,10 @@ def _factorial_factors(preset: str, base: TrialConfig) -> tuple[str, ...]:
     if preset == "smoke":
         return ("BN", "WL", "MX")
     # UF unfreezes a frozen pretrained backbone's BN layers; the simple CNN
-    # trains from scratch and has none. DA (flips, quarter turns) shows leaves
-    # as they could lie, but turns a 3 into no digit a test set holds.
-    if base.data.source == "plantvillage":
+    # trains from scratch and has none. DA (flips, quarter turns) shows leaves,
+    # or a user's photos, as they could lie, but turns a 3 into no digit a test
+    # set holds.
+    if base.data.source in ("plantvillage", "folder"):
         return ("BN", "WL", "DA", "MX", "WD")
     return ("BN", "WL", "MX", "WD")
 
@@ -480,18 +588,24 @@ def _spec(
 
 
 def _name(experiment: str, preset: str, base: TrialConfig) -> str:
-    # Laptop runs on the embedded subset and on given data must not share an
-    # MLflow experiment or results folder.
-    suffix = "" if preset in ("paper", "cpu") or base.data.source == "mnist" else f"-{base.data.source}"
+    # Laptop runs on the embedded subset and on given data, and any run on a
+    # user's class folders, must not share an MLflow experiment or results
+    # folder with the thesis' data.
+    if base.data.source == "folder":
+        suffix = "-folder"
+    else:
+        suffix = "" if preset in ("paper", "cpu") or base.data.source == "mnist" else f"-{base.data.source}"
     return f"{experiment}-{preset}{suffix}"
 
 
 def _scale(preset: str, base: TrialConfig) -> str:
     """One sentence on what this preset runs, for the sweep's description."""
     d, m = base.data, base.model
-    data = {"plantvillage": f"PlantVillage at {d.image_size} px", "mnist": "the embedded MNIST subset"}.get(
-        d.source, "full MNIST"
-    )
+    data = {
+        "plantvillage": f"PlantVillage at {d.image_size} px",
+        "folder": f"the class folders in {d.root} at {d.image_size} px",
+        "mnist": "the embedded MNIST subset",
+    }.get(d.source, "full MNIST")
     weights = "trained from scratch" if m.weights == "none" else f"{m.weights} weights, unfreeze {m.unfreeze}"
     scale = (
         f"Preset {preset}: {m.backbone} ({weights}) on {data}, "

@@ -2,7 +2,11 @@
 
 Metric names are flat strings so that a row of them is a Parquet row and a set
 of MLflow metrics without translation: ``f1_<class>``, ``f1_minority`` (mean
-over the minority classes), ``accuracy``, ``ece``, ``brier``.
+over the minority classes), ``accuracy``, ``ece``, ``brier``; and what explains
+an F1 change (issue 12): ``auc`` (threshold-free), ``minority_prob_on_majority``
+/ ``minority_prob_on_minority`` (where the decision threshold meets the scores),
+and the final BN's learned ``bn_scale_*`` / ``bn_shift_*`` and running
+``bn_mean_*`` / ``bn_var_*`` per class and as minority/majority means.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from sklearn.metrics import (
     brier_score_loss,
     confusion_matrix,
     precision_recall_fscore_support,
+    roc_auc_score,
 )
 
 # Guo et al. (2017), whom the thesis follows for its reliability diagrams, use 15 bins.
@@ -71,6 +76,52 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
         if in_bin.any():
             gap += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(gap)
+
+
+def separation_metrics(y_true: np.ndarray, probs: np.ndarray, minority: tuple[int, ...]) -> dict[str, float]:
+    """How well and where the model ranks minority against majority images, with no threshold.
+
+    The score of an image is its total minority probability. ``auc``: ROC AUC of
+    that score for "is minority" (NaN when the test set lacks either group).
+    ``minority_prob_on_majority`` / ``_on_minority``: its mean over the majority
+    / minority test images. A final BN that lifts minority F1 by moving the
+    scores past argmax's threshold, not by ranking better, raises F1 with
+    ``auc`` unchanged and the minority probability up on both groups.
+    """
+    is_minority = np.isin(y_true, minority)
+    score = probs[:, list(minority)].sum(axis=1)
+    both = is_minority.any() and not is_minority.all()
+    return {
+        "auc": float(roc_auc_score(is_minority, score)) if both else float("nan"),
+        "minority_prob_on_majority": _mean_or_nan(score[~is_minority]),
+        "minority_prob_on_minority": _mean_or_nan(score[is_minority]),
+    }
+
+
+def final_bn_metrics(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    classes: tuple[str, ...],
+    minority: tuple[int, ...],
+) -> dict[str, float]:
+    """The final BN's per-class learned scale (weight) and shift (bias) and its running
+    statistics, by class name and as minority/majority means: in eval mode logit c becomes
+    scale_c * (z_c - mean_c) / sqrt(var_c + eps) + shift_c, so these say how it moved the logits."""
+    row: dict[str, float] = {}
+    values = {"scale": weight, "shift": bias, "mean": running_mean, "var": running_var}
+    majority = [i for i in range(len(classes)) if i not in minority]
+    for what, per_class in values.items():
+        for index, name in enumerate(classes):
+            row[f"bn_{what}_{name}"] = float(per_class[index])
+        row[f"bn_{what}_minority"] = float(np.mean(per_class[list(minority)]))
+        row[f"bn_{what}_majority"] = float(np.mean(per_class[majority]))
+    return row
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
 
 
 def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 import os
 import re
 import secrets
@@ -67,7 +68,7 @@ class _Strict(BaseModel):
 
 
 class FinalMetrics(_Strict):
-    """A trial's final test metrics; every other key (``f1_<class>``, ``nobn_*``) must be a number too."""
+    """A trial's final test metrics; every other key (``f1_<class>``, ``bn_*``, ``nobn_*``) must be a number too."""
 
     __pydantic_extra__: dict[str, float]
     accuracy: float
@@ -75,10 +76,15 @@ class FinalMetrics(_Strict):
     ece: float
     f1_majority: float
     f1_minority: float
+    # Written since issue 12 (finalbn.metrics.separation_metrics): a record from before has none of them,
+    # and reads back without them (values() lists what the file holds), never with a made-up number.
+    auc: float = math.nan
+    minority_prob_on_majority: float = math.nan
+    minority_prob_on_minority: float = math.nan
 
     def values(self) -> dict[str, float]:
-        """Every metric, by name in sorted order (as summary.json stores them)."""
-        return dict(sorted(self.model_dump().items()))
+        """Every metric the record holds, by name in sorted order (as summary.json stores them)."""
+        return dict(sorted(self.model_dump(exclude_unset=True).items()))
 
 
 class Summary(_Strict):
@@ -340,3 +346,28 @@ def _size(count: float) -> str:
             break
         count, unit = count / 1024, larger
     return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+
+
+def check_writable(folder: Path) -> None:
+    """Fail in one line when ``folder`` cannot be created and written, creating nothing (the
+    sweep command checks --out so before anything, even MLflow's store, is made)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is a file" if existing == folder.absolute() and existing.exists() else f"is under {existing}"
+        raise UserError(f"cannot write results to {folder} (it {what}, not a writable folder): pass --out with one")
+
+
+def writable_folder(folder: Path) -> Path:
+    """Create ``folder`` and prove it writable, so a bad --out fails before any training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write results to {folder} ({error.strerror}): pass --out with a writable folder"
+        ) from None
+    return folder

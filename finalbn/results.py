@@ -26,13 +26,13 @@ from finalbn import provenance
 from finalbn.config import TrialConfig, validate
 from finalbn.config import trial_id as make_trial_id
 from finalbn.data import Manifest, build_manifest
-from finalbn.errors import UserError
 from finalbn.records import (
     CONFIG,
     METRICS,
     PREDICTIONS,
     SUMMARY,
     read_metrics,
+    writable_folder,
     write_atomic,
     write_json,
     write_parquet,
@@ -165,17 +165,3 @@ def _config_record(config: TrialConfig, tid: str, manifest: Manifest, commit: st
         # The sweep's commit, not this process's: a worker may run from another checkout.
         "versions": provenance.code_versions() | {"git_commit": commit},
     }
-
-
-def writable_folder(folder: Path) -> Path:
-    """Create ``folder`` and prove it writable, so a bad --out fails before any training."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise UserError(
-            f"cannot write results to {folder} ({error.strerror}): pass --out with a writable folder"
-        ) from None
-    return folder

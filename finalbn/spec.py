@@ -67,6 +67,8 @@ class SweepSpec:
     analysis: str = "generic"
     # Command-line overrides applied to the declaration (finalbn.overrides), as typed.
     overrides: tuple[str, ...] = ()
+    # data.train_minority values --refine added to that axis (finalbn.sweep.refine), in the order added.
+    refined: tuple[int, ...] = ()
 
     def size(self) -> int:
         total = 1

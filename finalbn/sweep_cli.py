@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import TYPE_CHECKING
 
 from finalbn.console import OneLineParser, guarded
 from finalbn.errors import UserError
-from finalbn.experiments import PRESETS, build_sweeps
+from finalbn.experiments import PLANTS, PRESETS, ClassFolders, Data, build_sweeps
 from finalbn.overrides import Overrides, apply
 from finalbn.spec import SweepSpec
 
 if TYPE_CHECKING:
     from finalbn.launch.base import Backend
+    from finalbn.sweep.refine import Refinement
 
 
 def run_script(experiment: str, doc: str | None, argv: Sequence[str] | None = None) -> int:
@@ -33,6 +35,7 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", default="laptop", choices=PRESETS, help="grid size (default: laptop)")
     parser.add_argument("--data", help="data root (PlantVillage folder; full MNIST folder for mnist --preset paper)")
+    _source_flags(parser.add_argument_group("your own images (README: Your own images, and docs/own-data.md)"))
     parser.add_argument("--dry-run", action="store_true", help="print the grid and its estimated cost, train nothing")
     parser.add_argument(
         "--calibrate",
@@ -40,10 +43,28 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
         help="with --dry-run: time one trial for two epochs here and predict the sweep's wall time from it",
     )
     _override_flags(parser.add_argument_group("overrides (recorded in sweep.json; they change trial ids)"))
+    _refine_flags(parser.add_argument_group("threshold search (sweeps/imbalance_ratio.py only)"))
     _run_flags(parser)
     _cluster_flags(parser.add_argument_group("clusters (--backend ray / slurm; README: Clusters, and docs/cluster.md)"))
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return parser
+
+
+def _source_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--source",
+        default="plantvillage",
+        choices=("plantvillage", "folder"),
+        help="what --data holds: PlantVillage's <Plant>___<condition> folders (default), or any tree of one "
+        "folder per class, named with --majority and --minority",
+    )
+    group.add_argument("--majority", nargs="+", default=[], metavar="FOLDER", help="--source folder: majority classes")
+    group.add_argument("--minority", nargs="+", default=[], metavar="FOLDER", help="--source folder: minority classes")
+    group.add_argument(
+        "--pool-minority",
+        action="store_true",
+        help="--source folder: merge the minority folders into one class, as PlantVillage pools its diseases",
+    )
 
 
 def _override_flags(group: argparse._ArgumentGroup) -> None:
@@ -64,6 +85,26 @@ def _override_flags(group: argparse._ArgumentGroup) -> None:
         "--axis variant=plain,final_BN",
     )
     group.add_argument("--seeds", type=int, metavar="N", help="seed axis 0..N-1 instead of the preset's")
+
+
+def _refine_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--refine",
+        action="store_true",
+        help="after the grid, bisect the threshold's bracket of data.train_minority on log ratio, in rounds",
+    )
+    group.add_argument(
+        "--refine-factor",
+        type=float,
+        default=1.5,
+        help="stop once every bracket's upper / lower ratio is below this (default 1.5)",
+    )
+    group.add_argument(
+        "--refine-budget",
+        type=int,
+        metavar="N",
+        help="most trials the refined points may cost in all (default: as many as the grid)",
+    )
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
@@ -117,24 +158,41 @@ def _cluster_flags(cluster: argparse._ArgumentGroup) -> None:
 
 def _run(experiment: str, args: argparse.Namespace) -> None:
     from finalbn.launch import build_backend
+    from finalbn.records import check_writable
 
     _check_numbers(args)
-    data = str(Path(args.data).resolve()) if args.data else None
     overrides = Overrides(sets=tuple(args.set), axes=tuple(args.axis), seeds=args.seeds)
-    specs = [apply(spec, overrides) for spec in build_sweeps(experiment, args.preset, data)]
+    specs = [apply(spec, overrides) for spec in build_sweeps(experiment, args.preset, _data(args))]
+    if args.refine:
+        from finalbn.sweep.refine import check
+
+        for spec in specs:
+            check(spec, _refinement(spec, args))
     # Built before any work, so a bad cluster flag fails first.
     backend = build_backend(args.backend, args)
     if args.gpus_per_trial == AUTO:
         args.gpus_per_trial = _pack_gpus(specs, backend)
+    # After the flags' own checks, which need no cluster.
+    _check_reachable(args)
+    # The smoke preset makes a few steps on purpose: it tests the plumbing, not the learning.
+    if args.preset != "smoke":
+        _warn_few_steps(specs)
     if args.dry_run:
+        from finalbn.sweep.plan import check
+
         for spec in specs:
             print(dry_run(spec))
+            # What planning checks, in memory: a dry run passes only where a real run would start.
+            for note in check(spec, download=False).notes:
+                print(f"  checked {note}")
             if args.calibrate:
                 print(calibrated_estimate(spec, backend.slots(args.max_concurrent, args.cpus_per_trial), args))
         return
     if backend.runs_here:
         # Elsewhere the GPUs are on the cluster's nodes, not on this machine.
         _check_gpus(args.gpus_per_trial)
+    # The last check, and before the MLflow store is opened: a bad --out leaves no mlruns.db behind.
+    check_writable(args.out)
     failed = 0
     for spec in specs:
         failed += _run_one(spec, args, backend)
@@ -161,7 +219,15 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int
         tracker = NullTracker()
     else:
         tracker = MlflowTracker(uri, artifact_root=args.out.resolve() / "mlartifacts")
-    report = run_sweep(spec, options, backend, tracker)
+    if args.refine:
+        from finalbn.analysis.imbalance import refine_brackets
+        from finalbn.sweep.refine import refine_sweep
+
+        report = refine_sweep(spec, options, backend, tracker, _refinement(spec, args), refine_brackets)
+    else:
+        report = run_sweep(spec, options, backend, tracker)
+    # A refined sweep's spec holds the points the search added.
+    spec = report.spec
     for line in report.notes:
         print(line)
     if report.detached:
@@ -169,7 +235,8 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int
         return 0
     print(
         f"{spec.name}: {len(report.finished)} trained, {report.skipped} skipped (finished earlier), "
-        f"{len(report.failed)} failed, in {report.seconds:.0f} s"
+        + (f"{len(report.by_others)} trained by another driver, " if report.by_others else "")
+        + f"{len(report.failed)} failed, in {report.seconds:.0f} s"
     )
     table = summary_table(report.folder, spec)
     if table is not None:
@@ -183,6 +250,13 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int
     for trial_id in report.failed:
         print(f"failed: {report.folder / 'trials' / trial_id / 'failure.json'} (rerun the command to retry)")
     return len(report.failed)
+
+
+def _refinement(spec: SweepSpec, args: argparse.Namespace) -> Refinement:
+    from finalbn.sweep.refine import Refinement
+
+    budget = spec.size() if args.refine_budget is None else args.refine_budget
+    return Refinement(factor=args.refine_factor, budget=budget)
 
 
 def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
@@ -204,23 +278,38 @@ def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
 
 def dry_run(spec: SweepSpec) -> str:
     """The grid, the trials per axis value and a cost estimate, without training."""
-    from finalbn.costs import assumed_sweep_seconds
+    from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
 
     lines = [f"{spec.name} ({spec.reproduces or 'custom'}): {spec.size()} trials"]
     if spec.overrides:
         lines.append(f"  overrides: {' '.join(spec.overrides)}")
+    data = spec.base.data
+    if data.source == "folder":
+        pooled = " (pooled into one class)" if data.pool_minority else ""
+        lines.append(
+            f"  data: the class folders in {data.root}: majority {', '.join(data.majority)}, minority "
+            f"{', '.join(data.minority)}{pooled}; one data set in place of PlantVillage, so the thesis' plant "
+            f"axis ({', '.join(PLANTS)}) does not apply"
+        )
     for axis in spec.axes:
         labels = ", ".join(axis.label(i) for i in range(len(axis.values)))
         per_value = spec.size() // len(axis.values)
         lines.append(f"  {axis.name} [{axis.role}]: {labels}  ({len(axis.values)} values, {per_value} trials each)")
     for device, where in (("cpu", "one CPU core, measured on a 2-core machine"), ("gpu", "one H100, assumed")):
         seconds = assumed_sweep_seconds([trial.config for trial in spec.trials()], device)
-        lines.append(f"  estimated cost on {device}: {seconds / 3600:.2f} hours ({seconds:.0f} trial-seconds; {where})")
+        lines.append(f"  estimated cost on {device}: {_duration(seconds)} ({seconds:.0f} trial-seconds; {where})")
+    setup = ", ".join(f"{TRIAL_SETUP_SECONDS[device]:g} s on {device}" for device in ("cpu", "gpu"))
     lines.append(
         "  (assumed per-image forward costs; frozen trials without DA/MX train on features extracted once per "
-        "split; data loading and set-up excluded; --calibrate measures instead)"
+        f"split; every trial adds {setup} for set-up, head and scoring, the whole cost of a trial on cached "
+        "features; --calibrate measures instead)"
     )
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """Hours, or minutes for a sweep under an hour, so that no estimate prints as zero."""
+    return f"{seconds / 3600:.2f} hours" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace) -> str:
@@ -239,11 +328,78 @@ def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace)
     )
 
 
+def _data(args: argparse.Namespace) -> Data:
+    """What --data names, checked to be a folder before any sweep is declared on it."""
+    if args.data is not None and not Path(args.data).expanduser().is_dir():
+        raise UserError(f"--data {args.data} is not a folder: point --data at the data root")
+    root = str(Path(args.data).expanduser().resolve()) if args.data else None
+    if args.source == "plantvillage":
+        named = [flag for flag in ("majority", "minority", "pool_minority") if getattr(args, flag)]
+        if named:
+            flag = f"--{named[0].replace('_', '-')}"
+            raise UserError(f"{flag} names class folders of --source folder: add --source folder, or drop {flag}")
+        return root
+    if root is None or not args.majority or not args.minority:
+        raise UserError(
+            "--source folder needs --data DIR --majority A [...] --minority B [...], class folders under DIR"
+        )
+    return ClassFolders(root, tuple(args.majority), tuple(args.minority), args.pool_minority)
+
+
+def _check_reachable(args: argparse.Namespace) -> None:
+    """The cluster a backend submits to answers (before planning, in a dry run too)."""
+    if args.backend == "slurm":
+        from finalbn.launch.slurm.submit import max_array_size
+
+        # scontrol: a UserError when the Slurm client is missing or slurmctld does not answer.
+        max_array_size()
+    elif args.backend == "ray":
+        address = args.address or os.environ.get("RAY_ADDRESS", "")
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        # "auto" and other forms without a port are Ray's own to resolve.
+        if port.isdigit() and not _answers(host, int(port)):
+            raise UserError(
+                f"--address {address}: nothing answers at {host}:{port}; start the Ray head there "
+                "(ray start --head) or use --backend local"
+            )
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _warn_few_steps(specs: list[SweepSpec]) -> None:
+    """One line for all the trials that make too few optimizer steps to learn (a warning: they still run)."""
+    from finalbn.costs import class_counts
+    from finalbn.train.recipe import MIN_STEPS, few_steps
+
+    trials = [trial for spec in specs for trial in spec.trials()]
+    few = [(t.config, *made) for t in trials if (made := few_steps(t.config, class_counts(t.config))) is not None]
+    if not few:
+        return
+    example, steps, how = few[0]
+    fix = (
+        "raise --set train.steps=N"
+        if example.train.steps is not None
+        else "lower --set train.batch_size=N or raise --set train.epochs=N"
+    )
+    print(
+        f"warning: {len(few)} of {len(trials)} trials will make fewer than {MIN_STEPS} optimizer steps "
+        f"(e.g. {steps}: {how}), too few to learn: {fix}"
+    )
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UserError(f"--max-concurrent {args.max_concurrent}: use 1 or more")
-    if args.cpus_per_trial <= 0 or (args.gpus_per_trial < 0 and args.gpus_per_trial != AUTO):
-        raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if not args.cpus_per_trial > 0:
+        raise UserError(f"--cpus-per-trial {args.cpus_per_trial}: use a number > 0, e.g. 1 or 0.5")
     if args.retries < 0:
         raise UserError(f"--retries {args.retries}: use 0 or more")
     for flag in ("array_parallelism", "trials_per_task"):
@@ -252,16 +408,20 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} {value}: use 1 or more")
 
 
-AUTO = -1.0
+AUTO = "auto"
 
 
-def _gpus(text: str) -> float:
-    if text == "auto":
+def _gpus(text: str) -> float | str:
+    """--gpus-per-trial: auto, or a finite number >= 0 (no number stands in for auto)."""
+    if text == AUTO:
         return AUTO
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto or a number >= 0, e.g. 0.25 packs four trials per GPU")
+    return value
 
 
 def _pack_gpus(specs: list[SweepSpec], backend: Backend) -> float:

@@ -35,7 +35,6 @@ from finalbn.analysis.stats import (
     summarise_differences,
 )
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_6, TABLE_4_7, TABLE_4_8
-from finalbn.analysis.threshold import find_threshold, thresholds
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.experiments import FACTORS, TABLE_4_8_ROWS, _row_label
@@ -156,65 +155,6 @@ def test_permutation_tests_are_exact_at_small_n() -> None:
     assert sign_flip_p(np.array([0.3, 0.2, 0.4, 0.25, 0.35])) == pytest.approx(2 / 32)
 
 
-# ---------------------------------------------------------------- threshold
-
-
-def test_threshold_recovers_a_known_change_point() -> None:
-    end = 0.06
-    trials = imbalance_trials(hinge(end))
-    found = find_threshold(trials, "f1_minority")
-    # Where the hinge falls to 10% of its 0.6 peak.
-    truth = end - 0.1 * (end - RATIOS[0])
-    assert found.status == "found"
-    assert found.estimate == pytest.approx(truth, abs=0.004)
-    assert found.low <= truth <= found.high
-    assert found.bracket is not None and found.bracket[0] <= found.estimate <= found.bracket[1]
-    # Beyond the hinge the gain is zero: the pooled tail's CI includes zero from about there.
-    assert found.zero_tail is not None and end - 0.005 <= found.zero_tail <= end + 0.01
-    assert "threshold ratio" in found.describe()
-
-
-def test_threshold_of_a_step_lies_between_the_two_ratios_around_the_step() -> None:
-    trials = imbalance_trials(lambda r: 0.5 if r <= 0.05 else 0.0)
-    found = find_threshold(trials, "f1_minority")
-    assert 0.05 < found.estimate <= 0.055
-    assert found.bracket == (0.05, 0.055)
-
-
-def test_threshold_reports_a_gain_that_never_ends_and_one_that_never_starts() -> None:
-    lasting = find_threshold(imbalance_trials(lambda r: 0.3), "f1_minority")
-    assert lasting.status == "beyond" and lasting.estimate is None and lasting.high is None
-    assert "> 0.1" in lasting.describe() and lasting.beyond_share > 0.9
-    assert lasting.gain_p < 0.01
-    absent = find_threshold(imbalance_trials(lambda r: 0.0, noise=0.02), "f1_minority")
-    # Twenty noisy ratios: some gain CI misses zero by chance, the one test over the curve does not.
-    assert absent.gain_p > 0.05
-    assert absent.status == "no_gain" and "no meaningful" in absent.describe()
-
-
-def test_thresholds_per_group_frozen_and_unfrozen_and_per_class() -> None:
-    trials = pl.concat(
-        [
-            imbalance_trials(hinge(0.08), **{"model.unfreeze": "none"}),
-            imbalance_trials(hinge(0.03), rng_seed=1, **{"model.unfreeze": "all"}),
-        ]
-    )
-    found = {(t.group["model.unfreeze"], t.metric): t for t in thresholds(trials, by=["model.unfreeze"])}
-    assert len(found) == 4
-    for unfreeze, end in (("none", 0.08), ("all", 0.03)):
-        truth = end - 0.1 * (end - RATIOS[0])
-        assert found[(unfreeze, "f1_minority")].estimate == pytest.approx(truth, abs=0.004)
-        # The majority gain is half as large with the same shape: the same relative threshold.
-        assert found[(unfreeze, "f1_majority")].estimate == pytest.approx(truth, abs=0.006)
-
-
-def test_a_fixed_margin_moves_the_threshold_where_it_should() -> None:
-    trials = imbalance_trials(hinge(0.06), noise=0.001)
-    found = find_threshold(trials, "f1_minority", margin=0.3)
-    # The hinge is at 0.3 halfway between 0.005 and 0.06.
-    assert found.estimate == pytest.approx(0.0325, abs=0.002)
-
-
 # ------------------------------------------------------------------- batch
 
 
@@ -255,6 +195,34 @@ def test_two_seeds_never_make_neighbours_distinguishable() -> None:
 def test_batch_optimum_at_the_edge_has_one_neighbour() -> None:
     optimum = batch_optimum(batch_trials(seeds=3, peak=16))
     assert optimum.best == 16 and [n.batch_size for n in optimum.neighbours] == [32]
+    assert "at the edge of the grid: the optimum may lie beyond 16" in optimum.describe()
+
+
+def test_batch_optimum_is_stated_no_finer_than_the_grid_and_the_seeds() -> None:
+    trials = batch_trials(seeds=2).with_columns(
+        pl.lit(1000).alias("data.train_majority"),
+        pl.lit(10).alias("data.train_minority"),
+        pl.lit(10).alias("train.epochs"),
+    )
+    optimum = batch_optimum(trials)
+    # However sure the seeds are, the grid only places the optimum between the best's neighbours.
+    low, high = optimum.interval
+    assert low <= 32 and high >= 128 and optimum.best_share[64] > 0.9
+    text = optimum.describe()
+    assert "optimum between 32 and 128" in text
+    # 1,010 images, 10 epochs, whole batches only: 630 steps at 16, 10 at 512.
+    assert optimum.steps[16] == 630 and optimum.steps[512] == 10
+    assert "confounded with step count: at a fixed number of epochs batch 16 makes 630 optimizer steps" in text
+    assert "2 seed(s) per batch size (< 5): the intervals are unreliable" in text
+    assert f"takes {optimum.seeds_needed} seeds per batch size" in text and optimum.seeds_needed >= 2
+    assert "the exact permutation test reaches p < 0.05 from 4 seeds" in text
+
+
+def test_fixed_steps_state_no_step_count_confound() -> None:
+    trials = batch_trials(seeds=5).with_columns(pl.lit(300).alias("train.steps"))
+    optimum = batch_optimum(trials)
+    assert optimum.steps == {} and "train.steps 300 at every batch size: no step-count confound" in optimum.describe()
+    assert "unreliable" not in optimum.describe()
 
 
 # --------------------------------------------------------------- factorial
@@ -570,7 +538,7 @@ def test_report_of_a_synthetic_sweep_is_self_contained(tmp_path: Path) -> None:
     folder = synthetic_sweep(tmp_path / "imbalance_ratio-custom")
     result = write_report(folder, gradcam=False)
     assert result.kind == "imbalance_ratio"
-    assert result.headline.startswith("Imbalance threshold: f1_minority: threshold ratio 0.0")
+    assert result.headline.startswith("Imbalance threshold: f1_minority: gain resolved up to ratio 0.0")
     html = result.html.read_text()
     # Every figure inlined, none linked: the file alone shows everything.
     assert html.count('src="data:image/png;base64,') == len(result.figures) >= 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from browser import headless, require_chromium
 from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
@@ -27,7 +27,6 @@ from finalbn.tracking.layout import HEADLINE_TAG, PARENT_TAG
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Set by the probe script once the page has loaded: how many <img> decoded to a real picture.
 MARKER = re.compile(r"figures-loaded:(\d+)/(\d+)")
 # The probe copy shows only the figures, so the screenshot holds all of them and nothing else.
@@ -125,20 +124,8 @@ def render(html: Path, work: Path) -> tuple[tuple[int, int], np.ndarray]:
     """Open ``html`` in headless Chromium: (images decoded, images in page) and a screenshot."""
     page = work / f"probe-{html.stem}.html"
     page.write_text(html.read_text().replace("</body>", PROBE + "</body>"))
-    flags = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={work / 'profile'}",
-        "--window-size=1200,4000",
-        # Lets the load handler run before the DOM is dumped.
-        "--virtual-time-budget=5000",
-    ]
+    # Virtual time lets the load handler run before the DOM is dumped.
+    flags = headless(work, "1200,4000", 5000)
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     found = MARKER.search(dom.stdout)
     assert found, f"the probe never ran: {dom.stderr[-500:]}"
@@ -154,12 +141,7 @@ def colourful_pixels(screenshot: np.ndarray) -> int:
 
 
 def test_figures_render_in_headless_chromium(result: ReportResult, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        problem = "chromium is not installed: apt-get install chromium chromium-driver (.ci/run does)"
-        # CI sets this: there the browser check must run, never quietly skip.
-        if os.environ.get("FINALBN_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
+    require_chromium()
     (loaded, total), screenshot = render(result.html, tmp_path)
     assert total == 5 and loaded == total
     assert screenshot.shape[1] == 1200 and colourful_pixels(screenshot) > 20000

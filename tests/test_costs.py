@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from finalbn.costs import Calibration, calibrate, epoch_work, makespan, trials_per_gpu
+from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
 from finalbn.presets import EMBEDDED_MNIST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,13 +69,34 @@ def test_gpu_auto_packing_degrades_to_cpu_without_a_gpu() -> None:
 
 
 def test_cached_frozen_trials_cost_one_extraction_per_split(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finalbn.costs import assumed_sweep_seconds, assumed_trial_seconds
+    from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds, assumed_trial_seconds
 
     frozen = EMBEDDED_MNIST.replace(model={"backbone": "resnet18", "unfreeze": "none", "weights": "none"})
     seeds = [frozen.replace(train={"seed": seed}) for seed in range(5)]
-    one_extraction = assumed_sweep_seconds(seeds[:1], "gpu")
-    assert assumed_trial_seconds(frozen, "gpu") == 0  # the head's own work is not in the table
-    assert one_extraction > 0
-    assert assumed_sweep_seconds(seeds, "gpu") == pytest.approx(one_extraction)  # five seeds, one split
+    head = TRIAL_SETUP_SECONDS["gpu"]
+    # A head-only trial is not free: its set-up, head and scoring are its whole cost.
+    assert assumed_trial_seconds(frozen, "gpu") == head > 0
+    extraction = assumed_sweep_seconds(seeds[:1], "gpu") - head
+    assert extraction > 0
+    # Five seeds on one split: one extraction and five heads.
+    assert assumed_sweep_seconds(seeds, "gpu") == pytest.approx(extraction + 5 * head)
     monkeypatch.setenv("FINALBN_FEATURE_CACHE", "0")
-    assert assumed_sweep_seconds(seeds, "gpu") == pytest.approx(5 * frozen.train.epochs * one_extraction)
+    assert assumed_sweep_seconds(seeds, "gpu") == pytest.approx(5 * (frozen.train.epochs * extraction + head))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_presets_dry_run_costs_something(preset: str) -> None:
+    from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
+    from finalbn.sweep_cli import dry_run
+
+    data = None if preset == "smoke" else "/data"
+    for experiment in EXPERIMENTS.names():
+        if (experiment, preset) == ("mnist", "cpu"):
+            continue  # refused: no frozen trunk to cache
+        for spec in build_sweeps(experiment, preset, data):
+            for device in ("cpu", "gpu"):
+                seconds = assumed_sweep_seconds([trial.config for trial in spec.trials()], device)
+                assert seconds >= spec.size() * TRIAL_SETUP_SECONDS[device]
+            text = dry_run(spec)
+            assert "0.00 hours" not in text and " 0.0 min" not in text and "(0 trial-seconds" not in text
+            assert "for set-up, head and scoring" in text

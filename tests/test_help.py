@@ -24,6 +24,9 @@ try:
     if target == "finalbn":
         from finalbn.cli import main
         main(argv)
+    elif target == "finalbn.train":
+        # python -m imports the package before its __main__: that import must be light too.
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
     else:
         runpy.run_path(target, run_name="__main__")
 except SystemExit as done:
@@ -32,7 +35,7 @@ print(sorted(m for m in {heavy} if m in sys.modules))
 """
 
 
-@pytest.mark.parametrize("script", [*SCRIPTS, "finalbn"])
+@pytest.mark.parametrize("script", [*SCRIPTS, "finalbn", "finalbn.train"])
 def test_help_imports_nothing_heavy(script: str) -> None:
     argv = ["train", "--help"] if script == "finalbn" else ["--help"]
     done = subprocess.run(

@@ -2,13 +2,15 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score
+from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score, roc_auc_score
 
 from finalbn.metrics import (
     calibration_metrics,
     classification_metrics,
     confusion,
     expected_calibration_error,
+    final_bn_metrics,
+    separation_metrics,
 )
 
 Y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
@@ -76,3 +78,52 @@ def test_ece_by_hand() -> None:
 def test_confusion_rows_are_true_classes() -> None:
     matrix = confusion(Y, PROBS, 2)
     assert matrix.tolist() == [[5, 1], [1, 3]]
+
+
+def test_separation_auc_is_sklearns_for_the_minority_probability() -> None:
+    row = separation_metrics(Y, PROBS, (1,))
+    assert row["auc"] == pytest.approx(roc_auc_score(Y, PROBS[:, 1]))
+    # Majority images (first six) and minority ones (last four), by hand.
+    assert row["minority_prob_on_majority"] == pytest.approx((0.1 + 0.2 + 0.4 + 0.7 + 0.05 + 0.45) / 6)
+    assert row["minority_prob_on_minority"] == pytest.approx((0.6 + 0.3 + 0.8 + 0.55) / 4)
+
+
+def test_separation_is_threshold_free() -> None:
+    # Pushing every minority logit up by the same amount (what a BN shift does) moves the
+    # minority probabilities, and with them argmax F1, but not the ranking: AUC stays.
+    logits = np.log(PROBS)
+    shifted = np.exp(logits + [0.0, 1.5])
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    before, after = separation_metrics(Y, PROBS, (1,)), separation_metrics(Y, shifted, (1,))
+    assert after["auc"] == pytest.approx(before["auc"])
+    assert after["minority_prob_on_majority"] > before["minority_prob_on_majority"]
+    f1 = classification_metrics(Y, PROBS, ("h", "u"), (1,))["f1_u"]
+    assert classification_metrics(Y, shifted, ("h", "u"), (1,))["f1_u"] != f1
+
+
+def test_separation_pools_several_minority_classes() -> None:
+    y = np.array([0, 1, 2, 0])
+    probs = np.array([[0.6, 0.2, 0.2], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    row = separation_metrics(y, probs, (1, 2))
+    assert row["auc"] == pytest.approx(roc_auc_score([0, 1, 1, 0], probs[:, 1:].sum(axis=1)))
+    assert row["minority_prob_on_majority"] == pytest.approx((0.4 + 0.7) / 2)
+
+
+def test_separation_without_a_minority_image_is_nan_not_an_error() -> None:
+    row = separation_metrics(np.zeros(3, dtype=int), np.tile([0.7, 0.3], (3, 1)), (1,))
+    assert np.isnan(row["auc"]) and np.isnan(row["minority_prob_on_minority"])
+    assert row["minority_prob_on_majority"] == pytest.approx(0.3)
+
+
+def test_final_bn_metrics_by_class_and_group() -> None:
+    row = final_bn_metrics(
+        weight=np.array([1.0, 2.0, 4.0]),
+        bias=np.array([0.5, -1.0, 0.0]),
+        running_mean=np.array([0.0, 1.0, 3.0]),
+        running_var=np.array([1.0, 2.0, 2.0]),
+        classes=("8", "3", "5"),
+        minority=(1, 2),
+    )
+    assert row["bn_scale_3"] == 2.0 and row["bn_shift_8"] == 0.5 and row["bn_var_5"] == 2.0
+    assert row["bn_scale_minority"] == 3.0 and row["bn_scale_majority"] == 1.0
+    assert row["bn_shift_minority"] == -0.5 and row["bn_mean_minority"] == 2.0

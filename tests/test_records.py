@@ -289,7 +289,8 @@ def test_a_full_disk_leaves_the_old_file_and_says_so_in_one_line(small_disk: Pat
 def test_a_report_upload_that_finds_no_space_is_one_line(tmp_path: Path, small_disk: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, artifact_root=small_disk)
-    tracker.start_sweep(SPEC, "unknown", pending=0, skipped=0)
+    # A trial pending: the sweep gets the parent run the report is attached to.
+    tracker.start_sweep(SPEC, "unknown", pending=1, skipped=0)
     tracker.end_sweep("FINISHED")
     page = tmp_path / "report.html"
     page.write_bytes(np.random.default_rng(0).bytes(400_000))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,3 +304,38 @@ def test_wrong_typed_and_garbled_records_are_retrained_once(tmp_path: Path) -> N
     children = [r for r in runs if TRIAL_TAG in r.data.tags]
     assert sorted(r.data.tags[TRIAL_TAG] for r in children) == sorted(f.name for f in folders)
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_two_drivers_started_together_train_each_trial_once(tmp_path: Path) -> None:
+    """Two smoke-sweep commands at the same moment on one --out and one store share the trials through their
+    claims: each trial trains once, both print the full table, each parent run keeps its own children."""
+    from mlflow.entities import ViewType
+    from test_claims import TRAINING_LOG
+
+    log = tmp_path / "trainings.txt"
+    hook = {"FINALBN_TRIAL_HOOK": "test_claims:count_training", TRAINING_LOG: str(log)}
+    env = {**os.environ, "PYTHONPATH": fault_env("")["PYTHONPATH"], **hook}
+    command = [*SMOKE, "--out", str(tmp_path / "results")]
+    drivers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+        for _ in range(2)
+    ]
+    outputs = [finish(driver, timeout=900) for driver in drivers]
+    trained = [line.split()[0] for line in log.read_text().splitlines()]
+    assert len(trained) == len(set(trained)) == SMOKE_TRIALS
+    assert sum(int(re.search(r"(\d+) trained", output)[1]) for output in outputs) == SMOKE_TRIALS, outputs
+    assert all("test F1 (final model) by scientific axis" in output for output in outputs)
+    folder = tmp_path / "results" / "imbalance_ratio-smoke"
+    epochs = pl.read_parquet(folder / "epochs.parquet")
+    assert epochs.height == SMOKE_TRIALS * 2 and epochs.select("trial_id", "epoch").is_duplicated().sum() == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, run_view_type=ViewType.ALL)
+    assert {r.info.lifecycle_stage for r in runs} == {"active"} and {r.info.status for r in runs} == {"FINISHED"}
+    parents = {r.info.run_id for r in runs if TRIAL_TAG not in r.data.tags}
+    children = [r for r in runs if TRIAL_TAG in r.data.tags]
+    assert sorted(r.data.tags[TRIAL_TAG] for r in children) == sorted(trained)
+    by_parent = {parent: sum(r.data.tags["mlflow.parentRunId"] == parent for r in children) for parent in parents}
+    assert len(by_parent) == 2 and all(by_parent.values()), by_parent
+    assert not list(folder.glob("claims/*.json"))
+    print(f"two drivers: trials per parent run {sorted(by_parent.values())}")

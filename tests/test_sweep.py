@@ -8,6 +8,7 @@ through real Ray Tune is checked once at the end, with Tune's own view of it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -84,7 +85,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(finished: tuple) -> None:
     child = children[0]
     assert child.info.status == "FINISHED"
     assert child.data.params["data.source"] == "mnist"
-    assert child.data.tags[TRIAL_TAG] in child.info.run_name
+    # Short names in the runs table, the full one as the run's description.
+    assert re.fullmatch(r"minority=[36] norm=(bn|none) seed=[01]", child.info.run_name)
+    assert child.data.tags[TRIAL_TAG] in child.data.tags["mlflow.note.content"]
     assert child.data.metrics["final_f1_minority"] == pytest.approx(
         json.loads((report.folder / "trials" / child.data.tags[TRIAL_TAG] / "summary.json").read_text())["test"][
             "f1_minority"

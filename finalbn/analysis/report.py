@@ -24,7 +24,7 @@ import finalbn
 from finalbn import tracking
 
 # Importing these modules registers their report sections.
-from finalbn.analysis import batch, factorial, imbalance, tables  # noqa: F401
+from finalbn.analysis import batch, factorial, imbalance, learning_rate, tables  # noqa: F401
 from finalbn.analysis.comparison_figures import comparison_figures
 from finalbn.analysis.grid import GENERIC
 from finalbn.analysis.load import from_folder

@@ -1,29 +1,38 @@
-"""The imbalance threshold: the minority ratio beyond which the final-BN gain stops being meaningful.
+"""The imbalance threshold: the minority ratio from which the final-BN gain can no longer be told from none.
 
-Method (docs/analysis.md has the long form):
+Stated no more precisely than the grid and the seeds allow (docs/analysis.md has the long form):
 
 1. Gain curve. At each swept ratio r (minority / majority training images),
    the gain is the mean over seeds of the paired difference
-   F1(final BN, seed s) - F1(no final BN, seed s), other settings equal.
-2. Margin. A gain is "meaningful" while it is at least ``fraction`` (10%) of
-   the curve's peak gain: the threshold is where 90% of the largest gain has
-   gone, the thesis' "levels off". A fraction of the peak rather than a fixed
-   F1 amount lets the minority and majority classes, whose gains differ
-   several-fold, be compared on one scale. ``margin`` fixes it instead.
-3. Threshold. The ratio at which the gain curve, linearly interpolated
-   between swept ratios, falls below the margin for the last time: from there
-   on every swept ratio's gain is below it. If even the largest ratio's gain is
-   above, the threshold lies beyond the swept range (reported as "> r_max").
-4. Uncertainty. Seeds are resampled with replacement within each ratio (pairs
-   kept together), the gain curve, margin and threshold recomputed, 2,000
-   times; the 2.5% and 97.5% quantiles of those thresholds (beyond-range ones
-   counted as +infinity) are the 95% interval.
-
-A cross-check that needs no margin is reported next to it (``zero_tail``):
-the smallest swept ratio r such that the mean gain over all pairs at ratios
->= r has a bootstrap CI that includes zero, i.e. from r on the gain is
-indistinguishable from none. The tail is pooled because testing each ratio
-on its own would, over many ratios, find a CI that misses zero by chance.
+   F1(final BN, seed s) - F1(no final BN, seed s), other settings equal, with
+   its percentile-bootstrap 95% CI (the gain table's).
+2. Resolved. A ratio's gain is resolved while its CI lies above the margin:
+   0 F1 by default (the gain is distinguishable from none), or a margin in F1
+   units the user states (distinguishable from a gain that small). Not a
+   fraction of the peak: that moves with the peak's noise, and interpolating
+   to it produced a threshold finer than the grid.
+3. Bracket. Going up the swept ratios, the first one whose CI reaches the
+   margin and the one before it: the threshold lies between the two and the
+   grid says no more. The point estimate is the bracket's midpoint on log
+   ratio (the grids are spaced on a log scale: 0.01, 0.02, 0.05, 0.1). Every
+   ratio resolved: no level-off within the swept range (threshold > r_max);
+   the smallest ratio not resolved: no resolved gain. Ratios above the bracket
+   whose gain is resolved again are listed in the table, not the headline:
+   over many ratios some CI misses zero by chance.
+4. Interval. Seeds resampled with replacement within each ratio (pairs kept
+   together), 2,000 times; each replicate gets a bracket by the same rule, its
+   CIs from an inner bootstrap. The interval runs from the 2.5% quantile of
+   the replicates' lower ends to the 97.5% quantile of their upper ends,
+   widened to hold the observed bracket: seed noise and grid resolution
+   together, never narrower than the grid step around the estimate.
+5. Is there a gain at all? One one-sided sign-flip test over every pair
+   (``gain_p``); not rejecting at 5% reports "no resolved gain" whatever the
+   per-ratio CIs say, so that many ratios cannot make a gain appear by chance.
+6. Few seeds. Below ``FEW_SEEDS`` pairs per ratio a percentile bootstrap CI
+   covers far less than 95% (two pairs: their range, 50%), so the bracket may
+   sit too low; the description says so and how many seeds a paired t-test
+   at 5% would need for 80% power to resolve the gain it reports, at the
+   observed paired spread (the pooled within-ratio standard deviation).
 """
 
 from __future__ import annotations
@@ -32,15 +41,28 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
-from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, mean_ci, paired_differences
+from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
 from finalbn.errors import UserError
 
-FRACTION = 0.1
 RATIO = "ratio"
+MINORITY = "data.train_minority"
+# Default margin, in F1 units: a gain is resolved while its CI excludes zero.
+MARGIN = 0.0
+# Pairs per ratio below which bootstrap intervals undercover (the report's FEW_RUNS).
+FEW_SEEDS = 5
+# Inner bootstrap per distinct replicate, as many as the observed CI's.
+INNER_RESAMPLES = 2000
+# Power asked of the paired t-test when sizing seeds.
+POWER = 0.8
+MAX_SEEDS = 1000
+
+Status = Literal["found", "beyond", "no_gain"]
 
 
 @dataclass(frozen=True)
@@ -48,45 +70,77 @@ class Threshold:
     metric: str
     # Other studied settings this threshold holds for, e.g. {"model.unfreeze": "none"}.
     group: dict[str, str]
-    # Margin of the point estimate (fraction x peak gain, or the fixed margin).
+    # In F1 units: a gain is resolved while its CI lies above it.
     margin: float
-    # Ratio where the gain falls below the margin; None when it never does in range.
+    # found: within the swept range; beyond: every ratio resolved; no_gain: none, or no gain overall.
+    status: Status
+    # Last swept ratio with a resolved gain, first one whose CI reaches the margin (found only).
+    bracket: tuple[float, float] | None
+    # The bracket's midpoint on log ratio (found only).
     estimate: float | None
-    # Interval; None for a bound beyond the swept range.
+    # Seed noise and grid resolution; high None: beyond the swept range.
     low: float | None
     high: float | None
-    # What the estimate means when None: "beyond" (gain still above the margin at
-    # the largest ratio) or "no_gain" (below the margin everywhere).
-    status: str
     # One-sided sign-flip p-value of "no gain at any ratio" (statistic: the mean gain over all pairs).
     gain_p: float
-    # Share of bootstrap replicates whose gain never fell below their margin.
+    # Share of bootstrap replicates resolved at every swept ratio.
     beyond_share: float
-    # Swept ratios around the estimate: the last at or above the margin and the next one.
-    # The interval is seed uncertainty under linear interpolation; the grid's own
-    # resolution is this bracket.
-    bracket: tuple[float, float] | None
-    # Cross-check: smallest ratio from which on the pooled gain's CI includes zero (None: never).
-    zero_tail: float | None
+    # Ratios above the bracket whose gain is resolved again.
+    resolved_again: tuple[float, ...]
+    # The gain the description reports (last resolved / at the largest ratio / the largest) and where.
+    reported_gain: float
+    reported_ratio: float
+    # Fewest pairs at a ratio, the pooled paired spread, and the seeds that would resolve reported_gain.
+    seeds: int
+    spread: float
+    seeds_needed: int | None
+    smallest_ratio: float
     largest_ratio: float
-    # Per ratio: pairs, mean gain, CI.
+    # Per ratio: pairs, mean gain, CI, resolved.
     curve: pl.DataFrame
 
     def describe(self) -> str:
-        """One line, e.g. ``f1_minority: gain falls below 10% of its peak at ratio 0.094 [0.081, 0.099]``."""
+        """One line: the bracket of swept ratios first, then the log midpoint and the interval."""
         where = "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
+        reach = "includes 0" if self.margin == 0 else f"reaches the {_fmt(self.margin)} F1 margin"
+        gain = f"{self.reported_gain:+.3f} F1"
         if self.status == "no_gain":
-            return f"{self.metric}{where}: no meaningful final-BN gain at any swept ratio"
-        if self.estimate is None:
-            text = f"{self.metric}{where}: gain still above {_fmt(self.margin)} at the largest ratio, threshold > "
-            return text + f"{_fmt(self.largest_ratio)} (outside the swept range)"
-        text = (
-            f"{self.metric}{where}: threshold ratio {_fmt(self.estimate)} "
-            f"[95% CI {_fmt(self.low)}, {_fmt(self.high, beyond=self.largest_ratio)}]"
+            why = (
+                f"its 95% CI {reach} already at the smallest ratio {_fmt(self.smallest_ratio)}"
+                if not self.curve["resolved"][0]
+                else f"the sign-flip test over all pairs gives p {self.gain_p:.2f}"
+            )
+            text = (
+                f"{self.metric}{where}: no resolved final-BN gain ({why}; largest mean gain {gain} at ratio "
+                f"{_fmt(self.reported_ratio)})"
+            )
+        elif self.status == "beyond":
+            text = (
+                f"{self.metric}{where}: no level-off within the swept range: the gain is resolved at every swept "
+                f"ratio up to {_fmt(self.largest_ratio)} ({gain} there), threshold > {_fmt(self.largest_ratio)} "
+                f"(95% interval from {_fmt(self.low)})"
+            )
+        else:
+            assert self.bracket is not None and self.estimate is not None
+            text = (
+                f"{self.metric}{where}: gain resolved up to ratio {_fmt(self.bracket[0])} ({gain}), its 95% CI "
+                f"first {reach} at {_fmt(self.bracket[1])}: threshold between swept ratios {_fmt(self.bracket[0])} "
+                f"and {_fmt(self.bracket[1])} (log midpoint {_fmt(self.estimate)}; 95% interval with seed noise "
+                f"{_fmt(self.low)} to {_fmt(self.high, beyond=self.largest_ratio)})"
+            )
+        return text + self._seed_caveat()
+
+    def _seed_caveat(self) -> str:
+        if self.seeds >= FEW_SEEDS:
+            return ""
+        text = f"; {self.seeds} seed(s) per ratio (< {FEW_SEEDS}): the intervals are unreliable"
+        if self.seeds_needed is None:
+            return text + " and there is no paired spread to size more seeds from"
+        return (
+            text + f"; resolving {self.reported_gain - self.margin:+.3f} F1 at the observed paired spread (sd "
+            f"{self.spread:.3f}) takes {self.seeds_needed} seeds by a paired t-test (5%, {POWER:.0%} power), "
+            f"and at least {FEW_SEEDS} for the bootstrap intervals to hold"
         )
-        if self.bracket is not None:
-            text += f", between swept ratios {_fmt(self.bracket[0])} and {_fmt(self.bracket[1])}"
-        return text
 
 
 def _fmt(value: float | None, beyond: float | None = None) -> str:
@@ -97,11 +151,11 @@ def _fmt(value: float | None, beyond: float | None = None) -> str:
 
 def with_ratio(trials: pl.DataFrame) -> pl.DataFrame:
     """Adds ``ratio`` = minority / majority training images per class (the thesis' 10 / 1000 = 0.01)."""
-    for column in ("data.train_minority", "data.train_majority"):
+    for column in (MINORITY, "data.train_majority"):
         if column not in trials.columns:
             raise UserError(f"table has no column {column!r}: the imbalance ratio needs both training counts")
     return trials.with_columns(
-        (pl.col("data.train_minority").cast(pl.Float64) / pl.col("data.train_majority").cast(pl.Float64)).alias(RATIO)
+        (pl.col(MINORITY).cast(pl.Float64) / pl.col("data.train_majority").cast(pl.Float64)).alias(RATIO)
     )
 
 
@@ -114,39 +168,17 @@ def gain_pairs(
     return paired_differences(frame, metric, "model.final_norm", "bn", "none", pair_on=pair_on, by=[*by, RATIO])
 
 
-def crossing(ratios: np.ndarray, gains: np.ndarray, margin: np.ndarray) -> np.ndarray:
-    """Per row of ``gains`` (replicates x ratios): where it falls below ``margin`` for the last time.
-
-    +inf: still at or above the margin at the largest ratio; -inf: below it everywhere.
-    """
-    gains = np.atleast_2d(gains)
-    margin = np.broadcast_to(np.asarray(margin, dtype=np.float64).reshape(-1, 1), gains.shape)
-    above = gains >= margin
-    k = gains.shape[1]
-    # Index of the last ratio still at or above the margin.
-    last = k - 1 - np.argmax(above[:, ::-1], axis=1)
-    result = np.empty(gains.shape[0])
-    rows = np.arange(gains.shape[0])
-    none_above = ~above.any(axis=1)
-    at_end = above[:, -1]
-    inner = ~none_above & ~at_end
-    j = last[inner]
-    g0, g1 = gains[rows[inner], j], gains[rows[inner], j + 1]
-    m = margin[rows[inner], j]
-    # Linear interpolation between the last ratio above and the next one below.
-    share = np.where(g0 > g1, (g0 - m) / np.where(g0 > g1, g0 - g1, 1.0), 0.0)
-    result[inner] = ratios[j] + share * (ratios[j + 1] - ratios[j])
-    result[at_end] = np.inf
-    result[none_above] = -np.inf
-    return result
+def first_unresolved(resolved: np.ndarray) -> np.ndarray:
+    """Per row of ``resolved`` (replicates x ratios): index of the first unresolved ratio; the width if none."""
+    resolved = np.atleast_2d(resolved)
+    return np.where(resolved.all(axis=1), resolved.shape[1], np.argmin(resolved, axis=1))
 
 
 def find_threshold(
     trials: pl.DataFrame,
     metric: str = "f1_minority",
     group: dict[str, str] | None = None,
-    fraction: float = FRACTION,
-    margin: float | None = None,
+    margin: float = MARGIN,
     boot: Bootstrap = DEFAULT,
     pair_on: Sequence[str] = ("train.seed",),
 ) -> Threshold:
@@ -159,30 +191,39 @@ def find_threshold(
         )
     curve = aggregate(pairs.sort(RATIO), [RATIO], ["difference"], boot).sort(RATIO)
     curve = curve.rename({"n": "pairs", **{f"difference_{s}": f"gain_{s}" for s in ("mean", "std", "lo", "hi")}})
+    curve = curve.with_columns((pl.col("gain_lo").fill_nan(None) > margin).fill_null(False).alias("resolved"))
     ratios = curve[RATIO].to_numpy()
     if ratios.size < 2:
         raise UserError(f"only one imbalance ratio ({ratios[0]:.3g}) has pairs: a threshold needs two or more")
-    observed = curve["gain_mean"].to_numpy()
-    replicates = _replicate_curves(pairs, ratios, boot)
-    point_margin = _margins(observed[None, :], fraction, margin)
-    estimate = float(crossing(ratios, observed, point_margin)[0])
-    draws = crossing(ratios, replicates, _margins(replicates, fraction, margin))
-    low, high = np.quantile(draws, boot.quantiles(), method="lower")
+    means = curve["gain_mean"].to_numpy()
+    resolved = curve["resolved"].to_numpy()
+    cut = int(first_unresolved(resolved)[0])
     gain_p = gain_p_value(pairs, boot)
-    no_gain = estimate == -math.inf or observed.max() <= 0 or gain_p >= 1 - boot.level
-    status = "no_gain" if no_gain else ("beyond" if estimate == math.inf else "found")
+    status: Status = "no_gain" if cut == 0 or gain_p >= 1 - boot.level else "beyond" if cut == ratios.size else "found"
+    cuts = first_unresolved(_replicate_resolved(pairs, ratios, margin, boot))
+    low, high = _interval(ratios, cuts, cut, boot)
+    reported = {"found": cut - 1, "beyond": ratios.size - 1, "no_gain": int(np.argmax(means))}[status]
+    spread = pooled_spread(pairs)
+    seeds = int(curve["pairs"].min())
+    bracket = (float(ratios[cut - 1]), float(ratios[cut])) if status == "found" else None
     return Threshold(
         metric=metric,
         group=group or {},
-        margin=float(point_margin[0]),
-        estimate=estimate if math.isfinite(estimate) else None,
-        low=_bound(low, ratios),
-        high=_bound(high, ratios),
+        margin=float(margin),
         status=status,
+        bracket=bracket,
+        estimate=math.sqrt(bracket[0] * bracket[1]) if bracket else None,
+        low=low if status != "no_gain" else None,
+        high=high if status != "no_gain" else None,
         gain_p=gain_p,
-        beyond_share=float(np.mean(draws == np.inf)),
-        bracket=_bracket(ratios, estimate),
-        zero_tail=_zero_tail(pairs, ratios, boot),
+        beyond_share=float(np.mean(cuts == ratios.size)),
+        resolved_again=tuple(float(r) for r in ratios[cut + 1 :][resolved[cut + 1 :]]) if status == "found" else (),
+        reported_gain=float(means[reported]),
+        reported_ratio=float(ratios[reported]),
+        seeds=seeds,
+        spread=spread,
+        seeds_needed=seeds_needed(float(means[reported]) - margin, spread, paired=True),
+        smallest_ratio=float(ratios[0]),
         largest_ratio=float(ratios[-1]),
         curve=curve,
     )
@@ -192,8 +233,7 @@ def thresholds(
     trials: pl.DataFrame,
     metrics: Sequence[str] = ("f1_minority", "f1_majority"),
     by: Sequence[str] = (),
-    fraction: float = FRACTION,
-    margin: float | None = None,
+    margin: float = MARGIN,
     boot: Bootstrap = DEFAULT,
 ) -> list[Threshold]:
     """One threshold per metric and per value of ``by`` (e.g. frozen vs unfrozen backbone, plant)."""
@@ -203,7 +243,7 @@ def thresholds(
         subset = trials.filter(*[pl.col(k) == v for k, v in group.items()]) if group else trials
         for metric in metrics:
             label = {k: str(v) for k, v in group.items()}
-            found.append(find_threshold(subset, metric, label, fraction, margin, boot))
+            found.append(find_threshold(subset, metric, label, margin, boot))
     return found
 
 
@@ -213,58 +253,97 @@ def threshold_table(found: Sequence[Threshold]) -> pl.DataFrame:
             {
                 "metric": t.metric,
                 "group": ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.group.items()) or "all",
-                "threshold": t.estimate,
-                "ci_low": t.low,
-                "ci_high": t.high,
                 "status": t.status,
-                "gain_p": t.gain_p,
-                "margin": t.margin,
-                "beyond_range_share": t.beyond_share,
                 "bracket_low": t.bracket[0] if t.bracket else None,
                 "bracket_high": t.bracket[1] if t.bracket else None,
-                "zero_tail": t.zero_tail,
+                "log_midpoint": t.estimate,
+                "interval_low": t.low,
+                "interval_high": t.high,
+                "margin_f1": t.margin,
+                "gain_p": t.gain_p,
+                "beyond_range_share": t.beyond_share,
+                "seeds": t.seeds,
+                "paired_sd": t.spread,
+                "seeds_needed": t.seeds_needed,
+                "resolved_again": ", ".join(f"{r:.3g}" for r in t.resolved_again),
                 "largest_ratio": t.largest_ratio,
             }
             for t in found
         ],
         schema_overrides={
-            k: pl.Float64 for k in ("threshold", "ci_low", "ci_high", "bracket_low", "bracket_high", "zero_tail")
+            **{
+                k: pl.Float64
+                for k in ("bracket_low", "bracket_high", "log_midpoint", "interval_low", "interval_high", "paired_sd")
+            },
+            "seeds_needed": pl.Int64,
         },
     )
 
 
-def _replicate_curves(pairs: pl.DataFrame, ratios: np.ndarray, boot: Bootstrap) -> np.ndarray:
-    """Bootstrap gain curves: each ratio's pairs resampled with replacement (replicates x ratios)."""
+def pooled_spread(pairs: pl.DataFrame) -> float:
+    """Standard deviation of the paired differences within a ratio, pooled over ratios; NaN with one pair each."""
+    groups = pairs.group_by(RATIO).agg(pl.col("difference").var(ddof=1).alias("var"), pl.len().alias("n"))
+    groups = groups.filter(pl.col("n") > 1)
+    dof = int((groups["n"] - 1).sum()) if groups.height else 0
+    if dof == 0:
+        return float("nan")
+    return math.sqrt(float((groups["var"] * (groups["n"] - 1)).sum()) / dof)
+
+
+def seeds_needed(effect: float, spread: float, paired: bool, level: float = 0.95, power: float = POWER) -> int | None:
+    """Seeds per cell for a t-test at ``1 - level`` to detect ``effect`` with ``power``, at ``spread``
+    (scipy.stats.nct: the noncentral t). Paired: one-sample test of the differences; else two groups.
+    None: no spread, no effect, or more than MAX_SEEDS."""
+    if not spread == spread or effect == 0:
+        return None
+    if spread == 0:
+        return 2
+    n = np.arange(2, MAX_SEEDS + 1)
+    dof = n - 1 if paired else 2 * n - 2
+    shift = abs(effect) / spread * (np.sqrt(n) if paired else np.sqrt(n / 2))
+    critical = stats.t.ppf(1 - (1 - level) / 2, dof)
+    achieved = stats.nct.sf(critical, dof, shift) + stats.nct.cdf(-critical, dof, shift)
+    enough = np.flatnonzero(achieved >= power)
+    return int(n[enough[0]]) if enough.size else None
+
+
+def _replicate_resolved(pairs: pl.DataFrame, ratios: np.ndarray, margin: float, boot: Bootstrap) -> np.ndarray:
+    """Per bootstrap replicate and ratio (replicates x ratios): is the replicate's gain resolved?
+
+    Each ratio's pairs are resampled with replacement; the replicate's CI lower
+    bound is the percentile of an inner bootstrap of its resampled pairs, like
+    the observed CI. A replicate is a multiset of the pairs and a few seeds
+    have few multisets (five: 126), so the inner bootstrap runs once per
+    distinct multiset, not per replicate.
+    """
     rng = np.random.default_rng(boot.seed)
-    curves = np.empty((boot.resamples, ratios.size))
+    tail = boot.quantiles()[0]
+    resolved = np.zeros((boot.resamples, ratios.size), dtype=bool)
     for column, ratio in enumerate(ratios):
-        values = pairs.filter(pl.col(RATIO) == ratio)["difference"].to_numpy()
-        values = np.sort(values)  # row order of the table must not change the interval
-        picks = rng.integers(0, values.size, size=(boot.resamples, values.size))
-        curves[:, column] = values[picks].mean(axis=1)
-    return curves
+        values = np.sort(pairs.filter(pl.col(RATIO) == ratio)["difference"].to_numpy())
+        if values.size < 2:
+            continue  # one pair has no interval: never resolved, as observed
+        picks = np.sort(rng.integers(0, values.size, size=(boot.resamples, values.size)), axis=1)
+        multisets, replicate = np.unique(picks, axis=0, return_inverse=True)
+        samples = values[multisets]
+        # One set of inner draws for every multiset (common random numbers): replicates differ by their pairs only.
+        means = samples[:, rng.integers(0, values.size, size=(INNER_RESAMPLES, values.size))].mean(axis=2)
+        # The lower percentile lies above the margin when fewer than that share of the means reach it.
+        resolved[:, column] = (np.mean(means <= margin, axis=1) < tail)[replicate.ravel()]
+    return resolved
 
 
-def _margins(curves: np.ndarray, fraction: float, margin: float | None) -> np.ndarray:
-    if margin is not None:
-        return np.full(curves.shape[0], float(margin))
-    # A peak at or below zero has no meaningful fraction: keep the margin positive.
-    return np.maximum(fraction * curves.max(axis=1), 1e-9)
+def _interval(ratios: np.ndarray, cuts: np.ndarray, cut: int, boot: Bootstrap) -> tuple[float | None, float | None]:
+    """From the replicates' brackets (first unresolved index per replicate) and the observed one.
 
-
-def _bound(value: float, ratios: np.ndarray) -> float | None:
-    if value == math.inf:
-        return None
-    # Replicates below the margin everywhere put the threshold at or under the smallest ratio.
-    return float(ratios[0]) if value == -math.inf else float(value)
-
-
-def _bracket(ratios: np.ndarray, estimate: float) -> tuple[float, float] | None:
-    if not math.isfinite(estimate):
-        return None
-    upper = int(np.searchsorted(ratios, estimate, side="right"))
-    upper = min(max(upper, 1), ratios.size - 1)
-    return float(ratios[upper - 1]), float(ratios[upper])
+    A replicate unresolved at the smallest ratio puts the lower end there: the
+    grid cannot say how far below it the threshold would be.
+    """
+    tail_low, tail_high = boot.quantiles()
+    lower = min(int(np.quantile(cuts, tail_low, method="lower")), cut) - 1
+    upper = max(int(np.quantile(cuts, tail_high, method="higher")), cut)
+    low = float(ratios[max(lower, 0)])
+    return low, float(ratios[upper]) if upper < ratios.size else None
 
 
 def gain_p_value(pairs: pl.DataFrame, boot: Bootstrap = DEFAULT) -> float:
@@ -285,12 +364,12 @@ def gain_p_value(pairs: pl.DataFrame, boot: Bootstrap = DEFAULT) -> float:
     return float(np.mean((signs * values).mean(axis=1) >= values.mean() - 1e-12))
 
 
-def _zero_tail(pairs: pl.DataFrame, ratios: np.ndarray, boot: Bootstrap) -> float | None:
-    """Smallest swept ratio from which on the pooled mean gain's CI includes zero."""
-    for ratio in ratios:
-        tail = pairs.filter(pl.col(RATIO) >= ratio)["difference"].to_numpy()
-        low, high = mean_ci(tail, boot)
-        # One pair has no interval: it cannot show that the gain is zero.
-        if low == low and low <= 0 <= high:
-            return float(ratio)
-    return None
+def minority_brackets(trials: pl.DataFrame, by: Sequence[str], margin: float = MARGIN) -> list[tuple[int, int]]:
+    """The minority-F1 threshold's brackets, per group, in minority training images (``data.train_minority``):
+    what ``--refine`` bisects. Groups whose threshold is not within the swept range have none."""
+    majority = trials["data.train_majority"].cast(pl.Float64)
+    if majority.n_unique() != 1:
+        raise UserError("--refine needs one data.train_majority across the sweep: the ratio is minority / majority")
+    count = float(majority[0])
+    found = thresholds(trials, metrics=("f1_minority",), by=by, margin=margin)
+    return [(round(t.bracket[0] * count), round(t.bracket[1] * count)) for t in found if t.bracket is not None]

@@ -20,11 +20,21 @@ from PIL import Image, UnidentifiedImageError
 
 from finalbn.errors import UserError
 
-# Reasons a file is skipped; they are the keys of Manifest.skipped.
+# Images whose shorter side is below this are skipped, unless image_size itself is
+# smaller. 32 px is CIFAR's size, the smallest these architectures are known to
+# learn from; a smaller file is a thumbnail, an icon or a 1x1 tracking pixel, not
+# a photo of a leaf, and resizing it to the 224 px the torchvision backbones take
+# would invent 48 of every 49 pixels (7x per side). A judgement call, not a
+# measured threshold.
+MIN_SIDE = 32
+
+# Reasons a file is skipped; they and inspect_file's "smaller than N px" are the keys of Manifest.skipped.
 ZERO_BYTE = "zero-byte"
 NOT_AN_IMAGE = "not an image"
 TRUNCATED = "truncated"
 CORRUPT = "corrupt"
+# A path that is not UTF-8 text (listed by Python with surrogate escapes).
+NAME_NOT_UTF8 = "name not UTF-8"
 
 
 @dataclass(frozen=True)
@@ -36,28 +46,48 @@ class FileFacts:
     problem: str | None
 
 
-def inspect_file(path: Path) -> FileFacts:
-    """Hash a file and parse only its image header.
+def inspect_file(path: Path, image_size: int) -> FileFacts:
+    """Hash a file and parse only its image header (format and size).
 
     Cheap enough to run on every candidate file (the bytes are read anyway
-    for the hash), so zero-byte and non-image files are counted over the
-    whole scan, not only among the files a split happens to pick.
+    for the hash), so zero-byte, non-image and too small files are counted
+    over the whole scan, not only among the files a split happens to pick.
+    An image is too small when its shorter side is below both MIN_SIDE and
+    ``image_size``, i.e. when it would be upscaled from less than MIN_SIDE.
     """
+    smallest = min(MIN_SIDE, image_size)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return FileFacts(digest, ZERO_BYTE)
     try:
-        Image.open(io.BytesIO(data)).close()
+        with Image.open(io.BytesIO(data)) as image:
+            shorter = min(image.size)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return FileFacts(digest, NOT_AN_IMAGE)
+    if shorter < smallest:
+        return FileFacts(digest, f"smaller than {smallest} px")
     return FileFacts(digest, None)
 
 
-def inspect_files(paths: list[Path]) -> list[FileFacts]:
+def inspect_files(paths: list[Path], image_size: int) -> list[FileFacts]:
     """:func:`inspect_file` over many files, in order; threads, as I/O and hashing free the GIL."""
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        return list(pool.map(inspect_file, paths))
+        return list(pool.map(lambda path: inspect_file(path, image_size), paths))
+
+
+def is_utf8(text: str) -> bool:
+    """Whether a name listed from the file system is UTF-8 text (no surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path: str) -> str:
+    """A listed path as a message shows it: as is when UTF-8, else the repr of its bytes (b'caf\\xe9.jpg')."""
+    return path if is_utf8(path) else repr(os.fsencode(path))
 
 
 def decode_problem(path: Path) -> str | None:

@@ -12,14 +12,14 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from finalbn.config import DataConfig
-from finalbn.data.images import decode_problem, inspect_files, load_image_tensor
+from finalbn.data.images import NAME_NOT_UTF8, decode_problem, inspect_files, is_utf8, load_image_tensor, shown_path
 from finalbn.errors import UserError
 from finalbn.network import can_reach
 from finalbn.registry import Registry
@@ -51,6 +51,8 @@ class Scan:
     skipped: dict[str, int]
     # Names the data set in messages: "class 'unhealthy' of Apple".
     context: str
+    # The first file skipped for each reason in `skipped`, as messages show it.
+    first_skipped: dict[str, str] = field(default_factory=dict)
 
 
 class DataSource(ABC):
@@ -147,13 +149,27 @@ class _ClassFolderSource(DataSource):
                 for p in sorted((root / folder).iterdir())
                 if p.is_file() and not p.name.startswith(".")
             ]
-        facts = inspect_files([p for p, _ in files])
         skipped: Counter[str] = Counter()
+        first: dict[str, str] = {}
+
+        def skip(path: Path, problem: str) -> None:
+            raise_if_strict(cfg, path, problem)
+            skipped[problem] += 1
+            first.setdefault(problem, shown_path(path.relative_to(root).as_posix()))
+
+        # Skipped, not carried through: the manifest, predictions.parquet and MLflow hold
+        # paths as UTF-8 text (Parquet and JSON strings), which other bytes are not.
+        named = []
+        for path, label_index in files:
+            if is_utf8(path.relative_to(root).as_posix()):
+                named.append((path, label_index))
+            else:
+                skip(path, NAME_NOT_UTF8)
+        facts = inspect_files([p for p, _ in named], cfg.image_size)
         candidates = []
-        for (path, label_index), fact in zip(files, facts, strict=True):
+        for (path, label_index), fact in zip(named, facts, strict=True):
             if fact.problem is not None:
-                raise_if_strict(cfg, path, fact.problem)
-                skipped[fact.problem] += 1
+                skip(path, fact.problem)
                 continue
             candidates.append(
                 Candidate(
@@ -170,6 +186,7 @@ class _ClassFolderSource(DataSource):
             root=str(root),
             skipped=dict(skipped),
             context=classes.context,
+            first_skipped=first,
         )
 
     def decode_problem(self, root: str | None, path: str) -> str | None:

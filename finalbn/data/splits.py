@@ -27,7 +27,7 @@ import polars as pl
 
 from finalbn.config import SPLITS, DataConfig, SplitName
 from finalbn.data.manifest import SCHEMA, Manifest
-from finalbn.data.sources import SOURCES, Candidate, Scan, raise_if_strict
+from finalbn.data.sources import SOURCES, Candidate, DataSource, Scan, raise_if_strict
 from finalbn.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,32 @@ def build_manifest(cfg: DataConfig) -> Manifest:
     source = SOURCES.get(cfg.source)()
     scan = source.scan(cfg)
     skipped = Counter(scan.skipped)
-    candidates = _drop_cross_class_duplicates(scan.candidates, skipped)
+    first = dict(scan.first_skipped)
+    try:
+        rows = _draw_splits(cfg, source, scan, skipped, first)
+    finally:
+        # Before a shortfall is raised too: skipped files are often why a class falls short.
+        if skipped:
+            logger.warning(
+                "skipped files: %s",
+                ", ".join(f"{n} {why} (first: {first[why]})" for why, n in sorted(skipped.items())),
+            )
+    manifest = Manifest(
+        table=_table(scan, rows),
+        classes=scan.classes,
+        minority=scan.minority,
+        root=scan.root,
+        skipped=dict(sorted(skipped.items())),
+    )
+    _log_counts(manifest)
+    return manifest
 
+
+def _draw_splits(
+    cfg: DataConfig, source: DataSource, scan: Scan, skipped: Counter[str], first: dict[str, str]
+) -> list[tuple[Candidate, SplitName, str]]:
+    """Every class's draw; ``skipped`` and ``first`` gain the files passed over on the way."""
+    candidates = _drop_cross_class_duplicates(scan.candidates, skipped, first)
     by_class: dict[int, list[Candidate]] = {i: [] for i in range(len(scan.classes))}
     for candidate in candidates:
         by_class[candidate.label_index].append(candidate)
@@ -68,6 +92,7 @@ def build_manifest(cfg: DataConfig) -> Manifest:
             return True
         raise_if_strict(cfg, Path(scan.root or "") / candidate.path, problem)
         skipped[problem] += 1
+        first.setdefault(problem, candidate.path)
         return False
 
     rows: list[tuple[Candidate, SplitName, str]] = []
@@ -80,29 +105,21 @@ def build_manifest(cfg: DataConfig) -> Manifest:
         if len(drawn) < sum(targets.values()):
             _require(cfg, scan, label_index, usable=len(members), drawn=(len(drawn), len(groups)))
         rows += drawn
-
-    if skipped:
-        logger.warning("skipped files: %s", ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
-    manifest = Manifest(
-        table=_table(scan, rows),
-        classes=scan.classes,
-        minority=scan.minority,
-        root=scan.root,
-        skipped=dict(sorted(skipped.items())),
-    )
-    _log_counts(manifest)
-    return manifest
+    return rows
 
 
-def _drop_cross_class_duplicates(candidates: tuple[Candidate, ...], skipped: Counter[str]) -> list[Candidate]:
+def _drop_cross_class_duplicates(
+    candidates: tuple[Candidate, ...], skipped: Counter[str], first: dict[str, str]
+) -> list[Candidate]:
     """Identical bytes under two labels cannot both be right: drop every copy."""
     labels: dict[str, set[int]] = {}
     for candidate in candidates:
         labels.setdefault(candidate.sha256, set()).add(candidate.label_index)
-    kept = [c for c in candidates if len(labels[c.sha256]) == 1]
-    if len(kept) < len(candidates):
-        skipped[SAME_IMAGE_TWO_CLASSES] += len(candidates) - len(kept)
-    return kept
+    dropped = [c.path for c in candidates if len(labels[c.sha256]) > 1]
+    if dropped:
+        skipped[SAME_IMAGE_TWO_CLASSES] += len(dropped)
+        first.setdefault(SAME_IMAGE_TWO_CLASSES, dropped[0])
+    return [c for c in candidates if len(labels[c.sha256]) == 1]
 
 
 def _groups(members: list[Candidate], class_name: str, by_leaf: bool) -> list[Group]:

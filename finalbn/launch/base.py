@@ -15,14 +15,16 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from finalbn.claims import ClaimedElsewhere, Owner, hold, trial_claim
 from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
-from finalbn.records import FAILURE, RecordError, disk_full_in, read_failure, write_json
+from finalbn.records import FAILURE, SUMMARY, RecordError, disk_full_in, read_failure, write_json
 from finalbn.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
@@ -56,6 +58,8 @@ class TrialEvents(Protocol):
     def retrying(self, job: TrialJob, error: str) -> None: ...
     def finished(self, job: TrialJob) -> None: ...
     def failed(self, job: TrialJob, error: str) -> None: ...
+    # Not trained here: ``owner`` holds its claim, or (None) another owner finished it meanwhile.
+    def elsewhere(self, job: TrialJob, owner: Owner | None) -> None: ...
 
 
 class RunHandle(Protocol):
@@ -81,6 +85,9 @@ class Backend(Protocol):
 
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         """Trials at once, for the cost estimate."""
+
+    def preflight(self) -> None:
+        """Refuse (UserError) a launch that cannot happen here, before the sweep records anything of it."""
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         """Trial id -> where it is running, for trials an earlier invocation left running."""
@@ -111,6 +118,9 @@ class DriverBound:
     in flight from an earlier invocation, and finalbn cancel stops the driver itself."""
 
     workers_record = False
+
+    def preflight(self) -> None:
+        pass
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         return {}
@@ -176,22 +186,39 @@ def run_attempts(
     threads: int,
     worker: dict[str, object] | None = None,
     resume: bool = False,
-) -> bool:
-    """One trial, retried up to ``retries`` times in this process; True when it finished."""
-    events.started(job)
-    for attempt in range(retries + 1):
-        try:
-            execute(job, threads, lambda row: events.epoch(job, row), worker=worker, resume=resume)
-        except Exception:  # a trial's failure must not end the other trials
-            error = traceback.format_exc()
-            if attempt < retries:
-                events.retrying(job, error)
-                continue
-            events.failed(job, error)
-            return False
-        events.finished(job)
-        return True
+) -> bool | None:
+    """One trial, retried up to ``retries`` times in this process under its claim; True when it
+    finished, False when it failed, None when another owner has it (``events.elsewhere``)."""
+    try:
+        with claimed(job):
+            events.started(job)
+            for attempt in range(retries + 1):
+                try:
+                    execute(job, threads, lambda row: events.epoch(job, row), worker=worker, resume=resume)
+                except Exception:  # a trial's failure must not end the other trials
+                    error = traceback.format_exc()
+                    if attempt < retries:
+                        events.retrying(job, error)
+                        continue
+                    events.failed(job, error)
+                    return False
+                events.finished(job)
+                return True
+    except ClaimedElsewhere as taken:
+        events.elsewhere(job, taken.owner)
+        return None
     return False
+
+
+@contextmanager
+def claimed(job: TrialJob) -> Iterator[None]:
+    """The trial's claim while it trains, in whichever process trains it (every backend): two drivers
+    on one folder share the trials. ``ClaimedElsewhere`` when a live owner holds it or finished it."""
+    with hold(trial_claim(job.folder)):
+        # Planned as pending, but another driver may have finished it since.
+        if (job.folder / SUMMARY).exists():
+            raise ClaimedElsewhere(trial_claim(job.folder), None)
+        yield
 
 
 def failed_attempts(job: TrialJob) -> int:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,25 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Searcher
 
+from finalbn.claims import ClaimedElsewhere, Owner
 from finalbn.jobs import TrialJob
-from finalbn.launch.base import DriverBound, Finished, RunHandle, SweepOptions, TrialEvents, execute, local_slots
+from finalbn.launch.base import (
+    DriverBound,
+    Finished,
+    RunHandle,
+    SweepOptions,
+    TrialEvents,
+    claimed,
+    execute,
+    local_slots,
+)
 from finalbn.spec import Axis, SweepSpec, flatten
 from finalbn.tracking import TaskTracking
 
 # The config key that carries a Tune trial's finalbn trial id.
 TRIAL_KEY = "finalbn.trial_id"
+# The last result of a trial that another owner trains or finished: its owner as JSON ("": finished).
+ELSEWHERE_KEY = "finalbn.elsewhere"
 # Keys of an epoch row besides its train_/val_/test_ metrics; Tune adds its own keys to each result.
 _ROW_KEYS = ("epoch", "seconds")
 
@@ -148,7 +161,13 @@ def _fit(backend: str, spec: SweepSpec, jobs: list[TrialJob], options: SweepOpti
         job = by_id[config[TRIAL_KEY]]
         # Node ids, not addresses: nodes of one machine share an IP.
         worker = {"backend": backend, "node_id": ray.get_runtime_context().get_node_id()}
-        execute(job, threads, lambda row: tune.report({**row, "final": False}), worker=worker)
+        try:
+            with claimed(job):
+                execute(job, threads, lambda row: tune.report({**row, "final": False}), worker=worker)
+        except ClaimedElsewhere as taken:
+            owner = "" if taken.owner is None else json.dumps(asdict(taken.owner))
+            tune.report({ELSEWHERE_KEY: owner, "final": True})
+            return
         # The trial's final test metrics (nobn_* too): the row Tune's tables show last.
         tune.report({**_final(job), "final": True})
 
@@ -199,7 +218,11 @@ class _Relay(tune.Callback):
         self.events.retrying(self._job(trial), _error_text(trial))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.events.finished(self._job(trial))
+        owner = trial.last_result.get(ELSEWHERE_KEY)
+        if owner is None:
+            self.events.finished(self._job(trial))
+        else:
+            self.events.elsewhere(self._job(trial), Owner(**json.loads(owner)) if owner else None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.failed(self._job(trial), _error_text(trial))

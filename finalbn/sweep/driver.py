@@ -11,17 +11,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finalbn.errors import UserError
+from finalbn.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import Backend, SweepOptions
 from finalbn.provenance import code_versions
-from finalbn.results import writable_folder
 from finalbn.spec import SweepSpec
 from finalbn.sweep.plan import is_finished, plan, set_aside_damaged
 from finalbn.sweep.progress import DriverEvents, Outcome, Progress
 from finalbn.sweep.record import SweepRecord
-from finalbn.sweep.tables import write_tables
+from finalbn.sweep.tables import summary_table, write_tables
 from finalbn.tracking import Tracker
+
+# How often a driver looks at the trials other drivers train.
+_POLL_SECONDS = 2.0
 
 
 @dataclass
@@ -35,6 +37,8 @@ class SweepReport:
     in_flight: int = 0
     finished: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Pending here, but trained by another driver on the same folder (their claims).
+    by_others: list[str] = field(default_factory=list)
     # The trials run on after this command returned (a submitted Slurm array).
     detached: bool = False
     notes: list[str] = field(default_factory=list)
@@ -43,19 +47,28 @@ class SweepReport:
 
 def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker: Tracker) -> SweepReport:
     started = time.perf_counter()
-    folder = writable_folder(options.out / spec.name)
+    folder = options.out / spec.name
     versions = code_versions()
+    # Checks everything first, then creates the folder.
     jobs = plan(spec, folder, versions["git_commit"])
     state = _State.of(jobs, backend.in_flight(folder, jobs))
     print(state.line(spec.name))
     report = SweepReport(spec, folder, len(jobs), skipped=len(state.done), in_flight=len(state.running))
+    if state.pending:
+        # A launch the backend refuses (no Slurm client) leaves no invocation, no experiment, no run.
+        backend.preflight()
     record = _record(spec, jobs, versions, folder)
     invocation = record.begin(backend.name, skipped=len(state.done), pending=len(state.pending))
     record.write(folder)
-    tracker.start_sweep(
-        spec, versions["git_commit"], pending=len(state.pending), skipped=len(state.done), live=state.live
-    )
-    relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in state.live])
+    # Under the sweep's lock: another driver starting now must see this one's parent run as alive.
+    with sweep_lock(folder):
+        busy = state.live | _claimed_elsewhere(folder, jobs)
+        tracker.start_sweep(
+            spec, versions["git_commit"], pending=len(state.pending), skipped=len(state.done), live=busy
+        )
+        tracking = tracker.task_tracking()
+        me = acquire(driver_claim(folder), run="" if tracking is None else tracking.parent_id)
+    relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in busy])
     if relogged:
         print(f"MLflow: {relogged} finished trials had no finished run (driver killed?); logged from their folders")
     outcome = Outcome()
@@ -65,6 +78,8 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
     try:
         handle = backend.launch(spec, state.pending, options, events, tracker.task_tracking(), state.running)
         handle.wait()
+        if not handle.detached:
+            _await_others(spec, jobs, options, backend, events, tracker, outcome, progress)
         report.detached, report.notes = handle.detached, handle.notes()
         invocation.status = "SUBMITTED" if handle.detached else "FINISHED"
     except KeyboardInterrupt:
@@ -77,20 +92,65 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
         )
         raise
     finally:
+        me.release()
         progress.close()
-        report.finished, report.failed = outcome.finished, outcome.failed
+        report.finished, report.failed, report.by_others = outcome.finished, outcome.failed, outcome.by_others
         invocation.close(outcome.finished, outcome.failed)
         # A submitted array's parent run is complete: the tasks log their own runs under it.
         status = "FINISHED" if invocation.status == "SUBMITTED" else invocation.status
         try:
             record_path = record.write(folder)
-        except UserError:
+            write_tables(folder, jobs)
+        except Exception:
             tracker.end_sweep(status)  # a full disk must not leave runs RUNNING
             raise
-        tracker.end_sweep(status, record_path)
-        write_tables(folder, jobs)
+        # The tables first: the parent run's metrics are the summary's numbers.
+        tracker.end_sweep(status, record_path, summary_table(folder, spec))
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _claimed_elsewhere(folder: Path, jobs: list[TrialJob]) -> frozenset[str]:
+    """Trial ids and MLflow parent run ids that live other drivers own: their runs are not stale."""
+    trials = {job.trial_id for job in jobs if live_owner(trial_claim(job.folder)) is not None}
+    return frozenset(trials | {owner.run for owner in live_drivers(folder) if owner.run})
+
+
+def _await_others(
+    spec: SweepSpec,
+    jobs: list[TrialJob],
+    options: SweepOptions,
+    backend: Backend,
+    events: DriverEvents,
+    tracker: Tracker,
+    outcome: Outcome,
+    progress: Progress,
+) -> None:
+    """Trials another driver held when this one reached them: wait until they finish, so the
+    tables are complete, and train here those whose owner went away without finishing them."""
+    by_id = {job.trial_id: job for job in jobs}
+    shown: set[str] = set()
+    while outcome.elsewhere:
+        owners: dict[str, Owner] = {}
+        orphans = []
+        for trial_id in list(outcome.elsewhere):
+            job = by_id[trial_id]
+            owner = live_owner(trial_claim(job.folder))
+            if is_finished(job):
+                outcome.by_others.append(trial_id)
+            elif owner is None:
+                orphans.append(job)
+            else:
+                owners[trial_id] = owner
+                continue
+            del outcome.elsewhere[trial_id]
+        if orphans:
+            backend.launch(spec, orphans, options, events, tracker.task_tracking(), []).wait()
+        elif owners:
+            if set(owners) != shown:
+                progress.waiting(list(owners.values()))
+                shown = set(owners)
+            time.sleep(_POLL_SECONDS)
 
 
 @dataclass(frozen=True)

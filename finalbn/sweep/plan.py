@@ -13,51 +13,143 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from finalbn.config import DataConfig, trial_id, validate
+from finalbn.config import SPLITS, DataConfig, TrialConfig, trial_id, validate
+from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
-from finalbn.records import SUMMARY, RecordError, read_finished, write_text
+from finalbn.records import SUMMARY, RecordError, read_finished, writable_folder, write_text
 from finalbn.spec import SweepSpec
+
+if TYPE_CHECKING:
+    from finalbn.data import Manifest
 
 MANIFESTS = "manifests"
 # Trial folders whose records did not validate, each beside a file with the reason.
 DAMAGED = "damaged"
+ROLES: tuple[Literal["majority", "minority"], ...] = ("majority", "minority")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What planning resolved in memory: each distinct dataset's manifest, and what was checked."""
+
+    manifests: dict[DataConfig, Manifest]
+    # One line per check, for the dry run: usable vs needed images per class, each model's weights.
+    notes: tuple[str, ...]
+
+
+def check(spec: SweepSpec, download: bool = True) -> Checked:
+    """Every check a plan makes, writing nothing: configs valid, each backbone's weights
+    available (``download``: fetched now when they are not, else only found fetchable),
+    every class able to supply the largest counts the sweep asks of it (one scan per
+    dataset), and each distinct data config's manifest drawn."""
+    from finalbn.data import build_manifest
+
+    trials = spec.trials()
+    for trial in trials:
+        validate(trial.config)
+    configs = [trial.config for trial in trials]
+    notes = [_check_weights(*model, download) for model in dict.fromkeys(_models(configs))]
+    notes += _check_counts(spec, configs)
+    manifests = {data: build_manifest(data) for data in dict.fromkeys(c.data for c in configs)}
+    return Checked(manifests, tuple(notes))
 
 
 def plan(spec: SweepSpec, folder: Path, git_commit: str) -> list[TrialJob]:
     """Resolve every grid point to a job; bad configs or data fail here, before any trial.
 
-    Each distinct dataset's manifest is built once (the only time its image
-    files are hashed) and saved as ``<folder>/manifests/<fingerprint>.parquet``,
-    which travels with every job that trains on it.
+    The folder is created after the checks. Each distinct dataset's manifest is saved as
+    ``<folder>/manifests/<fingerprint>.parquet``, which travels with every job
+    that trains on it.
     """
-    from finalbn.data import build_manifest
-    from finalbn.models import check_weights
-
-    manifests: dict[DataConfig, tuple[str, Path]] = {}
-    checked: set[tuple[str, str]] = set()
+    checked = check(spec)
+    # Made only once the checks passed: a refused sweep leaves no folder behind.
     # Absolute: workers may run in another working directory.
-    folder = folder.resolve()
+    folder = writable_folder(folder).resolve()
+    saved: dict[DataConfig, tuple[str, Path]] = {}
+    for data, manifest in checked.manifests.items():
+        fingerprint = manifest.fingerprint()
+        path = folder / MANIFESTS / f"{fingerprint[:16]}.parquet"
+        if not path.exists():
+            manifest.write(path)
+        saved[data] = (fingerprint, path)
     jobs = []
     for trial in spec.trials():
-        validate(trial.config)
-        model = (trial.config.model.backbone, trial.config.model.weights)
-        if model not in checked:
-            check_weights(*model)
-            checked.add(model)
-        data = trial.config.data
-        if data not in manifests:
-            manifest = build_manifest(data)
-            fingerprint = manifest.fingerprint()
-            path = folder / MANIFESTS / f"{fingerprint[:16]}.parquet"
-            if not path.exists():
-                manifest.write(path)
-            manifests[data] = (fingerprint, path)
-        fingerprint, path = manifests[data]
+        fingerprint, path = saved[trial.config.data]
         tid = trial_id(trial.config, fingerprint)
         jobs.append(TrialJob(trial, tid, fingerprint, folder / "trials" / tid, path, git_commit))
     return jobs
+
+
+def _models(configs: list[TrialConfig]) -> list[tuple[str, str]]:
+    return [(c.model.backbone, c.model.weights) for c in configs]
+
+
+def _check_weights(backbone: str, weights: str, download: bool) -> str:
+    """check_weights, which downloads missing ImageNet weights when their host answers;
+    without ``download`` a missing file whose host answers passes as fetchable."""
+    from finalbn.models import BACKBONES, check_weights
+    from finalbn.models.weights import DOWNLOAD_HOST, hub_checkpoint_path
+    from finalbn.network import can_reach
+
+    spec = BACKBONES.get(backbone)
+    # Only torchvision's ImageNet files are downloaded; every other check writes nothing.
+    if not download and weights == "imagenet" and spec.wheel is None and spec.imagenet is not None:
+        path = hub_checkpoint_path(spec.imagenet)
+        if path.is_file():
+            return f"weights: {backbone} {weights} cached at {path}"
+        if can_reach(DOWNLOAD_HOST):
+            return f"weights: {backbone} {weights} not cached, {DOWNLOAD_HOST} answers: a real run fetches them"
+    check_weights(backbone, weights)
+    return f"weights: {backbone} {weights} available"
+
+
+def _check_counts(spec: SweepSpec, configs: list[TrialConfig]) -> list[str]:
+    """Each class's usable images against the most any trial of the sweep asks of it.
+
+    Checked once per dataset (the data config without its counts) before any
+    manifest is drawn, so a shortfall names the sweep's flags and the largest need.
+    """
+    from finalbn.data import SOURCES
+
+    datasets: dict[DataConfig, list[DataConfig]] = {}
+    for data in dict.fromkeys(c.data for c in configs):
+        datasets.setdefault(data.without_counts(), []).append(data)
+    notes = []
+    for dataset, members in datasets.items():
+        scan = SOURCES.get(dataset.source)().scan(dataset)
+        usable = Counter(candidate.label_index for candidate in scan.candidates)
+        for label_index, name in enumerate(scan.classes):
+            role = ROLES[label_index in scan.minority]
+            largest = max(members, key=lambda d: sum(d.count(s, role) for s in SPLITS))
+            needed = sum(largest.count(s, role) for s in SPLITS)
+            found = usable[label_index]
+            if found < needed:
+                parts = " + ".join(f"{s} {largest.count(s, role):,}" for s in SPLITS)
+                skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(scan.skipped.items()))
+                raise UserError(
+                    f"class {name!r} {scan.context} has {found:,} usable images"
+                    + (f" (files skipped in the data set: {skipped})" if skipped else "")
+                    + f", the sweep needs {needed:,} ({parts}): lower {_count_flags(spec, role)}, "
+                    "or add images to that class"
+                )
+            notes.append(f"data: class {name!r} {scan.context}: {found:,} usable images, at most {needed:,} drawn")
+    return notes
+
+
+def _count_flags(spec: SweepSpec, role: str) -> str:
+    """The sweep flags that set a role's counts: --axis where an axis sweeps the count, else --set."""
+    swept = {axis.name for axis in spec.axes if not axis.joint}
+    fields = [f"data.{s}_{role}" for s in SPLITS]
+    flags = [f"--axis {field}=V1,V2,..." for field in fields if field in swept]
+    fixed = [f"{field}=N" for field in fields if field not in swept]
+    if fixed:
+        flags.append(f"--set {' '.join(fixed)}")
+    return " or ".join(flags)
 
 
 def is_finished(job: TrialJob) -> bool:

@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from finalbn.claims import Owner
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import record_failure
 from finalbn.records import Summary, read_json
@@ -18,6 +19,10 @@ class Outcome:
 
     finished: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Not trained here: trial id -> the live owner of its claim, or None when another owner finished it.
+    elsewhere: dict[str, Owner | None] = field(default_factory=dict)
+    # Of those, the ones the other drivers finished.
+    by_others: list[str] = field(default_factory=list)
 
 
 class DriverEvents:
@@ -52,6 +57,10 @@ class DriverEvents:
             record_failure(job, error)
             self.tracker.finish_trial(job, failed=True)
         self.progress.failed(job)
+
+    def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
+        # Its owner keeps its records and its MLflow run (a child of the owner's parent run).
+        self.progress.elsewhere(job, owner)
 
 
 class Progress:
@@ -94,6 +103,15 @@ class Progress:
         self._end(job)
         self.outcome.failed.append(job.trial_id)
         self._show(job, ended=True)
+
+    def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
+        self.running.pop(job.trial_id, None)
+        self.outcome.elsewhere[job.trial_id] = owner
+
+    def waiting(self, owners: list[Owner]) -> None:
+        """One line while this driver waits on trials that other drivers train."""
+        who = ", ".join(sorted({f"{o.host} pid {o.pid}" for o in owners}))
+        print(f"{len(owners)} trials being trained by another driver ({who}); waiting for them", flush=True)
 
     def close(self) -> None:
         if self.live is not None:

@@ -82,6 +82,8 @@ class SweepRecord:
     code: dict[str, str]
     # Command-line overrides applied to the declared sweep (--set, --axis, --seeds).
     overrides: list[str] = field(default_factory=list)
+    # data.train_minority values --refine added (already among the axes' values): a rerun reuses them.
+    refined: list[int] = field(default_factory=list)
     invocations: list[Invocation] = field(default_factory=list)
     format: int = RECORD_FORMAT
 
@@ -105,6 +107,7 @@ class SweepRecord:
             fingerprints={tid: fingerprint for tid, (_, fingerprint) in planned.items()},
             code=dict(code),
             overrides=list(spec.overrides),
+            refined=list(spec.refined),
         )
 
     def spec(self) -> SweepSpec:
@@ -119,6 +122,7 @@ class SweepRecord:
             preset=self.preset,
             analysis=self.analysis,
             overrides=tuple(self.overrides),
+            refined=tuple(self.refined),
         )
 
     def begin(self, backend: str, skipped: int, pending: int) -> Invocation:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import re
 import sqlite3
 import urllib.error
@@ -19,7 +20,9 @@ from typing import Any
 
 import filelock
 
+from finalbn.config import TrialConfig
 from finalbn.errors import UserError
+from finalbn.spec import SweepSpec, flatten
 
 TRIAL_TAG = "finalbn.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -30,6 +33,83 @@ FINGERPRINT_TAG = "finalbn.dataset_fingerprint"
 ERROR_TAG = "finalbn.error"
 HEADLINE_TAG = "finalbn.report_headline"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# A child's full name ("train_minority=30 final_norm=bn seed=2"); its run name is the short one.
+TRIAL_NAME_TAG = "finalbn.trial_name"
+# The run's description in the UI.
+NOTE_TAG = "mlflow.note.content"
+
+# Config fields only some data sources read, and which. Elsewhere a field left at its default is not logged:
+# an MNIST trial showing data.plant=Apple in the runs table reads as a PlantVillage one.
+_MNIST = frozenset({"mnist", "torchvision-mnist"})
+_FILES = frozenset({"folder", "plantvillage"})
+SOURCE_FIELDS: dict[str, frozenset[str]] = {
+    "data.root": _FILES | {"torchvision-mnist"},
+    "data.plant": frozenset({"plantvillage"}),
+    "data.majority": _MNIST | {"folder"},
+    "data.minority": _MNIST | {"folder"},
+    "data.pool_minority": frozenset({"folder"}),
+    # Leaf ids come from file names; MNIST images have none.
+    "data.group_by_leaf": _FILES,
+    # MNIST images keep their native 28x28.
+    "data.image_size": _FILES,
+}
+# A config field's value when it was not logged (for the reader).
+_DEFAULTS = {key: str(value) for key, value in flatten(TrialConfig()).items()}
+
+
+def config_params(config: TrialConfig) -> dict[str, str]:
+    """A trial's config as MLflow params, without the fields its data source does not read (at their default)."""
+    source = config.data.source
+    return {
+        key: str(value)
+        for key, value in flatten(config).items()
+        if source in SOURCE_FIELDS.get(key, {source}) or str(value) != _DEFAULTS[key]
+    }
+
+
+def with_unlogged_params(params: dict[str, str]) -> dict[str, str]:
+    """A trial's params with the fields ``config_params`` left out at their default: every run, every field."""
+    return {key: _DEFAULTS[key] for key in SOURCE_FIELDS if key not in params} | params
+
+
+def axis_keys(spec: SweepSpec) -> dict[str, str]:
+    """Axis name -> its key in short run names, for the axes with more than one value: the fewest last words
+    of its name that no other such axis ends with ("data.train_minority" -> "minority", but "train_minority"
+    beside "data.val_minority")."""
+    words = {axis.name: re.split(r"[._]", axis.name) for axis in spec.axes if len(axis.values) > 1}
+
+    def key(name: str) -> str:
+        for count in range(1, len(words[name])):
+            tail = words[name][-count:]
+            if all(other[-count:] != tail for axis, other in words.items() if axis != name):
+                return "_".join(tail)
+        return name
+
+    return {name: key(name) for name in words}
+
+
+def short_name(point: dict[str, str], keys: dict[str, str]) -> str:
+    """``minority=30 norm=bn seed=2``: the values that vary across the sweep, short enough for the runs table."""
+    return " ".join(f"{keys[axis]}={label}" for axis, label in point.items() if axis in keys)
+
+
+# MLflow's shared views: the UI opens ``#/experiments/<id>/runs?viewStateShareKey=<key>`` with the columns and
+# the order this experiment tag holds (JSON, the UI's own field names).
+RUNS_VIEW = "finalbn-runs"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW}"
+# The final test numbers worth a column.
+VIEW_METRICS = ("final_f1_minority", "final_f1_majority", "final_nobn_f1_minority", "final_accuracy")
+
+
+def runs_view(spec: SweepSpec) -> str:
+    """The runs table of a sweep: the axes' and the headline metrics' columns, the full names as descriptions,
+    ordered by run name (MLflow lists the invocations' trials flat then, instead of folded under their parent)."""
+    columns = [
+        "attributes.`Description`",
+        *(f"params.`{axis.name}`" for axis in spec.axes if not axis.joint),
+        *(f"metrics.`{name}`" for name in VIEW_METRICS),
+    ]
+    return json.dumps({"orderByKey": "tags.`mlflow.runName`", "orderByAsc": True, "selectedColumns": columns})
 
 
 def default_tracking_uri(directory: Path) -> str:

@@ -24,12 +24,14 @@ from finalbn.tracking.layout import (
     FINGERPRINT_TAG,
     HEADLINE_TAG,
     PARENT_TAG,
+    TRIAL_NAME_TAG,
     TRIAL_TAG,
     VERSION_TAG,
     check_reachable,
     check_store,
     log_artifact,
     store_lock,
+    with_unlogged_params,
 )
 
 # (trial id, file name) -> local copy of that trial's artifact, or None when it has none.
@@ -65,8 +67,8 @@ class RunRecord:
 
     @property
     def trial_name(self) -> str:
-        """The display name without the writer's ``[trial id]`` suffix."""
-        return re.sub(r"\s*\[[0-9a-f]+\]$", "", self.name)
+        """The trial's full name; runs logged before it was a tag: the run name without its ``[trial id]``."""
+        return self.tags.get(TRIAL_NAME_TAG) or re.sub(r"\s*\[[0-9a-f]+\]$", "", self.name)
 
     @property
     def fingerprint(self) -> str | None:
@@ -199,6 +201,7 @@ def _record(run: Any) -> RunRecord:
         status=run.info.status,
         start_time=int(run.info.start_time or 0),
         tags=dict(run.data.tags),
-        params=dict(run.data.params),
+        # A trial's run leaves out the fields its data source does not read: they are back, at their default.
+        params=with_unlogged_params(run.data.params) if TRIAL_TAG in run.data.tags else dict(run.data.params),
         metrics=dict(run.data.metrics),
     )

@@ -11,32 +11,47 @@ stands in when tracking is off.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import polars as pl
 
 import finalbn
 from finalbn.jobs import TrialJob
 from finalbn.records import FAILURE, METRICS, RecordError, Summary, disk_full, read_failure, read_json, read_metrics
-from finalbn.spec import SweepSpec, flatten
+from finalbn.spec import SweepSpec
 from finalbn.tracking.layout import (
     COMMIT_TAG,
     ERROR_TAG,
     EXPERIMENT_KIND_TAG,
     FINGERPRINT_TAG,
+    NOTE_TAG,
     PARENT_TAG,
+    RUNS_VIEW,
+    RUNS_VIEW_TAG,
     SWEEP_TAG,
+    TRIAL_NAME_TAG,
     TRIAL_TAG,
     VERSION_TAG,
+    axis_keys,
     check_reachable,
     check_store,
+    config_params,
     log_artifact,
     metric_key,
     redact,
+    runs_view,
+    short_name,
     store_lock,
 )
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 # Files of a trial folder worth keeping in MLflow; weights stay on disk.
 ARTIFACTS = (
@@ -58,7 +73,7 @@ class Tracker(Protocol):
     def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
     def discard_attempt(self, job: TrialJob) -> None: ...
     def finish_trial(self, job: TrialJob, failed: bool) -> None: ...
-    def end_sweep(self, status: str, record: Path | None = None) -> None: ...
+    def end_sweep(self, status: str, record: Path | None = None, summary: pl.DataFrame | None = None) -> None: ...
     def where(self) -> list[str]: ...
     def task_tracking(self) -> TaskTracking | None: ...
 
@@ -86,7 +101,7 @@ class NullTracker:
     def finish_trial(self, job: TrialJob, failed: bool) -> None:
         pass
 
-    def end_sweep(self, status: str, record: Path | None = None) -> None:
+    def end_sweep(self, status: str, record: Path | None = None, summary: pl.DataFrame | None = None) -> None:
         pass
 
     def where(self) -> list[str]:
@@ -99,41 +114,64 @@ class MlflowTracker:
     def __init__(self, uri: str, artifact_root: Path, thorough_check: bool = True) -> None:
         """``thorough_check``: read every page of a SQLite store before trusting it (see ``check_store``)."""
         check_reachable(uri)
+        # An existing store is checked now, before any trial; a new one is created only when the
+        # sweep first logs (``client``), so a sweep refused at planning leaves no mlruns.db behind.
+        check_store(uri, thorough=thorough_check)
+        self.uri = uri
+        self.artifact_root = artifact_root
+        self.experiment_id = ""
+        self.parent_id = ""
+        # The invocation's parent run, made when it first has something to hold (see start_sweep).
+        self._parent_run: tuple[str, dict[str, str], dict[str, str]] | None = None
+        # Axis name -> its key in the children's short run names.
+        self.run_keys: dict[str, str] = {}
+        # Trial id -> child run id, for runs not yet terminated.
+        self.children: dict[str, str] = {}
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
 
         # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self.uri = uri
-        with store_lock(uri):
-            check_store(uri, thorough=thorough_check)
-            self.client = MlflowClient(tracking_uri=uri)
-        self.artifact_root = artifact_root
-        self.experiment_id = ""
-        self.parent_id = ""
-        # Trial id -> child run id, for runs not yet terminated.
-        self.children: dict[str, str] = {}
+        with store_lock(self.uri):
+            return MlflowClient(tracking_uri=self.uri)
 
     def start_sweep(
         self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
     ) -> None:
-        """``live``: trials still running elsewhere (Slurm tasks), whose runs stay open."""
+        """``live``: trials still running elsewhere (Slurm tasks), whose runs stay open.
+
+        The parent run is made now when trials are pending; a rerun that trains nothing makes one only
+        if ``sync_finished`` logs a trial again, so reruns do not pile up empty parents."""
         self.experiment_id = self._experiment(spec.name)
+        self.client.set_experiment_tag(self.experiment_id, RUNS_VIEW_TAG, runs_view(spec))
         self._close_stale_runs(live)
-        parent = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={
-                SWEEP_TAG: spec.name,
-                "finalbn.reproduces": spec.reproduces,
-                VERSION_TAG: finalbn.__version__,
-                COMMIT_TAG: git_commit,
-                "finalbn.trials_total": str(spec.size()),
-                "finalbn.trials_pending": str(pending),
-                "finalbn.trials_skipped": str(skipped),
-                "mlflow.note.content": spec.description,
-            },
-        )
-        self.parent_id = parent.info.run_id
+        self.run_keys = axis_keys(spec)
+        tags = {
+            SWEEP_TAG: spec.name,
+            "finalbn.reproduces": spec.reproduces,
+            VERSION_TAG: finalbn.__version__,
+            COMMIT_TAG: git_commit,
+            "finalbn.trials_total": str(spec.size()),
+            "finalbn.trials_pending": str(pending),
+            "finalbn.trials_skipped": str(skipped),
+            NOTE_TAG: spec.description,
+        }
+        # The axes and their values: the parent's columns in the runs table, beside its children's params.
+        axes = {axis.name: ", ".join(axis.label(i) for i in range(len(axis.values))) for axis in spec.axes}
+        self._parent_run = (f"{spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}", tags, axes)
+        if pending:
+            self._parent()
+
+    def _parent(self) -> str:
+        if not self.parent_id and self._parent_run is not None:
+            from mlflow.entities import Param
+
+            name, tags, axes = self._parent_run
+            self.parent_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+            self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in axes.items()])
+        return self.parent_id
 
     def sync_finished(self, jobs: list[TrialJob]) -> int:
         """Finished trials (complete folders) whose run is not FINISHED are logged
@@ -168,12 +206,19 @@ class MlflowTracker:
             self.client.delete_run(run_id)
 
     def finish_trial(self, job: TrialJob, failed: bool) -> None:
+        # Here, not at the top: matplotlib loads when a trial's pictures are drawn, not with every --help.
+        from finalbn.tracking.figures import trial_figures
+
         run_id = self._child(job)
         if not failed:
             self._log_final(run_id, job)
         for name in ARTIFACTS:
             if (job.folder / name).exists():
                 self._upload(run_id, job.folder / name)
+        # PNGs, which the UI previews, of the confusion matrix and the learning curves.
+        with tempfile.TemporaryDirectory(prefix="finalbn-figures-") as scratch:
+            for picture in trial_figures(job.folder, job.trial_id, Path(scratch)):
+                self._upload(run_id, picture)
         if failed:
             # Tag values are capped; the whole traceback is in the failure.json artifact.
             self.client.set_tag(run_id, ERROR_TAG, _last_error(job)[-4000:])
@@ -193,19 +238,39 @@ class MlflowTracker:
         metrics = [Metric(metric_key(f"final_{k}"), float(v), now, epochs) for k, v in final.items()]
         self.client.log_batch(run_id, metrics=metrics)
 
-    def end_sweep(self, status: str, record: Path | None = None) -> None:
+    def end_sweep(self, status: str, record: Path | None = None, summary: pl.DataFrame | None = None) -> None:
         """Close the parent and any trial cut short (Ctrl-C, crash): none stays RUNNING.
-        ``record``: the sweep's sweep.json, kept with the parent run."""
+        ``record``: the sweep's sweep.json, kept with the parent run; ``summary``: the sweep's
+        ``summary_table`` so far, its numbers the parent's metrics (the chart view's)."""
         for run_id in self.children.values():
             self.client.set_terminated(run_id, "KILLED" if status == "KILLED" else "FAILED")
         self.children.clear()
         if self.parent_id:
             try:
+                if summary is not None:
+                    self._log_summary(summary)
                 if record is not None and record.exists():
                     self._upload(self.parent_id, record)
             finally:
                 # A full disk under the artifact store must not leave the invocation RUNNING.
                 self.client.set_terminated(self.parent_id, status)
+
+    def _log_summary(self, summary: pl.DataFrame) -> None:
+        """Each row of the summary table as metrics named by its group: ``minority F1/minority:4 norm:bn``."""
+        from mlflow.entities import Metric
+
+        numbers = [c for c in summary.columns if summary.schema[c].is_numeric()]
+        groups = [c for c in summary.columns if c not in numbers]
+        now = int(time.time() * 1000)
+        metrics = []
+        for row in summary.iter_rows(named=True):
+            group = " ".join(f"{self.run_keys.get(c, c)}:{row[c]}" for c in groups)
+            metrics += [
+                Metric(metric_key(f"{c}/{group}" if group else c), float(row[c]), now, 0)
+                for c in numbers
+                if row[c] is not None
+            ]
+        self.client.log_batch(self.parent_id, metrics=metrics)
 
     def _upload(self, run_id: str, path: Path) -> None:
         """``path`` as an artifact of the run; a full disk under the artifact store is the one-line error."""
@@ -222,7 +287,8 @@ class MlflowTracker:
             lines.append(f"  open the UI: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
             # MLflow 3 opens experiments on its GenAI overview; the runs table is one link away.
             lines.append(
-                f"  runs (parent with one child per trial): http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs"
+                f"  runs (parents and one child per trial, the axes as columns): http://127.0.0.1:5000/#/experiments/"
+                f"{self.experiment_id}/runs?viewStateShareKey={RUNS_VIEW}"
             )
         return lines
 
@@ -242,17 +308,23 @@ class MlflowTracker:
     def _child(self, job: TrialJob) -> str:
         if job.trial_id in self.children:
             return self.children[job.trial_id]
-        # A trial that failed in an earlier invocation keeps one run: the old one goes.
+        # A trial that failed in an earlier invocation keeps one run: the old one goes. This driver holds
+        # the trial's claim now; a run under another driver's live (RUNNING) parent stays that parent's.
         for run in self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{job.trial_id}'"
         ):
-            self.client.delete_run(run.info.run_id)
+            parent = run.data.tags.get(PARENT_TAG, self.parent_id)
+            if parent == self.parent_id or self.client.get_run(parent).info.status != "RUNNING":
+                self.client.delete_run(run.info.run_id)
+        # The runs table cuts names at ~30 characters: only the values that vary, the full name as description.
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{job.name} [{job.trial_id}]",
+            run_name=short_name(job.trial.point, self.run_keys) or job.name,
             tags={
-                PARENT_TAG: self.parent_id,
+                PARENT_TAG: self._parent(),
                 TRIAL_TAG: job.trial_id,
+                TRIAL_NAME_TAG: job.name,
+                NOTE_TAG: f"{job.name} (trial {job.trial_id})",
                 FINGERPRINT_TAG: job.fingerprint,
                 VERSION_TAG: finalbn.__version__,
                 COMMIT_TAG: job.git_commit,
@@ -260,14 +332,14 @@ class MlflowTracker:
         )
         from mlflow.entities import Param
 
-        params = [Param(k, str(v)) for k, v in flatten(job.trial.config).items()]
+        params = [Param(k, v) for k, v in config_params(job.trial.config).items()]
         self.client.log_batch(run.info.run_id, params=params)
         self.children[job.trial_id] = run.info.run_id
         return run.info.run_id
 
     def task_tracking(self) -> TaskTracking:
         """What a Slurm task needs to log its trials under this invocation's parent run."""
-        return TaskTracking(self.uri, self.artifact_root, self.experiment_id, self.parent_id)
+        return TaskTracking(self.uri, self.artifact_root, self.experiment_id, self.parent_id, self.run_keys)
 
     def adopt_running(self, trial_id: str) -> None:
         """Continue the trial's RUNNING run (a requeued attempt) instead of starting another."""
@@ -279,9 +351,10 @@ class MlflowTracker:
             self.children[trial_id] = runs[0].info.run_id
 
     def _close_stale_runs(self, live: frozenset[str]) -> None:
-        """Runs a killed invocation left RUNNING are marked KILLED, never left RUNNING."""
+        """Runs a killed invocation left RUNNING are marked KILLED, never left RUNNING. ``live`` names
+        trials (by trial id) and parent runs (by run id) that a live task or driver still owns."""
         for run in self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'"):
-            if run.data.tags.get(TRIAL_TAG) not in live:
+            if run.data.tags.get(TRIAL_TAG, run.info.run_id) not in live:
                 self.client.set_terminated(run.info.run_id, "KILLED")
 
 
@@ -291,6 +364,8 @@ class TaskTracking:
     artifact_root: Path
     experiment_id: str
     parent_id: str
+    # Axis name -> its key in short run names (MlflowTracker.run_keys).
+    run_keys: dict[str, str] = field(default_factory=dict)
 
 
 class TaskTracker:
@@ -304,6 +379,7 @@ class TaskTracker:
         self.inner = MlflowTracker(tracking.uri, tracking.artifact_root, thorough_check=False)
         self.inner.experiment_id = tracking.experiment_id
         self.inner.parent_id = tracking.parent_id
+        self.inner.run_keys = tracking.run_keys
 
     def resume_trial(self, job: TrialJob) -> None:
         with store_lock(self.tracking.uri):
@@ -332,3 +408,4 @@ def _last_error(job: TrialJob) -> str:
         return read_failure(job.folder / FAILURE, job.trial_id).traceback
     except RecordError as error:
         return f"no traceback: {error}"
+

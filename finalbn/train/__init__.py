@@ -5,39 +5,41 @@ schedule, DA, MX), ``features`` (what the network is fed, and the
 frozen-backbone feature cache), ``checkpoint`` (resumable state). No module
 here imports the command line: ``python -m finalbn.train`` goes through
 ``__main__``.
+
+Names load on first use (PEP 562): Python imports this package before
+running ``__main__``, and ``python -m finalbn.train --help`` must not wait
+for torch first.
 """
 
-from finalbn.train.checkpoint import CHECKPOINT_FORMAT, EpochRow, checkpoint_epoch
-from finalbn.train.features import Inputs, Normalizer, extract_features, uses_feature_cache
-from finalbn.train.loop import EpochCallback, TrialResult, predict, resolve_device, train_trial
-from finalbn.train.recipe import (
-    augment,
-    class_weights,
-    make_criterion,
-    make_optimizer,
-    make_scheduler,
-    mixup,
-    steps_per_epoch,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "EpochCallback",
-    "EpochRow",
-    "Inputs",
-    "Normalizer",
-    "TrialResult",
-    "augment",
-    "checkpoint_epoch",
-    "class_weights",
-    "extract_features",
-    "make_criterion",
-    "make_optimizer",
-    "make_scheduler",
-    "mixup",
-    "predict",
-    "resolve_device",
-    "steps_per_epoch",
-    "train_trial",
-    "uses_feature_cache",
-]
+_EXPORTS = {
+    "CHECKPOINT_FORMAT": "finalbn.train.checkpoint",
+    "EpochRow": "finalbn.train.checkpoint",
+    "checkpoint_epoch": "finalbn.train.checkpoint",
+    "Inputs": "finalbn.train.features",
+    "Normalizer": "finalbn.train.features",
+    "extract_features": "finalbn.train.features",
+    "uses_feature_cache": "finalbn.train.features",
+    "EpochCallback": "finalbn.train.loop",
+    "TrialResult": "finalbn.train.loop",
+    "predict": "finalbn.train.loop",
+    "resolve_device": "finalbn.train.loop",
+    "train_trial": "finalbn.train.loop",
+    "augment": "finalbn.train.recipe",
+    "class_weights": "finalbn.train.recipe",
+    "make_criterion": "finalbn.train.recipe",
+    "make_optimizer": "finalbn.train.recipe",
+    "make_scheduler": "finalbn.train.recipe",
+    "mixup": "finalbn.train.recipe",
+    "steps_per_epoch": "finalbn.train.recipe",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

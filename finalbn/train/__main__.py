@@ -1,7 +1,8 @@
 """``python -m finalbn.train``: the ``finalbn train`` command.
 
-The only module of finalbn.train that imports the command line, which itself
-imports finalbn.results and so this package.
+The only module of finalbn.train that imports the command line. Python
+imports the package first; its names load lazily, so ``--help`` answers
+before torch is imported (the command imports it only to train).
 """
 
 from finalbn.cli import train_main

@@ -2,8 +2,8 @@
 
 A frozen backbone fed the same images every epoch (unfreeze none, no DA, no
 MX) computes the same features every epoch, so it runs once per image and
-the head trains on its features, kept in the cache for the other trials of a
-sweep (see :func:`uses_feature_cache`).
+the head trains on its features, kept in the cache per image file for every
+other trial that contains the image (see :func:`uses_feature_cache`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import torch
 
 from finalbn.config import SPLITS, TrialConfig
 from finalbn.data import SplitTensors
-from finalbn.data.cache import FEATURE_CACHE_ENV, cache_enabled, cache_root, cached_array, content_key
+from finalbn.data.cache import FEATURE_CACHE_ENV, cache_enabled, cache_root, cached_rows, content_key
 from finalbn.models import FinalBNNet
 
 # Evaluation batch size: large enough to be fast, small enough for 224 px on CPU.
 EVAL_BATCH = 128
+# Images decoded at once to extract their features: 1,024 at 224 px is 150 MB of pixels.
+DECODE_CHUNK = 8 * EVAL_BATCH
+# Bump when the features stored for the same key change (extraction, shard layout).
+FEATURE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -101,31 +105,43 @@ def uses_feature_cache(config: TrialConfig) -> bool:
 def cached_features(
     model: FinalBNNet, data: SplitTensors, normalize: Normalizer, device: torch.device, cache_dir: Path | None
 ) -> dict[str, torch.Tensor]:
-    """Backbone features of every split, computed once per backbone and data on this
-    kind of device and kept in the cache for the other trials of a sweep."""
-    sizes = [len(data.y[split]) for split in SPLITS]
+    """Backbone features of every split, each image's computed once per backbone on this kind of
+    device and kept in the cache by the image's sha256 for every later trial that contains it.
+
+    Only the images whose features are not cached yet are decoded: none, once they all are.
+    """
     key = content_key(
         "features",
-        data.pixels_key,
+        FEATURE_FORMAT,
+        data.pixels_id,
         _backbone_fingerprint(model),
         data.mean,
         data.std,
-        # CPU and GPU kernels round differently: each keeps its own features.
+        # CPU and GPU kernels round differently, and so may another torch: each keeps its own features.
         device.type,
+        torch.__version__,
+        # On CPU the thread count changes the rounding too (up to 7e-6 measured, EfficientNet-Lite0).
+        torch.get_num_threads() if device.type == "cpu" else None,
     )
-    shape = (sum(sizes), model.feature_dim)
+    ids = [sha for split in SPLITS for sha in data.sha256[split]]
+    path_of = dict(zip(ids, (path for split in SPLITS for path in data.paths[split]), strict=True))
 
-    def build(temp: Path) -> None:
-        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float32, shape=shape)
-        offset = 0
-        for split, size in zip(SPLITS, sizes, strict=True):
-            out[offset : offset + size] = extract_features(model, data.x[split], normalize)
-            offset += size
-        out.flush()
+    def build(missing: list[str]) -> np.ndarray:
+        return extract_files(model, data, [path_of[sha] for sha in missing], normalize)
 
-    stored = cached_array(cache_root(cache_dir) / "features" / f"{key}.npy", shape, np.dtype(np.float32), build)
-    bounds = np.cumsum([0, *sizes])
+    stored = cached_rows(cache_root(cache_dir) / "features", key, ids, model.feature_dim, build)
+    bounds = np.cumsum([0, *(len(data.sha256[split]) for split in SPLITS)])
     return {split: torch.from_numpy(stored[bounds[i] : bounds[i + 1]]) for i, split in enumerate(SPLITS)}
+
+
+def extract_files(model: FinalBNNet, data: SplitTensors, paths: list[str], normalize: Normalizer) -> np.ndarray:
+    """:func:`extract_features` of manifest paths, decoded a chunk at a time so that their pixels
+    are never all in memory; the chunks are whole evaluation batches, so the batches are the same."""
+    features = np.empty((len(paths), model.feature_dim), dtype=np.float32)
+    for start in range(0, len(paths), DECODE_CHUNK):
+        chunk = paths[start : start + DECODE_CHUNK]
+        features[start : start + len(chunk)] = extract_features(model, data.load(chunk), normalize)
+    return features
 
 
 @torch.inference_mode()
@@ -147,6 +163,7 @@ def _backbone_fingerprint(model: FinalBNNet) -> str:
     """
     digest = hashlib.sha256(repr(model.backbone).encode())
     for name, tensor in model.backbone.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        # The strides too: channels-last weights run other kernels, which round differently.
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{tensor.stride()}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()

@@ -22,7 +22,13 @@ from finalbn.config import TrialConfig, validate
 from finalbn.config import trial_id as make_trial_id
 from finalbn.data import Manifest, SplitTensors, load_split_tensors
 from finalbn.errors import UserError
-from finalbn.metrics import calibration_metrics, classification_metrics, confusion
+from finalbn.metrics import (
+    calibration_metrics,
+    classification_metrics,
+    confusion,
+    final_bn_metrics,
+    separation_metrics,
+)
 from finalbn.models import FinalBNNet, create_model, without_final_norm
 from finalbn.train.checkpoint import EpochRow, Progress, resume, save_checkpoint
 from finalbn.train.features import EVAL_BATCH, Inputs, make_inputs
@@ -35,7 +41,8 @@ from finalbn.train.recipe import (
     make_optimizer,
     make_scheduler,
     mixup,
-    steps_per_epoch,
+    round_steps,
+    step_batches,
 )
 
 EpochCallback = Callable[[EpochRow], None]
@@ -87,12 +94,16 @@ def train_trial(
     data = load_split_tensors(manifest, config.data, cache_dir)
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
+    # Channels-last weights make every conv, pool and their backward run in
+    # that layout: the same network and numbers up to summation order, and on
+    # CPU the simple CNN's epoch about 1.4x faster (max-pooling NCHW was 13%
+    # of a trial; benchmarks/main_job.py). Tensors of other ranks are unchanged.
     model = create_model(
         config.model,
         num_classes=len(data.classes),
-        in_channels=data.x["train"].shape[1],
-        image_size=data.x["train"].shape[-1],
-    ).to(device)
+        in_channels=data.image_shape[0],
+        image_size=data.image_shape[-1],
+    ).to(device, memory_format=torch.channels_last)
     inputs = make_inputs(config, model, data, device, cache_dir)
     criterion = make_criterion(config, data, device)
     progress = _start(config, model, len(data.y["train"]), device)
@@ -134,7 +145,7 @@ def _start(config: TrialConfig, model: FinalBNNet, n_train: int, device: torch.d
     return Progress(
         model=model,
         optimizer=optimizer,
-        scheduler=make_scheduler(config, optimizer, steps_per_epoch(n_train, t.batch_size)),
+        scheduler=make_scheduler(config, optimizer, n_train),
         # fp16 needs loss scaling to keep small gradients; bf16 does not.
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype(device, t.amp) == torch.float16),
         generator=torch.Generator().manual_seed(t.seed),
@@ -150,7 +161,8 @@ def _fit(
     """Train the epochs after those in progress.rows, appending and yielding one metric row after each."""
     for epoch in range(len(progress.rows) + 1, config.train.epochs + 1):
         started = time.perf_counter()
-        row: EpochRow = {"epoch": float(epoch), "train_loss": _train_epoch(config, progress, inputs, data, criterion)}
+        loss = _train_epoch(config, progress, inputs, data, criterion, epoch)
+        row: EpochRow = {"epoch": float(epoch), "train_loss": loss}
         row |= _epoch_metrics(config, progress.model, inputs, data, criterion)
         row["seconds"] = time.perf_counter() - started
         progress.rows.append(row)
@@ -158,9 +170,10 @@ def _fit(
 
 
 def _train_epoch(
-    config: TrialConfig, progress: Progress, inputs: Inputs, data: SplitTensors, criterion: Criterion
+    config: TrialConfig, progress: Progress, inputs: Inputs, data: SplitTensors, criterion: Criterion, epoch: int
 ) -> float:
-    """One pass over the training batches; the mean training loss per sample."""
+    """One pass over the training batches (under fixed train.steps: evaluation round ``epoch``'s
+    share of the steps); the mean training loss per sample."""
     t = config.train
     model, generator, device = progress.model, progress.generator, progress.device
     x_train, y_train = inputs.x["train"], data.y["train"]
@@ -168,7 +181,11 @@ def _train_epoch(
     precision = amp_dtype(device, t.amp)
     model.train()
     total, seen = 0.0, 0
-    for index in batches(len(y_train), t.batch_size, generator):
+    if t.steps is None:
+        order = batches(len(y_train), t.batch_size, generator)
+    else:
+        order = step_batches(len(y_train), t.batch_size, generator, round_steps(t.steps, t.epochs, epoch))
+    for index in order:
         batch = inputs.prepare(x_train[index])
         targets = F.one_hot(y_train[index], num_classes).float().to(device)
         if t.augment:
@@ -211,13 +228,15 @@ def _final_evaluation(
     config: TrialConfig, model: FinalBNNet, inputs: Inputs, data: SplitTensors
 ) -> tuple[dict[str, float], pl.DataFrame, np.ndarray]:
     """Test metrics, per-image predictions and confusion matrix of the trained model;
-    with a final BN the metrics and predictions also of the model without it."""
+    with a final BN its learned scale/shift and statistics (bn_*), and the metrics and
+    predictions also of the model without it."""
     output = config.model.output
     test_probs = predict(model, inputs, "test", output)
     y_test = data.y["test"].numpy()
     final = _test_metrics(y_test, test_probs, data)
     predictions = _prediction_frame(data, test_probs, prefix="")
     if config.model.final_norm == "bn":
+        final |= _final_bn_values(model, data)
         removed = predict(without_final_norm(model), inputs, "test", output)
         final |= {f"nobn_{k}": v for k, v in _test_metrics(y_test, removed, data).items()}
         predictions = pl.concat([predictions, _prediction_frame(data, removed, prefix="nobn_")], how="horizontal")
@@ -256,7 +275,19 @@ def _probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
 
 
 def _test_metrics(y: np.ndarray, probs: np.ndarray, data: SplitTensors) -> dict[str, float]:
-    return classification_metrics(y, probs, data.classes, data.minority) | calibration_metrics(y, probs)
+    return (
+        classification_metrics(y, probs, data.classes, data.minority)
+        | calibration_metrics(y, probs)
+        | separation_metrics(y, probs, data.minority)
+    )
+
+
+def _final_bn_values(model: FinalBNNet, data: SplitTensors) -> dict[str, float]:
+    norm = model.final_norm
+    if not isinstance(norm, torch.nn.BatchNorm1d):
+        raise TypeError(f"final_norm bn built a {type(norm).__name__}, not a BatchNorm1d")
+    arrays = [t.detach().float().cpu().numpy() for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var)]
+    return final_bn_metrics(*arrays, data.classes, data.minority)
 
 
 def _prediction_frame(data: SplitTensors, probs: np.ndarray, prefix: str) -> pl.DataFrame:

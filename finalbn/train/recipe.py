@@ -62,12 +62,24 @@ def make_optimizer(config: TrialConfig, model: FinalBNNet) -> torch.optim.Optimi
 
 
 def make_scheduler(
-    config: TrialConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    config: TrialConfig, optimizer: torch.optim.Optimizer, n_train: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     t = config.train
     if t.schedule == "constant":
         return None
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=total_steps(config, n_train))
+
+
+def total_steps(config: TrialConfig, n_train: int) -> int:
+    """Optimizer steps of the whole trial: ``train.steps`` when fixed, else every epoch's."""
+    t = config.train
+    return t.steps if t.steps is not None else t.epochs * steps_per_epoch(n_train, t.batch_size)
+
+
+def round_steps(steps: int, rounds: int, epoch: int) -> int:
+    """Under fixed ``train.steps``: the steps of evaluation round ``epoch`` (1-based) of
+    ``rounds``; the rounds split the steps as evenly as whole numbers allow."""
+    return epoch * steps // rounds - (epoch - 1) * steps // rounds
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
@@ -125,9 +137,46 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[tor
         yield order[start : start + batch_size]
 
 
+def step_batches(n: int, batch_size: int, generator: torch.Generator, steps: int) -> Iterator[torch.Tensor]:
+    """Exactly ``steps`` index batches from successive shuffled passes. A pass is drawn only
+    when it is started, so the generator's state after the call fixes everything that follows
+    (a resumed trial draws what an uninterrupted one would); the rest of a pass cut off is unused."""
+    while steps > 0:
+        for index in batches(n, batch_size, generator):
+            yield index
+            steps -= 1
+            if steps == 0:
+                return
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Optimizer steps in one epoch, for the one-cycle schedule's length."""
     return math.ceil(_usable(n, batch_size) / batch_size)
+
+
+# Fewer optimizer steps than this in a whole trial learn nothing worth comparing: on a small
+# class folder the protocol's batch 64 x 10 epochs made 10 steps, and both settings stayed at chance.
+MIN_STEPS = 20
+
+
+def few_steps(config: TrialConfig, classes: tuple[int, int]) -> tuple[int, str] | None:
+    """The optimizer steps of a trial that makes fewer than MIN_STEPS in all, and how, e.g.
+    (10, "10 epochs x 1 step at batch 64 on 12 training images"); None when it makes enough.
+
+    ``classes``: (majority, minority) class counts. The protocol draws exactly the configured
+    counts per class or fails, so this is the training set's size before it is drawn.
+    """
+    d, t = config.data, config.train
+    n_train = d.train_majority * classes[0] + d.train_minority * classes[1]
+    steps = total_steps(config, n_train)
+    if steps >= MIN_STEPS:
+        return None
+    if t.steps is not None:
+        return steps, f"train.steps {t.steps}"
+    per_epoch = steps_per_epoch(n_train, t.batch_size)
+    epochs = f"{t.epochs} epoch{'s' if t.epochs > 1 else ''}"
+    per = f"{per_epoch} step{'s' if per_epoch > 1 else ''}"
+    return steps, f"{epochs} x {per} at batch {t.batch_size} on {n_train} training images"
 
 
 def _usable(n: int, batch_size: int) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import submitit
 
+from finalbn.claims import live_owner, trial_claim
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import RunHandle, SweepOptions, TrialEvents
 from finalbn.launch.slurm.state import STATE_FILE, SlurmState, Submission, live_trials, task_states
@@ -55,6 +56,10 @@ class SlurmBackend:
 
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         return max_concurrent or self.options.array_parallelism
+
+    def preflight(self) -> None:
+        # No Slurm client, or no controller answering: refused before the driver opens an MLflow run.
+        max_array_size()
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         slurm_dir = folder.resolve() / self.name
@@ -153,7 +158,12 @@ class SlurmHandle:
                     self.events.finished(job)
                 elif job.trial_id not in live:
                     self._reported.add(job.trial_id)
-                    self.events.failed(job, _failure_text(job))
+                    # Its task found another driver training it: the driver waits for that one.
+                    owner = live_owner(trial_claim(job.folder))
+                    if owner is not None:
+                        self.events.elsewhere(job, owner)
+                    else:
+                        self.events.failed(job, _failure_text(job))
                 elif states.get(live[job.trial_id]) == "RUNNING":
                     self.events.started(job)
             if not live:

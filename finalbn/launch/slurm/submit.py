@@ -19,7 +19,7 @@ from finalbn.launch.base import SweepOptions
 
 # A value that goes into an #SBATCH line: no spaces, quotes or newlines, so
 # nothing from the command line can add a line or a shell word to the script.
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=/@+%-]+$")
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_.,:=/@+%-]+")
 # Leave a task time for the trial in progress to reach an epoch boundary.
 _TASK_TIME_FILL = 0.5
 
@@ -41,11 +41,16 @@ class SlurmOptions:
     poll_seconds: float = 10.0
 
 
+def _ascii_digits(text: str) -> bool:
+    # isascii(): "²".isdigit() holds, but int() rejects it.
+    return text.isascii() and text.isdigit()
+
+
 def parse_time(text: str) -> int:
     """Slurm's --time forms (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) -> whole minutes, rounded up."""
     days, dash, clock = text.strip().rpartition("-")
     parts = clock.split(":")
-    if not (days.isdigit() or not dash) or not all(p.isdigit() for p in parts) or len(parts) > 3:
+    if not (_ascii_digits(days) or not dash) or not all(_ascii_digits(p) for p in parts) or len(parts) > 3:
         raise UserError(f"--time {text!r} is not a Slurm time: use minutes (90), HH:MM:SS or D-HH:MM:SS")
     numbers = [int(p) for p in parts]
     if days:
@@ -73,7 +78,8 @@ def parse_extra(pairs: list[str]) -> dict[str, str]:
 
 
 def check_value(flag: str, value: str) -> str:
-    if not _SAFE_VALUE.match(value):
+    # fullmatch: "$" would also match before a final newline.
+    if not _SAFE_VALUE.fullmatch(value):
         raise UserError(f"{flag} {value!r}: only letters, digits and _ . , : = / @ + % - are allowed in sbatch values")
     return value
 

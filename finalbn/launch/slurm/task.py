@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import submitit
 
+from finalbn.claims import Owner
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import record_failure, run_attempts
 from finalbn.tracking import TaskTracker, TaskTracking, task_tracker
@@ -39,7 +40,8 @@ class SweepTask(submitit.helpers.Checkpointable):
                 outcome.skipped.append(job.trial_id)
                 continue
             done = run_attempts(job, events, retries, threads, worker=worker, resume=True)
-            (outcome.finished if done else outcome.failed).append(job.trial_id)
+            # None: another driver's task or worker trains it (its claim); not this task's to report.
+            (outcome.skipped if done is None else outcome.finished if done else outcome.failed).append(job.trial_id)
         return outcome
 
 
@@ -71,6 +73,9 @@ class _TaskEvents:
         record_failure(job, error)
         if self.tracker is not None:
             self.tracker.finish_trial(job, failed=True)
+
+    def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
+        pass  # its owner keeps its records and its MLflow run
 
 
 def _slurm_worker(backend: str) -> dict[str, object]:
