@@ -301,8 +301,8 @@ def dry_run(spec: SweepSpec) -> str:
     setup = ", ".join(f"{TRIAL_SETUP_SECONDS[device]:g} s on {device}" for device in ("cpu", "gpu"))
     lines.append(
         "  (assumed per-image forward costs; frozen trials without DA/MX train on features extracted once per "
-        f"split; every trial adds {setup} for set-up, head and scoring, the whole cost of a trial on cached "
-        "features; --calibrate measures instead)"
+        f"image of each pool's largest draw; every trial adds {setup} for set-up, head and scoring, the whole "
+        "cost of a trial on cached features; --calibrate measures instead)"
     )
     return "\n".join(lines)
 

@@ -6,8 +6,7 @@ must not import the driver and, through it, torch. ``plan`` is not among
 them: the submodule of that name would shadow it (import finalbn.sweep.plan).
 """
 
-import importlib
-from typing import Any
+from finalbn.lazy import lazy_exports
 
 _EXPORTS = {
     "SweepOptions": "finalbn.launch.base",
@@ -23,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ running ``__main__``, and ``python -m finalbn.train --help`` must not wait
 for torch first.
 """
 
-import importlib
-from typing import Any
+from finalbn.lazy import lazy_exports
 
 _EXPORTS = {
     "CHECKPOINT_FORMAT": "finalbn.train.checkpoint",
@@ -39,7 +38,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
