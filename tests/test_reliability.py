@@ -195,7 +195,8 @@ def smoke(cwd: Path, out: Path) -> subprocess.CompletedProcess[str]:
 def unreadable(folder: Path) -> list[str]:
     """Files under ``folder`` that are empty, left temporary, or do not parse: what a torn write leaves."""
     found = []
-    for path in (p for p in folder.rglob("*") if p.is_file()):
+    # filelock's lock files (the sweep's claims lock) are empty by design: not records.
+    for path in (p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")):
         try:
             if path.stat().st_size == 0 or path.name.endswith(".tmp"):
                 raise ValueError("empty or temporary")

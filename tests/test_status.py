@@ -82,12 +82,15 @@ def test_cancel_stops_a_running_sweep_cleanly(tmp_path: Path) -> None:
     folder = tmp_path / "imbalance_ratio-smoke"
     try:
         deadline = time.monotonic() + 180
-        while not list(folder.glob("trials/*/summary.json")):
+        # Between two trials none is running: wait for a moment with one done and the next under way.
+        while not (
+            list(folder.glob("trials/*/summary.json"))
+            and (running := sweep_status(folder)).counts()["done"] >= 1
+            and running.counts()["running"] >= 1
+        ):
             assert time.monotonic() < deadline and driver.poll() is None, "the sweep never finished a trial"
             time.sleep(0.2)
-        running = sweep_status(folder)
         assert running.driver is not None and running.driver.pid == driver.pid
-        assert running.counts()["done"] >= 1 and running.counts()["running"] >= 1
         cancelled = subprocess.run(
             [sys.executable, "-m", "finalbn.cli", "cancel", str(folder)], capture_output=True, text=True, timeout=60
         )

@@ -126,7 +126,8 @@ def store_lock(uri: str) -> Iterator[None]:
         return
     lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(lock_path):
+    # Reentrant in one thread: a Slurm task's tracker holds it while the store's client opens lazily inside.
+    with filelock.FileLock(lock_path, is_singleton=True):
         yield
 
 
