@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from finalbn.config import ModelConfig  # noqa: E402
+from finalbn.config import ModelConfig, TrainConfig  # noqa: E402
 from finalbn.models import create_model  # noqa: E402
 from finalbn.train.recipe import amp_dtype  # noqa: E402
 
@@ -114,7 +114,7 @@ def _throughput(kind: str, backbone: str, device_name: str, args: argparse.Names
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 2, (args.batch,), device=device)
-    precision = amp_dtype(device, enabled=True)
+    precision = amp_dtype(device, TrainConfig(amp=True))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
 

@@ -17,7 +17,9 @@ stage's CPU-seconds scaled to the whole grid and its share of their sum:
 * the tables and the analysis report written at the end.
 
 On 2 cores the wall time is at least half the sum. Shares, not seconds, are
-the result on a shared machine.
+the result on a shared machine. Last, the same four trials are trained again
+side by side, each under the preset's precision (bf16 autocast where the CPU
+has it, train.cpu_amp) and in float32, and the ratio of their times printed.
 """
 
 from __future__ import annotations
@@ -50,16 +52,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the sweep folder here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="finalbn-main-job-") as scratch:
-        rows = breakdown(args.out or Path(scratch))
-    print_shares(rows)
+        rows, probes = breakdown(args.out or Path(scratch))
+        print_shares(rows)
+        print_precision_ratio(probes)
 
 
-def breakdown(out: Path) -> list[tuple[str, float]]:
-    """(stage, CPU-seconds for the whole grid), in the order the main job pays them."""
+def breakdown(out: Path) -> tuple[list[tuple[str, float]], list[Any]]:
+    """(stage, CPU-seconds for the whole grid), in the order the main job pays them, and the probe trials' jobs."""
     rows = [(name, fresh_interpreter(code)) for name, code in IMPORTS.items()]
     rows.append(("ray.init + ray.shutdown (--backend local)", fresh_interpreter(RAY_START)))
-    rows += in_process(out)
-    return rows
+    stages, probes = in_process(out)
+    return rows + stages, probes
 
 
 def fresh_interpreter(code: str) -> float:
@@ -68,7 +71,7 @@ def fresh_interpreter(code: str) -> float:
     return time.perf_counter() - started
 
 
-def in_process(out: Path) -> list[tuple[str, float]]:
+def in_process(out: Path) -> tuple[list[tuple[str, float]], list[Any]]:
     import finalbn.train.loop as loop
     from finalbn.experiments import build_sweeps
     from finalbn.launch.base import execute
@@ -120,7 +123,7 @@ def in_process(out: Path) -> list[tuple[str, float]]:
         ("trials: set-up and folder writes", (trial_total - trial_train - trial_eval) * scale),
         ("MLflow per trial (epochs, artifacts, figures)", logging_total * scale),
         ("tables + report (figures, HTML)", tables + report),
-    ]
+    ], probes
 
 
 def log_trial(tracker: Any, job: Any, rows: list[dict[str, float]]) -> None:
@@ -159,6 +162,28 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = action()
     return time.perf_counter() - started, result
+
+
+def print_precision_ratio(probes: list[Any]) -> None:
+    """Each probe trial trained twice in a row, one torch thread: as configured and in float32."""
+    import torch
+
+    from finalbn.data import Manifest
+    from finalbn.train import train_trial
+
+    torch.set_num_threads(1)
+    configured = fp32 = 0.0
+    precision = "float32"
+    for job in probes:
+        manifest = Manifest.read(job.manifest)
+        result = train_trial(job.trial.config, manifest)
+        precision = result.precision
+        configured += result.seconds
+        fp32 += train_trial(job.trial.config.replace(train={"cpu_amp": False}), manifest).seconds
+    print(
+        f"{len(probes)} trials side by side: {precision} {configured:.1f} s, float32 {fp32:.1f} s "
+        f"(float32 / {precision} = {fp32 / configured:.2f}x)"
+    )
 
 
 def print_shares(rows: list[tuple[str, float]]) -> None:

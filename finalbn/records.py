@@ -93,6 +93,8 @@ class Summary(_Strict):
     trial_id: str
     seconds: float
     device: str
+    # The autocast dtype the trial ran in ("float32": none); None in trials finished before it was recorded.
+    precision: str | None = None
     test: FinalMetrics
     # Where it ran (backend, node, Slurm job, restarts): shown, never computed with.
     worker: dict[str, Any]

@@ -6,7 +6,7 @@ Layout of a trial's folder, ``<out>/<trial id>/``:
   metrics.parquet     one row per epoch, rewritten after each epoch
   predictions.parquet test-set class probabilities per image (and with final BN removed)
   confusion.csv       test confusion matrix of the final model (rows true, columns predicted)
-  summary.json        final test metrics, wall time, device, where it ran (worker)
+  summary.json        final test metrics, wall time, device and precision, where it ran (worker)
   checkpoint.pt       state at the last finished epoch, while the trial runs with resume on
   model.pt            weights (state dict; load with torch.load(weights_only=True))
 """
@@ -90,6 +90,7 @@ def run_trial(
             "trial_id": trial_id,
             "seconds": result.seconds,
             "device": result.device,
+            "precision": result.precision,
             "test": result.final,
             # resumed_from_epoch: the epoch a requeued attempt continued after (0: ran from the start).
             "worker": (worker or {}) | ({"resumed_from_epoch": done} if resume else {}),

@@ -76,11 +76,12 @@ def render(status: SweepStatus) -> str:
     ]
     if status.driver is not None:
         lines.append(f"  driver: pid {status.driver.pid} on {status.driver.host} (finalbn cancel stops it)")
-    width = max((len(label) for labels in status.by_axis().values() for label in labels), default=5)
     for axis, rows in status.by_axis().items():
-        lines.append(f"  {axis}:" + "".join(f"{state:>9}" for state in STATES))
+        # The axis names the label column, so the counts sit under their states.
+        width = max(len(axis), *(len(label) for label in rows))
+        lines.append(f"  {axis:<{width}}" + "".join(f"{state:>9}" for state in STATES))
         for label, row in rows.items():
-            lines.append(f"    {label:<{width}}" + "".join(f"{row.get(state, 0):>9}" for state in STATES))
+            lines.append(f"  {label:<{width}}" + "".join(f"{row.get(state, 0):>9}" for state in STATES))
     return "\n".join(lines)
 
 

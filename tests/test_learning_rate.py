@@ -37,11 +37,13 @@ def optimizer_steps(config: TrialConfig, tmp_path: Path) -> tuple[int, int]:
     return int(state[0]["step"]), len(result.epochs)
 
 
-def test_ids_of_configs_without_steps_are_unchanged() -> None:
-    # Computed before train.steps existed: adding the field must not orphan any finished trial.
+def test_ids_of_configs_without_steps_or_cpu_amp_are_unchanged() -> None:
+    # Computed before train.steps and train.cpu_amp existed: adding a field must not orphan any finished trial.
     assert trial_id(TrialConfig(), "abc") == "5c3bafb5e165"
-    assert trial_id(EMBEDDED_MNIST, "abc") == "fd895902e5b3"
+    assert trial_id(EMBEDDED_MNIST.replace(train={"cpu_amp": False}), "abc") == "fd895902e5b3"
     assert trial_id(TrialConfig().replace(train={"steps": 150}), "abc") != "5c3bafb5e165"
+    # The laptop presets train in bf16 now: other numbers, other trials.
+    assert trial_id(EMBEDDED_MNIST, "abc") != "fd895902e5b3"
 
 
 @pytest.mark.parametrize(("batch_size", "steps"), [(8, 7), (32, 5)], ids=["part-of-a-pass", "many-passes"])

@@ -35,7 +35,7 @@ from finalbn.models import (
 NUM_CLASSES = 2
 BATCH = 4
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-TORCHVISION = [name for name in BACKBONES if BACKBONES.get(name).imagenet is not None]
+TORCHVISION = [name for name in BACKBONES if BACKBONES.get(name).imagenet_weights() is not None]
 # ImageNet weights installed with a wheel (tests/test_efficientnet.py covers them).
 WHEELS = [name for name in BACKBONES if BACKBONES.get(name).wheel is not None]
 FROM_SCRATCH = [name for name in BACKBONES if name not in TORCHVISION and name not in WHEELS]
@@ -355,7 +355,7 @@ def test_imagenet_without_cache_or_network_says_prefetch(backbone: str, hub_dir:
         build(backbone, weights="imagenet")
     message = str(error.value)
     assert f"finalbn prefetch --backbone {backbone}" in message and "\n" not in message
-    assert Path(BACKBONES.get(backbone).imagenet.url).name in message
+    assert Path(BACKBONES.get(backbone).imagenet_weights().url).name in message
 
 
 @pytest.mark.parametrize("backbone", WHEELS)
@@ -378,7 +378,7 @@ def test_imagenet_loads_from_the_hub_cache_without_network(hub_dir: Path, monkey
 
     monkeypatch.setattr(weights_module, "can_reach", no_network)
     reference = torchvision.models.resnet18()
-    cached = hub_dir / "checkpoints" / Path(BACKBONES.get("resnet18").imagenet.url).name
+    cached = hub_dir / "checkpoints" / Path(BACKBONES.get("resnet18").imagenet_weights().url).name
     cached.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), cached)
 
@@ -399,7 +399,7 @@ def test_prefetch_downloads_into_the_hub_cache_when_reachable(hub_dir: Path, mon
     path = prefetch_weights("resnet18")
     assert path.parent == hub_dir / "checkpoints" and path.is_file()
     assert prefetch_weights("resnet18") == path
-    assert fetched == [BACKBONES.get("resnet18").imagenet.url]  # the second call hit the cache
+    assert fetched == [BACKBONES.get("resnet18").imagenet_weights().url]  # the second call hit the cache
 
 
 def test_connectivity_check_gives_up_in_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -326,9 +326,7 @@ def test_a_slurm_time_is_whole_minutes_or_one_line(text: str) -> None:
 
 
 @FAST
-@given(
-    days=st.integers(0, 30), hours=st.integers(0, 23), minutes=st.integers(0, 59), seconds=st.integers(0, 59)
-)
+@given(days=st.integers(0, 30), hours=st.integers(0, 23), minutes=st.integers(0, 59), seconds=st.integers(0, 59))
 def test_a_slurm_time_counts_every_started_minute(days: int, hours: int, minutes: int, seconds: int) -> None:
     total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
     text = f"{days}-{hours:02d}:{minutes:02d}:{seconds:02d}"

@@ -50,4 +50,3 @@ def test_document_recomputes_each_finding_and_marks_missing_sweeps_not_run(smoke
     row = next(line for line in text.splitlines() if "raises minority F1 over the plain network" in line)
     assert gain.text(signed=True) in row
     assert f"| {gain.direction()} |" in row
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +55,15 @@ def test_status_of_a_half_finished_sweep_counts_per_axis_value(tmp_path: Path, m
     assert rows["data.train_minority"]["9"] == {"pending": 2}
     text = render(status)
     assert "half: 6 trials: 2 done, 0 running, 2 failed, 2 pending" in text and "last run: serial, FINISHED" in text
+    # Each axis' table: every count ends where its state's heading ends.
+    lines = text.splitlines()
+    header = lines.index(next(line for line in lines if line.strip().startswith("model.final_norm")))
+    heading, bn, none = lines[header : header + 3]
+    assert heading.split()[1:] == ["done", "running", "failed", "pending"]
+    assert [bn.split()[0], none.split()[0]] == ["bn", "none"]
+    ends = [heading.index(state) + len(state) for state in ("done", "running", "failed", "pending")]
+    for row in (bn, none):
+        assert [m.end() for m in re.finditer(r"\d+", row)] == ends, row
     done = subprocess.run(
         [sys.executable, "-m", "finalbn.cli", "status", "half", "--results-root", str(tmp_path)],
         capture_output=True,

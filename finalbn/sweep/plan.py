@@ -55,8 +55,20 @@ def check(spec: SweepSpec, download: bool = True) -> Checked:
     configs = [trial.config for trial in trials]
     notes = [_check_weights(*model, download) for model in dict.fromkeys(_models(configs))]
     notes += _check_counts(spec, configs)
+    if any(c.train.cpu_amp for c in configs):
+        notes.append(_cpu_precision_note())
     manifests = {data: build_manifest(data) for data in dict.fromkeys(c.data for c in configs)}
     return Checked(manifests, tuple(notes))
+
+
+def _cpu_precision_note() -> str:
+    from finalbn.train.recipe import native_cpu_bf16
+
+    if native_cpu_bf16():
+        here = "native bf16: trials on it train under bf16 autocast"
+    else:
+        here = "no native bf16: trials on it train in float32"
+    return f"precision: train.cpu_amp on; this machine's CPU has {here} (each summary.json records which)"
 
 
 def plan(spec: SweepSpec, folder: Path, git_commit: str) -> list[TrialJob]:
@@ -99,7 +111,7 @@ def _check_weights(backbone: str, weights: str, download: bool) -> str:
     spec = BACKBONES.get(backbone)
     # Only torchvision's ImageNet files are downloaded; every other check writes nothing.
     if not download and weights == "imagenet" and spec.wheel is None and spec.imagenet is not None:
-        path = hub_checkpoint_path(spec.imagenet)
+        path = hub_checkpoint_path(spec.imagenet_weights())
         if path.is_file():
             return f"weights: {backbone} {weights} cached at {path}"
         if can_reach(DOWNLOAD_HOST):

@@ -110,9 +110,7 @@ def recorded(spec: SweepSpec, folder: Path) -> SweepSpec:
     return widened(spec, [v for v in record.refined if v not in _axis(spec).values])
 
 
-def next_values(
-    spec: SweepSpec, found: list[tuple[int, int]], refinement: Refinement
-) -> tuple[list[int], str]:
+def next_values(spec: SweepSpec, found: list[tuple[int, int]], refinement: Refinement) -> tuple[list[int], str]:
     """The midpoints to add next (widest bracket first) and, when none, why the search stops."""
     if not found:
         return [], "no threshold lies within the swept ratios (the headline says why), so there is no bracket"

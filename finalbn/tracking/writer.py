@@ -408,4 +408,3 @@ def _last_error(job: TrialJob) -> str:
         return read_failure(job.folder / FAILURE, job.trial_id).traceback
     except RecordError as error:
         return f"no traceback: {error}"
-

@@ -20,6 +20,7 @@ from finalbn.config import SPLITS, TrialConfig
 from finalbn.data import SplitTensors
 from finalbn.data.cache import FEATURE_CACHE_ENV, cache_enabled, cache_root, cached_rows, content_key
 from finalbn.models import FinalBNNet
+from finalbn.train.recipe import amp_dtype
 
 # Evaluation batch size: large enough to be fast, small enough for 224 px on CPU.
 EVAL_BATCH = 128
@@ -75,9 +76,12 @@ class Inputs:
     # A batch of x -> float network input on the device.
     prepare: Callable[[torch.Tensor], torch.Tensor]
     head_only: bool
+    # The autocast dtype of training and evaluation alike (recipe.amp_dtype); None: float32.
+    precision: torch.dtype | None
 
     def logits(self, model: FinalBNNet, batch: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(batch) if self.head_only else model(batch)
+        with torch.autocast(batch.device.type, dtype=self.precision, enabled=self.precision is not None):
+            return model.forward_head(batch) if self.head_only else model(batch)
 
 
 def make_inputs(
@@ -88,10 +92,11 @@ def make_inputs(
         torch.tensor(data.mean, device=device).view(1, -1, 1, 1),
         torch.tensor(data.std, device=device).view(1, -1, 1, 1),
     )
+    precision = amp_dtype(device, config.train)
     if uses_feature_cache(config):
-        features = cached_features(model, data, normalize, device, cache_dir)
-        return Inputs(features, ToDevice(device), head_only=True)
-    return Inputs(data.x, normalize, head_only=False)
+        features = cached_features(model, data, normalize, device, cache_dir, precision)
+        return Inputs(features, ToDevice(device), head_only=True, precision=precision)
+    return Inputs(data.x, normalize, head_only=False, precision=precision)
 
 
 def uses_feature_cache(config: TrialConfig) -> bool:
@@ -103,10 +108,16 @@ def uses_feature_cache(config: TrialConfig) -> bool:
 
 
 def cached_features(
-    model: FinalBNNet, data: SplitTensors, normalize: Normalizer, device: torch.device, cache_dir: Path | None
+    model: FinalBNNet,
+    data: SplitTensors,
+    normalize: Normalizer,
+    device: torch.device,
+    cache_dir: Path | None,
+    precision: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Backbone features of every split, each image's computed once per backbone on this kind of
     device and kept in the cache by the image's sha256 for every later trial that contains it.
+    ``precision``: the autocast dtype the backbone runs in, as it would without the cache.
 
     Only the images whose features are not cached yet are decoded: none, once they all are.
     """
@@ -122,36 +133,44 @@ def cached_features(
         torch.__version__,
         # On CPU the thread count changes the rounding too (up to 7e-6 measured, EfficientNet-Lite0).
         torch.get_num_threads() if device.type == "cpu" else None,
+        # Only when set, so that float32 features keep the keys they were cached under.
+        *([str(precision)] if precision is not None else []),
     )
     ids = [sha for split in SPLITS for sha in data.sha256[split]]
     path_of = dict(zip(ids, (path for split in SPLITS for path in data.paths[split]), strict=True))
 
     def build(missing: list[str]) -> np.ndarray:
-        return extract_files(model, data, [path_of[sha] for sha in missing], normalize)
+        return extract_files(model, data, [path_of[sha] for sha in missing], normalize, precision)
 
     stored = cached_rows(cache_root(cache_dir) / "features", key, ids, model.feature_dim, build)
     bounds = np.cumsum([0, *(len(data.sha256[split]) for split in SPLITS)])
     return {split: torch.from_numpy(stored[bounds[i] : bounds[i + 1]]) for i, split in enumerate(SPLITS)}
 
 
-def extract_files(model: FinalBNNet, data: SplitTensors, paths: list[str], normalize: Normalizer) -> np.ndarray:
+def extract_files(
+    model: FinalBNNet, data: SplitTensors, paths: list[str], normalize: Normalizer, precision: torch.dtype | None
+) -> np.ndarray:
     """:func:`extract_features` of manifest paths, decoded a chunk at a time so that their pixels
     are never all in memory; the chunks are whole evaluation batches, so the batches are the same."""
     features = np.empty((len(paths), model.feature_dim), dtype=np.float32)
     for start in range(0, len(paths), DECODE_CHUNK):
         chunk = paths[start : start + DECODE_CHUNK]
-        features[start : start + len(chunk)] = extract_features(model, data.load(chunk), normalize)
+        features[start : start + len(chunk)] = extract_features(model, data.load(chunk), normalize, precision)
     return features
 
 
 @torch.inference_mode()
-def extract_features(model: FinalBNNet, images: torch.Tensor, normalize: Normalizer) -> np.ndarray:
-    """The backbone's [N, D] float32 features of uint8 images, in eval mode (as a frozen backbone trains)."""
+def extract_features(
+    model: FinalBNNet, images: torch.Tensor, normalize: Normalizer, precision: torch.dtype | None = None
+) -> np.ndarray:
+    """The backbone's [N, D] features of uint8 images as float32, in eval mode (as a frozen backbone
+    trains), under autocast to ``precision`` when given."""
     model.eval()
     features = np.empty((len(images), model.feature_dim), dtype=np.float32)
     for start in range(0, len(images), EVAL_BATCH):
         chunk = normalize(images[start : start + EVAL_BATCH])
-        features[start : start + len(chunk)] = model.forward_features(chunk).float().cpu().numpy()
+        with torch.autocast(chunk.device.type, dtype=precision, enabled=precision is not None):
+            features[start : start + len(chunk)] = model.forward_features(chunk).float().cpu().numpy()
     return features
 
 

@@ -63,6 +63,8 @@ class TrialResult:
     final: dict[str, float]
     state_dict: dict[str, torch.Tensor]
     device: str
+    # The autocast dtype training and evaluation ran in ("float32": none).
+    precision: str
     seconds: float
 
 
@@ -126,6 +128,7 @@ def train_trial(
         final=final,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
         device=str(device),
+        precision=str(inputs.precision or torch.float32).removeprefix("torch."),
         seconds=time.perf_counter() - started,
     )
 
@@ -147,7 +150,7 @@ def _start(config: TrialConfig, model: FinalBNNet, n_train: int, device: torch.d
         optimizer=optimizer,
         scheduler=make_scheduler(config, optimizer, n_train),
         # fp16 needs loss scaling to keep small gradients; bf16 does not.
-        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype(device, t.amp) == torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype(device, t) == torch.float16),
         generator=torch.Generator().manual_seed(t.seed),
         mixup_rng=np.random.default_rng(t.seed),
         rows=[],
@@ -178,7 +181,6 @@ def _train_epoch(
     model, generator, device = progress.model, progress.generator, progress.device
     x_train, y_train = inputs.x["train"], data.y["train"]
     num_classes = len(data.classes)
-    precision = amp_dtype(device, t.amp)
     model.train()
     total, seen = 0.0, 0
     if t.steps is None:
@@ -192,8 +194,7 @@ def _train_epoch(
             batch = augment(batch, generator)
         if t.mixup_alpha > 0:
             batch, targets = mixup(batch, targets, t.mixup_alpha, progress.mixup_rng, generator)
-        with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
-            logits = inputs.logits(model, batch)
+        logits = inputs.logits(model, batch)
         # The loss runs in float32: BCE is unsafe under fp16 autocast.
         loss = criterion(logits.float(), targets)
         progress.optimizer.zero_grad(set_to_none=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from finalbn.config import TrialConfig
+from finalbn.config import TrainConfig, TrialConfig
 from finalbn.data import SplitTensors
 from finalbn.models import FinalBNNet
 
@@ -82,11 +82,22 @@ def round_steps(steps: int, rounds: int, epoch: int) -> int:
     return epoch * steps // rounds - (epoch - 1) * steps // rounds
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """The autocast dtype of mixed precision, None for float32 (CPU, or amp off)."""
-    if device.type != "cuda" or not enabled:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def amp_dtype(device: torch.device, train: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of mixed precision, None for float32: CUDA under ``amp``, a CPU
+    with native bf16 under ``cpu_amp``."""
+    if device.type == "cuda":
+        if not train.amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and train.cpu_amp and native_cpu_bf16():
+        return torch.bfloat16
+    return None
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware; elsewhere bf16 is emulated, slower than float32.
+    torch offers this query only as private torch.cpu functions."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
