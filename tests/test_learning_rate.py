@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import torch
 
+from finalbn.analysis.learning_rate import compact, lr_table
 from finalbn.analysis.report import write_report
 from finalbn.config import TrialConfig, trial_id, validate
 from finalbn.data import build_manifest
@@ -161,3 +162,18 @@ def test_report_sections_for_both_sweeps(smoke_sweeps: Path) -> None:
     steps = write_report(smoke_sweeps / "batch_steps-smoke")
     assert steps.kind == "batch_steps"
     assert steps.headline.startswith("At a fixed 4 optimizer steps: Batch optimum: ")
+
+
+def test_the_report_table_names_every_learning_rate_exactly() -> None:
+    # Rounded like the metrics (3 digits), 1e-4 and 3e-4 both printed 0.000 in docs/reproduction.md.
+    trials = pl.DataFrame(
+        {
+            "train.lr": [1e-4, 1e-4, 3e-4, 3e-4, 3e-3, 3e-3],
+            "model.final_norm": ["bn", "none"] * 3,
+            "train.seed": [0] * 6,
+            "f1_minority": [0.7, 0.6, 0.8, 0.75, 0.97, 0.7],
+        }
+    )
+    table = compact(lr_table(trials), ())
+    assert table["train.lr"].to_list() == ["0.0001", "0.0001", "0.0003", "0.0003", "0.003", "0.003"]
+    assert table["f1_minority_mean"].to_list() == pytest.approx([0.7, 0.6, 0.8, 0.75, 0.97, 0.7])

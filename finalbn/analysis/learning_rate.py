@@ -67,9 +67,11 @@ def bn_gains(trials: pl.DataFrame, by: Sequence[str] = (), boot: Bootstrap = DEF
 
 
 def compact(table: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
-    """The report's view of ``lr_table``: F1 with its CI, the other metrics' means."""
+    """The report's view of ``lr_table``: F1 with its CI, the other metrics' means. The learning
+    rate as text: rounded like the metrics, 1e-4 and 3e-4 would both read 0.000."""
     means = [f"{m}_mean" for m in EXPLAINING[1:] if f"{m}_mean" in table.columns]
-    return table.select(*by, LR, BN, "n", "f1_minority_mean", "f1_minority_lo", "f1_minority_hi", *means).rename(
+    rate = pl.col(LR).cast(pl.String)
+    return table.select(*by, rate, BN, "n", "f1_minority_mean", "f1_minority_lo", "f1_minority_hi", *means).rename(
         {c: c.removesuffix("_mean") for c in means}
     )
 
