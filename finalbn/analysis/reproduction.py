@@ -99,6 +99,11 @@ class Interval:
             return "contradicted"
         return "inconclusive"
 
+    def finding(self, where: str, claim: str, thesis: str, expected: float | None = None) -> Finding:
+        """The finding of a claim that this difference is positive; ``expected``: the thesis' difference."""
+        inside = "-" if expected is None else self.contains(expected)
+        return Finding(where, claim, thesis, self.text(signed=True), self.direction(), inside)
+
 
 @dataclass(frozen=True)
 class Part:
@@ -185,29 +190,24 @@ def headline_part(data: SweepData | None) -> Part:
         return Part([_planned("Table 4.2", "final BN raises minority F1 over plain, per plant")], _nothing)
     trials = data.trials
     findings = []
-    for plant in _plants(trials):
-        frame = trials.filter(pl.col(PLANT) == plant) if PLANT in trials.columns else trials
+    for plant, frame in _by_plant(trials):
         plain, wl, bn, improvement = thesis.TABLE_4_2.get(plant, {}).get("minority", (np.nan,) * 4)
         gain = _paired(frame, "f1_minority", "axis.variant", "final_BN", "plain")
         findings.append(
-            Finding(
+            gain.finding(
                 f"Table 4.2, {plant}",
                 "final BN raises minority F1 over the plain network",
                 f"{plain:.3f} -> {bn:.3f} (+{bn - plain:.3f})",
-                gain.text(signed=True),
-                gain.direction(),
-                gain.contains(bn - plain),
+                bn - plain,
             )
         )
         over_wl = _paired(frame, "f1_minority", "axis.variant", "final_BN", "WL")
         findings.append(
-            Finding(
+            over_wl.finding(
                 f"Table 4.2, {plant}",
                 "final BN beats the weighted loss",
                 f"{wl:.3f} -> {bn:.3f} (+{improvement:.3f})",
-                over_wl.text(signed=True),
-                over_wl.direction(),
-                over_wl.contains(improvement),
+                improvement,
             )
         )
         level = Interval.of(frame.filter(pl.col("axis.variant") == "final_BN")["f1_minority"])
@@ -223,14 +223,12 @@ def headline_part(data: SweepData | None) -> Part:
         )
         brier = _paired(frame, "brier", "axis.variant", "plain", "final_BN")
         findings.append(
-            Finding(
+            brier.finding(
                 f"Figure 4.9, {plant}",
                 "final BN lowers the Brier score (plain minus final BN > 0)",
                 f"{thesis.FIGURE_4_9_BRIER['none']:.3f} -> {thesis.FIGURE_4_9_BRIER['bn']:.3f}"
                 if plant == "Apple"
                 else "-",
-                brier.text(signed=True),
-                brier.direction(),
             )
         )
 
@@ -247,8 +245,7 @@ def bn_removal_part(data: SweepData | None) -> Part:
         return Part([_planned("Table 4.6", "removing the final BN at test keeps most of the gain")], _nothing)
     trials = data.trials
     findings = []
-    for plant in _plants(trials):
-        frame = trials.filter(pl.col(PLANT) == plant) if PLANT in trials.columns else trials
+    for plant, frame in _by_plant(trials):
         none, kept = thesis.TABLE_4_6["no final BN"][plant][1], thesis.TABLE_4_6["final BN"][plant][1]
         removed = thesis.TABLE_4_6["final BN removed at test"][plant][1]
         bn = frame.filter(pl.col("model.final_norm") == "bn")
@@ -257,24 +254,20 @@ def bn_removal_part(data: SweepData | None) -> Part:
         both = pl.concat([frame.filter(pl.col("model.final_norm") == "none"), stripped], how="diagonal_relaxed")
         keeps = _paired(both, "f1_minority", "model.final_norm", "bn", "none")
         findings.append(
-            Finding(
+            keeps.finding(
                 f"Table 4.6, {plant}",
                 "trained with final BN, removed at test: still better than never having it",
                 f"{none:.2f} -> {removed:.2f} (+{removed - none:.2f})",
-                keeps.text(signed=True),
-                keeps.direction(),
-                keeps.contains(removed - none),
+                removed - none,
             )
         )
         loss = Interval.of((bn["f1_minority"] - bn["nobn_f1_minority"]).to_list())
         findings.append(
-            Finding(
+            loss.finding(
                 f"Table 4.6, {plant}",
                 "removing it costs part of the gain (kept minus removed > 0)",
                 f"{kept:.2f} - {removed:.2f} = {kept - removed:.2f}",
-                loss.text(signed=True),
-                loss.direction(),
-                loss.contains(kept - removed),
+                kept - removed,
             )
         )
 
@@ -392,12 +385,8 @@ def learning_rate_part(data: SweepData | None) -> Part:
     by = _plant_group(data.trials)
     gains = bn_gains(data.trials, by).filter(pl.col("metric") == "f1_minority")
     findings = [
-        Finding(
-            f"Learning rate {row[LR]:g}{f', {row[PLANT]}' if by else ''}",
-            claim,
-            "-",
-            Interval(row["difference_mean"], row["difference_lo"], row["difference_hi"], row["pairs"]).text(True),
-            Interval(row["difference_mean"], row["difference_lo"], row["difference_hi"], row["pairs"]).direction(),
+        Interval(row["difference_mean"], row["difference_lo"], row["difference_hi"], row["pairs"]).finding(
+            f"Learning rate {row[LR]:g}{f', {row[PLANT]}' if by else ''}", claim, "-"
         )
         for row in gains.iter_rows(named=True)
     ]
@@ -468,11 +457,12 @@ def _plant_group(trials: pl.DataFrame) -> list[str]:
     return [PLANT] if PLANT in trials.columns and trials[PLANT].n_unique() > 1 else []
 
 
-def _plants(trials: pl.DataFrame) -> list[str]:
+def _by_plant(trials: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """Each plant present with its trials, in the thesis' order; trials without a plant axis are Apple's."""
     if PLANT not in trials.columns:
-        return ["Apple"]
+        return [("Apple", trials)]
     present = trials[PLANT].unique().to_list()
-    return [p for p in PLANTS if p in present]
+    return [(p, trials.filter(pl.col(PLANT) == p)) for p in PLANTS if p in present]
 
 
 def _paired(frame: pl.DataFrame, metric: str, factor: str, treated: str, control: str) -> Interval:
