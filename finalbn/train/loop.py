@@ -34,7 +34,6 @@ from finalbn.train.checkpoint import EpochRow, Progress, resume, save_checkpoint
 from finalbn.train.features import EVAL_BATCH, Inputs, make_inputs
 from finalbn.train.recipe import (
     Criterion,
-    amp_dtype,
     augment,
     batches,
     make_criterion,
@@ -108,7 +107,7 @@ def train_trial(
     ).to(device, memory_format=torch.channels_last)
     inputs = make_inputs(config, model, data, device, cache_dir)
     criterion = make_criterion(config, data, device)
-    progress = _start(config, model, len(data.y["train"]), device)
+    progress = _start(config, model, len(data.y["train"]), device, inputs.precision)
     if checkpoint is not None:
         resume(progress, checkpoint, tid)
     for row in _fit(config, progress, inputs, data, criterion):
@@ -141,8 +140,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _start(config: TrialConfig, model: FinalBNNet, n_train: int, device: torch.device) -> Progress:
-    """The state before epoch 1; its generators are seeded from config.train.seed."""
+def _start(
+    config: TrialConfig, model: FinalBNNet, n_train: int, device: torch.device, precision: torch.dtype | None
+) -> Progress:
+    """The state before epoch 1; its generators are seeded from config.train.seed. ``precision``:
+    the inputs' autocast dtype."""
     t = config.train
     optimizer = make_optimizer(config, model)
     return Progress(
@@ -150,7 +152,7 @@ def _start(config: TrialConfig, model: FinalBNNet, n_train: int, device: torch.d
         optimizer=optimizer,
         scheduler=make_scheduler(config, optimizer, n_train),
         # fp16 needs loss scaling to keep small gradients; bf16 does not.
-        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype(device, t) == torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
         generator=torch.Generator().manual_seed(t.seed),
         mixup_rng=np.random.default_rng(t.seed),
         rows=[],
