@@ -1,6 +1,6 @@
 """What every finalbn command shares: one-line usage errors and the guarded run.
 
-Its own module, with no finalbn imports beyond the errors, so that each command
+Its own module, with no finalbn imports beyond the errors and interrupts, so that each command
 line (trial, sweep, analysis) imports it without importing the others.
 """
 
@@ -12,6 +12,7 @@ import sys
 import typing
 from collections.abc import Callable
 
+from finalbn import interrupts
 from finalbn.errors import UserError
 
 
@@ -29,8 +30,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def guarded(action: Callable[[], None], debug: bool) -> int:
     """Run a command: user errors become one line and exit 2; Ctrl-C (or
-    SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran,
+    also when a finalizer swallowed it (see finalbn.interrupts)."""
+    previous = {number: signal.signal(number, interrupts.handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         action()
     except UserError as error:
@@ -41,9 +43,8 @@ def guarded(action: Callable[[], None], debug: bool) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        swallowed = interrupts.pending()
+        interrupts.reset()
+    return 130 if swallowed else 0

@@ -1,7 +1,9 @@
 """Fault injection for tests, loaded into workers through FINALBN_TRIAL_HOOK=faults:inject.
 
 FINALBN_FAULT="MODE:SELECTOR[:N]". MODE "raise" raises in the trial, "exit"
-kills its worker process (os._exit). SELECTOR "p=0.3" hits that fraction of
+kills its worker process (os._exit), "sigint" sends the worker process a
+Ctrl-C that a finalizer swallows (Python prints "Exception ignored in" and
+goes on; under the serial backend the worker is the driver). SELECTOR "p=0.3" hits that fraction of
 trials (by trial-id hash, so the same ones every run), any other text hits
 trials whose readable name contains it. N limits the fault to a trial's first
 N attempts. Workers import this module from tests/ (on PYTHONPATH, see ``env``).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 from finalbn.jobs import TrialJob
@@ -41,4 +44,15 @@ def inject(job: TrialJob) -> None:
         return
     if mode == "exit":
         os._exit(3)
+    if mode == "sigint":
+        _Finalizer()
+        return
     raise RuntimeError(f"fault injected by {FAULT_ENV}={rule}")
+
+
+class _Finalizer:
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        # The handler runs at the next bytecode, still inside __del__, which can only print it.
+        for _ in range(3):
+            pass

@@ -29,6 +29,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Searcher
 
+from finalbn import interrupts
 from finalbn.claims import ClaimedElsewhere, Owner
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import (
@@ -205,6 +206,10 @@ class _Relay(tune.Callback):
     def __init__(self, by_id: dict[str, TrialJob], events: TrialEvents) -> None:
         self.by_id = by_id
         self.events = events
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # Between trial events too (a long epoch): a Ctrl-C a finalizer swallowed.
+        interrupts.check()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.events.started(self._job(trial))

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finalbn import interrupts
 from finalbn.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import Backend, SweepOptions
@@ -150,7 +151,7 @@ def _await_others(
             if set(owners) != shown:
                 progress.waiting(list(owners.values()))
                 shown = set(owners)
-            time.sleep(_POLL_SECONDS)
+            interrupts.sleep(_POLL_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from finalbn import interrupts
 from finalbn.claims import Owner
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import record_failure
@@ -27,7 +28,9 @@ class Outcome:
 
 class DriverEvents:
     """Trial events -> failure records and the tracker (unless the workers keep
-    those themselves, as Slurm tasks do), plus the status line."""
+    those themselves, as Slurm tasks do), plus the status line. Each event
+    ends by raising a Ctrl-C that a finalizer swallowed: every backend's
+    driver loop passes through here."""
 
     def __init__(self, tracker: Tracker | None, progress: Progress) -> None:
         # None: the workers record failures and MLflow runs; only show progress.
@@ -36,31 +39,37 @@ class DriverEvents:
 
     def started(self, job: TrialJob) -> None:
         self.progress.started(job)
+        interrupts.check()
 
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
         self.progress.epoch(job, int(row["epoch"]))
         if self.tracker is not None:
             self.tracker.log_epoch(job, row)
+        interrupts.check()
 
     def retrying(self, job: TrialJob, error: str) -> None:
         if self.tracker is not None:
             record_failure(job, error)
             self.tracker.discard_attempt(job)
+        interrupts.check()
 
     def finished(self, job: TrialJob) -> None:
         if self.tracker is not None:
             self.tracker.finish_trial(job, failed=False)
         self.progress.finished(job)
+        interrupts.check()
 
     def failed(self, job: TrialJob, error: str) -> None:
         if self.tracker is not None:
             record_failure(job, error)
             self.tracker.finish_trial(job, failed=True)
         self.progress.failed(job)
+        interrupts.check()
 
     def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
         # Its owner keeps its records and its MLflow run (a child of the owner's parent run).
         self.progress.elsewhere(job, owner)
+        interrupts.check()
 
 
 class Progress:

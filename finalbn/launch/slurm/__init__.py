@@ -22,6 +22,7 @@ from pathlib import Path
 
 import submitit
 
+from finalbn import interrupts
 from finalbn.claims import live_owner, trial_claim
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import RunHandle, SweepOptions, TrialEvents
@@ -168,7 +169,7 @@ class SlurmHandle:
                     self.events.started(job)
             if not live:
                 return
-            time.sleep(self.options.poll_seconds)
+            interrupts.sleep(self.options.poll_seconds)
 
     def notes(self) -> list[str]:
         if not self.detached:
