@@ -608,6 +608,12 @@ def test_a_record_of_another_sweep_is_a_one_line_error(tmp_path: Path) -> None:
     assert "plans none of its 120 finished trials" in one_line(caught.value)
 
 
+def summary_record(trial_id: str, **test: object) -> dict[str, object]:
+    """A summary.json as a trial writes it."""
+    metrics = {"accuracy": 0.9, "brier": 0.1, "ece": 0.05, "f1_majority": 0.9, "f1_minority": 0.5} | test
+    return {"trial_id": trial_id, "seconds": 1.0, "device": "cpu", "test": metrics, "worker": {}}
+
+
 def test_mlflow_reads_axis_labels_from_the_record_not_from_run_names(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(uri)
@@ -631,7 +637,7 @@ def test_mlflow_reads_axis_labels_from_the_record_not_from_run_names(tmp_path: P
             client.log_param(run, key, str(value))
         summary = tmp_path / "summaries" / trial_id / "summary.json"
         summary.parent.mkdir(parents=True)
-        summary.write_text(json.dumps({"seconds": 1.0, "test": {"f1_minority": 0.5 + index / 10, "f1_majority": 0.9}}))
+        summary.write_text(json.dumps(summary_record(trial_id, f1_minority=0.5 + index / 10)))
         client.log_artifact(run, str(summary))
         client.set_terminated(run, "FINISHED")
     client.set_terminated(parent, "FINISHED")
@@ -656,6 +662,48 @@ def test_mlflow_reads_axis_labels_from_the_record_not_from_run_names(tmp_path: P
     assert log_report_files(uri, name, {"report": [page]}, "the answer") == parent
     assert client.get_run(parent).data.tags[HEADLINE_TAG] == "the answer"
     assert [a.path for a in client.list_artifacts(parent, "report")] == ["report/report.html"]
+
+
+def test_mlflow_artifacts_that_do_not_validate_are_not_used_and_are_named(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("imbalance_ratio-laptop", artifact_location=(tmp_path / "a").as_uri())
+    good, typed, foreign = "d00000000001", "d00000000002", "d00000000003"
+    summaries = {
+        good: summary_record(good, f1_minority=0.8),
+        typed: summary_record(typed, f1_minority="0.8"),  # a string where a number belongs
+        foreign: summary_record(good, f1_minority=0.8),  # another trial's record
+    }
+    for trial_id, summary in summaries.items():
+        run_id = client.create_run(experiment, run_name=trial_id, tags={TRIAL_TAG: trial_id}).info.run_id
+        client.log_param(run_id, "model.final_norm", "bn")
+        client.log_metric(run_id, "test_f1_minority", 0.25)
+        client.log_metric(run_id, "test_f1_majority", 0.95)
+        files = tmp_path / "files" / trial_id
+        files.mkdir(parents=True)
+        (files / "summary.json").write_text(json.dumps(summary))
+        epochs = pl.DataFrame(
+            {"trial_id": [trial_id], "epoch": [1], "train_loss": [0.5], "test_f1_minority": [0.25]}
+            | {"test_f1_majority": [0.95], "seconds": [1.0]}
+        )
+        # The good run's curve holds a null: no curve is drawn from it.
+        epochs = epochs.with_columns(train_loss=pl.lit(None, pl.Float64)) if trial_id == good else epochs
+        epochs.write_parquet(files / "metrics.parquet")
+        client.log_artifacts(run_id, str(files))
+        client.set_terminated(run_id, "FINISHED")
+
+    data = from_mlflow("imbalance_ratio-laptop", uri)
+    minority = dict(zip(data.trials["trial_id"], data.trials["f1_minority"], strict=True))
+    assert minority == {good: 0.8, typed: 0.25, foreign: 0.25}
+    assert data.epochs is not None and sorted(set(data.epochs["trial_id"])) == [typed, foreign]
+    notes = [note for note in data.notes if note.startswith("trial ")]
+    assert sorted(notes) == [
+        f"trial {good}: metrics.parquet: holds nulls; left out of the epoch curves",
+        f"trial {typed}: summary.json: test.f1_minority: Input should be a valid number, got '0.8'; "
+        "its final metrics are the last epoch's logged in MLflow",
+        f"trial {foreign}: summary.json: belongs to trial {good!r}; its final metrics are the last epoch's "
+        "logged in MLflow",
+    ]
 
 
 def test_mlflow_without_a_record_is_generic(tmp_path: Path) -> None:

@@ -3,13 +3,14 @@
 Finished child runs become one row each: params typed by the config
 dataclasses, axis labels from the sweep.json the driver logged with its
 parent run (never parsed out of run names), final metrics from the
-``summary.json`` artifact, epochs from the ``metrics.parquet`` artifacts. The
-rows become a pyarrow table first and a Polars frame from that: no pandas.
+``summary.json`` artifact, epochs from the ``metrics.parquet`` artifacts, each
+validated as the trial folders' records are (an artifact that does not validate
+is not used, and a note says so). The rows become a pyarrow table first and a
+Polars frame from that: no pandas.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from finalbn.analysis.sweep_data import (
     merge_versions,
 )
 from finalbn.errors import UserError
+from finalbn.records import METRICS, SUMMARY, RecordError, Summary, read_json, read_metrics
 from finalbn.spec import SweepSpec
 from finalbn.sweep.record import RECORD_FILE
 from finalbn.tracking import ArtifactFetcher, RunRecord
@@ -52,17 +54,19 @@ def from_mlflow(experiment: str, tracking_uri: str, spec: SweepSpec | None = Non
     cache = Path(tempfile.mkdtemp(prefix="finalbn-mlflow-"))
     plan = _plan(tracking_uri, runs, cache, spec)
     fetch = tracking.artifact_fetcher(tracking_uri, {r.trial_id: r.run_id for r in finished if r.trial_id}, cache)
-    trials, notes = keep_planned(_trials_table(finished, plan, fetch, experiment), plan, experiment)
+    table, unread = _trials_table(finished, plan, fetch, experiment)
+    trials, notes = keep_planned(table, plan, experiment)
+    epochs, unread_epochs = _epochs(trials, fetch)
     return SweepData(
         name=experiment,
         trials=trials,
-        epochs=_epochs(trials, fetch),
+        epochs=epochs,
         source=f"MLflow experiment {experiment} at {tracking_uri}",
         plan=plan,
         failed={k: v for k, v in failed.items() if k not in set(trials["trial_id"].to_list())},
         missing=missing_points(trials, plan),
         versions=merge_versions(plan.code, [r.versions for r in finished]),
-        notes=notes,
+        notes=notes + unread + unread_epochs,
         tracking_uri=tracking_uri,
         fetch=fetch,
     )
@@ -85,17 +89,24 @@ def _plan(uri: str, runs: list[RunRecord], cache: Path, spec: SweepSpec | None) 
     return read_plan(path.parent, spec) if path is not None else Plan.of(None, spec)
 
 
-def _trials_table(finished: list[RunRecord], plan: Plan, fetch: ArtifactFetcher, experiment: str) -> pl.DataFrame:
-    records = [_trial_record(run, plan, fetch) for run in finished]
+def _trials_table(
+    finished: list[RunRecord], plan: Plan, fetch: ArtifactFetcher, experiment: str
+) -> tuple[pl.DataFrame, list[str]]:
+    """One row per finished run, and a note for each summary.json artifact that does not validate."""
+    records, notes = [], []
+    for run in finished:
+        record, note = _trial_record(run, plan, fetch)
+        records.append(record)
+        notes += [note] if note else []
     # pyarrow takes the columns from the first record: give every record every key
     # (a no-final-BN trial has no nobn_* metrics).
     keys = list(dict.fromkeys(key for record in records for key in record))
     trials = pl.DataFrame(pl.from_arrow(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records])))
     check_columns(trials, REQUIRED, f"MLflow experiment {experiment!r}")
-    return trials
+    return trials, notes
 
 
-def _trial_record(run: RunRecord, plan: Plan, fetch: ArtifactFetcher) -> dict[str, Any]:
+def _trial_record(run: RunRecord, plan: Plan, fetch: ArtifactFetcher) -> tuple[dict[str, Any], str | None]:
     trial_id = run.trial_id or ""
     record: dict[str, Any] = {
         "trial_id": trial_id,
@@ -104,25 +115,44 @@ def _trial_record(run: RunRecord, plan: Plan, fetch: ArtifactFetcher) -> dict[st
         **plan.labels(trial_id),
         **typed_params(run.params),
     }
-    summary_path = fetch(trial_id, "summary.json")
-    if summary_path is not None:
-        summary = json.loads(summary_path.read_text())
-        record["seconds"] = summary.get("seconds")
-        record.update(summary.get("test", {}))
+    summary, note = _summary(fetch, trial_id)
+    if summary is not None:
+        record["seconds"] = summary.seconds
+        record.update(summary.test.values())
     else:
-        # Without the summary artifact: the last epoch's test metrics are the final model's.
+        # Without a valid summary artifact: the last epoch's test metrics are the final model's.
         record.update({k.removeprefix("test_"): v for k, v in run.metrics.items() if k.startswith("test_")})
         record.pop("loss", None)
-    return record
+    return record, note
 
 
-def _epochs(trials: pl.DataFrame, fetch: ArtifactFetcher) -> pl.DataFrame | None:
+def _summary(fetch: ArtifactFetcher, trial_id: str) -> tuple[Summary | None, str | None]:
+    """The run's summary.json, validated; None (and why, when it was there) otherwise."""
+    path = fetch(trial_id, SUMMARY)
+    if path is None:
+        return None, None
+    try:
+        summary = read_json(path, Summary)
+        if summary.trial_id != trial_id:
+            raise RecordError(f"{SUMMARY}: belongs to trial {summary.trial_id!r}")
+    except RecordError as error:
+        return None, f"trial {trial_id}: {error}; its final metrics are the last epoch's logged in MLflow"
+    return summary, None
+
+
+def _epochs(trials: pl.DataFrame, fetch: ArtifactFetcher) -> tuple[pl.DataFrame | None, list[str]]:
+    """Every trial's metrics.parquet artifact, validated, with its row's labels; a note for each one left out."""
     config_columns = [c for c in trials.columns if c.startswith((AXIS, *CONFIG))]
-    frames = []
+    frames, notes = [], []
     for row in trials.select("trial_id", "trial_name", "dataset_fingerprint", *config_columns).iter_rows(named=True):
-        path = fetch(row["trial_id"], "metrics.parquet")
+        path = fetch(row["trial_id"], METRICS)
         if path is None:
             continue
+        try:
+            metrics = read_metrics(path, row["trial_id"])
+        except RecordError as error:
+            notes.append(f"trial {row['trial_id']}: {error}; left out of the epoch curves")
+            continue
         extra = {k: v for k, v in row.items() if k != "trial_id"}
-        frames.append(pl.read_parquet(path).with_columns(**{k: pl.lit(v) for k, v in extra.items()}))
-    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+        frames.append(metrics.with_columns(**{k: pl.lit(v) for k, v in extra.items()}))
+    return (pl.concat(frames, how="diagonal_relaxed") if frames else None), notes
