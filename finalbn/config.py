@@ -230,9 +230,21 @@ def hashed_fields(config: TrialConfig) -> dict[str, Any]:
     return raw
 
 
+def _check_text(d: DataConfig) -> None:
+    """Names read from a command line or a file system are UTF-8 text: the manifest, Parquet, MLflow
+    and the terminal hold text, and Python carries any other bytes as surrogates that none of them take."""
+    for what, name in [("class folder", n) for n in (*d.majority, *d.minority)] + [("data root", d.root or "")]:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(name.encode("utf-8", "surrogateescape"))
+            raise UserError(f"{what} {shown} is not UTF-8 text: rename it to a UTF-8 name") from None
+
+
 def validate(config: TrialConfig) -> None:
     """Reject impossible numbers and unknown names before any data is read or model built."""
     d, m, t = config.data, config.model, config.train
+    _check_text(d)
     for split in SPLITS:
         for role in ("majority", "minority"):
             if d.count(split, role) < 0:

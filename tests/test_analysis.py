@@ -720,4 +720,3 @@ def test_mlflow_without_a_record_is_generic(tmp_path: Path) -> None:
     data = from_mlflow("imbalance_ratio-laptop", uri)
     assert data.analysis == "generic" and data.missing == [] and data.axes() == []
     assert data.trials["f1_minority"].to_list() == [0.5, 0.5]
-

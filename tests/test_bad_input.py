@@ -13,6 +13,9 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from finalbn.config import TrialConfig, validate
+from finalbn.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 TABLE = (REPO / "docs" / "bad-input.md").read_text()
 
@@ -35,6 +38,13 @@ CASES = [
         TRAIN,
         "--source folder --root {pv} --majority Apple___healthy --minority Nope",
         "unknown class folder(s) 'Nope'",
+    ),
+    (
+        "class folder name not UTF-8",
+        TRAIN,
+        # Python hands a name of other bytes to the program as surrogates (the \udce9 of b'caf\xe9').
+        "--source folder --root {tmp}/tree --majority healthy --minority caf\udce9",
+        "class folder b'caf\\xe9' is not UTF-8 text: rename it to a UTF-8 name",
     ),
     ("unknown digit", TRAIN, "--minority x", "'x'"),
     (
@@ -233,3 +243,9 @@ def test_a_sweep_of_trials_with_too_few_steps_warns_once() -> None:
 def test_the_doc_lists_what_is_accepted_on_purpose(needle: str) -> None:
     accepted = TABLE.partition("Not errors, on purpose:")[2].partition("## ")[0]
     assert needle in accepted
+
+
+def test_a_data_root_that_is_not_utf8_is_refused() -> None:
+    config = TrialConfig().replace(data={"source": "folder", "root": "/data/r\udce9", "majority": ("a",)})
+    with pytest.raises(UserError, match=re.escape("data root b'/data/r\\xe9' is not UTF-8 text: rename it")):
+        validate(config)

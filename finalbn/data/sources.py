@@ -261,9 +261,8 @@ class FolderSource(_ClassFolderSource):
         _check_class_names(cfg, "folder names", "--majority healthy --minority sick")
         unknown = [n for n in (*cfg.majority, *cfg.minority) if n not in folders]
         if unknown:
-            raise UserError(
-                f"unknown class folder(s) {', '.join(map(repr, unknown))} in {root}: choose from {', '.join(folders)}"
-            )
+            listed = ", ".join(map(shown_path, folders))
+            raise UserError(f"unknown class folder(s) {', '.join(map(repr, unknown))} in {root}: choose from {listed}")
         majority = list(cfg.majority)
         if cfg.pool_minority:
             if "minority" in majority:
