@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -204,3 +206,63 @@ def test_ray_tune_sees_the_axes_and_the_final_metrics(tmp_path: Path) -> None:
     assert all(by_id[t] == pytest.approx(f) for t, f in zip(trials["trial_id"], trials["f1_minority"], strict=True))
     # The serial backend gives the same numbers as Ray for the same trials (same ids, same seeds).
     assert len(runs(client, "tuned")) == 9
+
+
+# A live driver between a trial's last file and closing its run, as under Ray: the worker releases the
+# trial's claim when it returns, the driver closes the run when Tune reports the trial complete.
+OTHER_DRIVER = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[4])
+from test_sweep import spec
+
+from finalbn.claims import acquire, driver_claim
+from finalbn.provenance import code_versions
+from finalbn.records import read_metrics
+from finalbn.sweep.plan import plan
+from finalbn.tracking import MlflowTracker
+
+root, name, victim = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+swept, folder = spec(name, minority_counts=(3,)), root / "results" / name
+[job] = [j for j in plan(swept, folder, code_versions()["git_commit"]) if j.trial_id == victim]
+tracker = MlflowTracker(f"sqlite:///{root / 'mlruns.db'}", artifact_root=root / "artifacts")
+tracker.start_sweep(swept, "x", pending=1, skipped=3)
+claim = acquire(driver_claim(folder), run=tracker.parent_id)
+for row in read_metrics(job.folder / "metrics.parquet", victim).drop("trial_id").to_dicts():
+    tracker.log_epoch(job, row)
+print(tracker.parent_id, flush=True)
+sys.stdin.readline()
+tracker.finish_trial(job, failed=False)
+tracker.end_sweep("FINISHED")
+claim.release()
+"""
+
+
+def test_a_driver_starting_while_another_closes_a_finished_trial_leaves_that_run_to_it(tmp_path: Path) -> None:
+    name = "window"
+    first, _ = sweep(spec(name, minority_counts=(3,)), tmp_path)
+    victim = first.finished[0]
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER_DRIVER, str(tmp_path), name, victim, str(Path(__file__).parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdin is not None
+        other_parent = other.stdout.readline().strip()
+        assert other_parent, "the other driver did not start"
+        again, client = sweep(spec(name, minority_counts=(3,)), tmp_path)
+        assert again.skipped == 4 and again.finished == []
+        # Neither killed under the other driver nor logged a second time.
+        [open_run] = [r for r in runs(client, name) if r.data.tags.get(TRIAL_TAG) == victim]
+        assert open_run.info.status == "RUNNING" and open_run.data.tags["mlflow.parentRunId"] == other_parent
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.wait(timeout=120) == 0
+    finally:
+        other.kill()
+        other.wait()
+    [closed] = [r for r in runs(client, name) if r.data.tags.get(TRIAL_TAG) == victim]
+    assert closed.info.status == "FINISHED"

@@ -69,7 +69,7 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
         )
         tracking = tracker.task_tracking()
         me = acquire(driver_claim(folder), run="" if tracking is None else tracking.parent_id)
-    relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in busy])
+    relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in busy], live=busy)
     if relogged:
         print(f"MLflow: {relogged} finished trials had no finished run (driver killed?); logged from their folders")
     outcome = Outcome()

@@ -51,6 +51,7 @@ from finalbn.tracking.layout import (
 )
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 # Files of a trial folder worth keeping in MLflow; weights stay on disk.
@@ -69,7 +70,7 @@ class Tracker(Protocol):
     def start_sweep(
         self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
     ) -> None: ...
-    def sync_finished(self, jobs: list[TrialJob]) -> int: ...
+    def sync_finished(self, jobs: list[TrialJob], live: frozenset[str] = frozenset()) -> int: ...
     def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
     def discard_attempt(self, job: TrialJob) -> None: ...
     def finish_trial(self, job: TrialJob, failed: bool) -> None: ...
@@ -89,7 +90,7 @@ class NullTracker:
     def task_tracking(self) -> TaskTracking | None:
         return None
 
-    def sync_finished(self, jobs: list[TrialJob]) -> int:
+    def sync_finished(self, jobs: list[TrialJob], live: frozenset[str] = frozenset()) -> int:
         return 0
 
     def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
@@ -173,15 +174,18 @@ class MlflowTracker:
             self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in axes.items()])
         return self.parent_id
 
-    def sync_finished(self, jobs: list[TrialJob]) -> int:
+    def sync_finished(self, jobs: list[TrialJob], live: frozenset[str] = frozenset()) -> int:
         """Finished trials (complete folders) whose run is not FINISHED are logged
         again from their folders: a driver killed after a trial wrote its results
-        but before it closed the trial's run must not leave MLflow behind the disk."""
+        but before it closed the trial's run must not leave MLflow behind the disk.
+        A run still open under a live driver's parent run (``live``, as for
+        ``start_sweep``) is that driver's to close, not a second run's to repeat."""
         logged = {
             run.data.tags.get(TRIAL_TAG)
             for run in self.client.search_runs(
-                [self.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=50000
+                [self.experiment_id], filter_string="attributes.status != 'KILLED'", max_results=50000
             )
+            if run.info.status == "FINISHED" or (run.info.status == "RUNNING" and _owned(run, live))
         }
         missing = [job for job in jobs if job.trial_id not in logged]
         for job in missing:
@@ -354,8 +358,14 @@ class MlflowTracker:
         """Runs a killed invocation left RUNNING are marked KILLED, never left RUNNING. ``live`` names
         trials (by trial id) and parent runs (by run id) that a live task or driver still owns."""
         for run in self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'"):
-            if run.data.tags.get(TRIAL_TAG, run.info.run_id) not in live:
+            if run.data.tags.get(TRIAL_TAG, run.info.run_id) not in live and not _owned(run, live):
                 self.client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _owned(run: Run, live: frozenset[str]) -> bool:
+    """Whether a trial's run is a child of a live driver's parent run: that driver closes it, also after
+    the trial's claim is gone (a Ray worker releases it before its driver hears the trial finished)."""
+    return run.data.tags.get(PARENT_TAG) in live
 
 
 @dataclass(frozen=True)
