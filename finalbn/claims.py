@@ -9,7 +9,9 @@ driver knows which MLflow parent run is still alive.
 
 A claim is taken over only when its owner is gone: its pid is dead on this
 host, it is the same Slurm array task (requeued), or its heartbeat is older
-than ``STALE_SECONDS`` (an owner on another node cannot be asked). Every
+than ``STALE_SECONDS`` (an owner on another node cannot be asked). A
+heartbeat's age is read on the file system's clock, not this host's (see
+``_file_system_now``): nodes whose clocks disagree still agree on it. Every
 decision is made under one file lock per sweep folder, so two processes that
 find the same stale claim do not both take it.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -126,10 +129,21 @@ def live_owner(path: Path, stale_after: float = STALE_SECONDS) -> Owner | None:
     if owner is None:
         return None
     try:
-        age = time.time() - path.stat().st_mtime
+        age = _file_system_now(path.parent) - path.stat().st_mtime
     except FileNotFoundError:
         return None
     return None if _gone(owner, age, stale_after) else owner
+
+
+def _file_system_now(folder: Path) -> float:
+    """Now, by the clock that stamps the heartbeats in ``folder``: the mtime of a file made there this instant.
+
+    The heartbeat touches its claim without explicit times, which a shared file system's server stamps
+    by its own clock (NFS: SET_TO_SERVER_TIME), as it stamps a new file; ``time.time()`` on a node whose
+    clock runs a minute ahead would call every live claim stale. On a local disk both are this host's clock.
+    """
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        return os.fstat(probe.fileno()).st_mtime
 
 
 def live_drivers(sweep_folder: Path, stale_after: float = STALE_SECONDS) -> list[Owner]:

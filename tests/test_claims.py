@@ -103,6 +103,21 @@ def test_an_owner_on_another_host_is_trusted_until_its_heartbeat_is_stale(tmp_pa
     assert not path.exists()
 
 
+@pytest.mark.parametrize("skew", [600.0, -600.0])
+def test_a_heartbeats_age_is_read_on_the_file_systems_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """A node whose clock is ten minutes off the file system's (which stamps every heartbeat) still
+    trusts a fresh claim and takes over a stale one."""
+    fresh, stale = tmp_path / "claims" / "fresh.json", tmp_path / "claims" / "stale.json"
+    record(fresh, "node-7.cluster", pid=1, age=5)
+    record(stale, "node-7.cluster", pid=1, age=120)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    assert live_owner(fresh, stale_after=60) is not None
+    assert live_owner(stale, stale_after=60) is None
+
+
 def test_a_requeued_slurm_task_takes_over_its_own_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
