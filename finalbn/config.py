@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from finalbn.errors import UserError
+from finalbn.names import is_utf8, shown_path
 
 SplitName = Literal["train", "val", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "val", "test")
@@ -234,11 +235,8 @@ def _check_text(d: DataConfig) -> None:
     """Names read from a command line or a file system are UTF-8 text: the manifest, Parquet, MLflow
     and the terminal hold text, and Python carries any other bytes as surrogates that none of them take."""
     for what, name in [("class folder", n) for n in (*d.majority, *d.minority)] + [("data root", d.root or "")]:
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = repr(name.encode("utf-8", "surrogateescape"))
-            raise UserError(f"{what} {shown} is not UTF-8 text: rename it to a UTF-8 name") from None
+        if not is_utf8(name):
+            raise UserError(f"{what} {shown_path(name)} is not UTF-8 text: rename it to a UTF-8 name")
 
 
 def validate(config: TrialConfig) -> None:

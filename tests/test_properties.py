@@ -27,9 +27,10 @@ from PIL import Image
 
 from finalbn.config import DataConfig, validate
 from finalbn.data import build_manifest
-from finalbn.data.images import MIN_SIDE, NAME_NOT_UTF8, inspect_file, is_utf8, shown_path
+from finalbn.data.images import MIN_SIDE, NAME_NOT_UTF8, inspect_file
 from finalbn.errors import UserError
 from finalbn.launch.slurm.submit import check_value, parse_time
+from finalbn.names import is_utf8, shown_path
 from finalbn.overrides import field_types, parse_value
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import (

@@ -76,20 +76,6 @@ def inspect_files(paths: list[Path], image_size: int) -> list[FileFacts]:
         return list(pool.map(lambda path: inspect_file(path, image_size), paths))
 
 
-def is_utf8(text: str) -> bool:
-    """Whether a name listed from the file system is UTF-8 text (no surrogate escapes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def shown_path(path: str) -> str:
-    """A listed path as a message shows it: as is when UTF-8, else the repr of its bytes (b'caf\\xe9.jpg')."""
-    return path if is_utf8(path) else repr(os.fsencode(path))
-
-
 def decode_problem(path: Path) -> str | None:
     """Fully decode a file; None when it decodes, else the skip reason.
 

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from finalbn.config import DataConfig
-from finalbn.data.images import NAME_NOT_UTF8, decode_problem, inspect_files, is_utf8, load_image_tensor, shown_path
+from finalbn.data.images import NAME_NOT_UTF8, decode_problem, inspect_files, load_image_tensor
 from finalbn.errors import UserError
+from finalbn.names import is_utf8, shown_path
 from finalbn.network import can_reach
 from finalbn.registry import Registry
 
