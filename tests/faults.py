@@ -45,9 +45,14 @@ def inject(job: TrialJob) -> None:
     if mode == "exit":
         os._exit(3)
     if mode == "sigint":
-        _Finalizer()
+        swallow_an_interrupt()
         return
     raise RuntimeError(f"fault injected by {FAULT_ENV}={rule}")
+
+
+def swallow_an_interrupt() -> None:
+    """Send this process a SIGINT from inside a finalizer, where Python can only print what its handler raises."""
+    _Finalizer()
 
 
 class _Finalizer:

@@ -7,30 +7,18 @@ exited 0. These tests swallow one on purpose, in the driver's own process.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
 
 import pytest
-from faults import env
+from faults import env, swallow_an_interrupt
 from mlflow.tracking import MlflowClient
 from test_sweep import runs, spec, sweep
 
 from finalbn import interrupts
 from finalbn.console import guarded
 from finalbn.launch.ray_tune import _Relay
-
-
-class _Swallows:
-    def __del__(self) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(3):
-            pass
-
-
-def swallow_an_interrupt() -> None:
-    _Swallows()
 
 
 @pytest.fixture
