@@ -130,10 +130,9 @@ class FinishedTrial:
 def read_finished(folder: Path, trial_id: str, epochs: int) -> FinishedTrial:
     """The records of a finished trial of ``epochs`` epochs; RecordError when any does not validate."""
     record = read_json(folder / CONFIG, TrialRecord)
-    summary = read_json(folder / SUMMARY, Summary)
-    for name, found in ((CONFIG, record.trial_id), (SUMMARY, summary.trial_id)):
-        if found != trial_id:
-            raise RecordError(f"{name}: belongs to trial {found!r}, not {trial_id}")
+    if record.trial_id != trial_id:
+        raise RecordError(f"{CONFIG}: belongs to trial {record.trial_id!r}, not {trial_id}")
+    summary = read_summary(folder / SUMMARY, trial_id)
     metrics = read_metrics(folder / METRICS, trial_id, epochs)
     read_predictions(folder / PREDICTIONS, record.classes)
     return FinishedTrial(record, summary, metrics)
@@ -149,6 +148,14 @@ def read_json(path: Path, schema: type[T]) -> T:
         return _adapter(schema).validate_json(raw, strict=True)
     except ValidationError as error:
         raise RecordError(f"{path.name}: {_reason(error)}") from None
+
+
+def read_summary(path: Path, trial_id: str) -> Summary:
+    """Trial ``trial_id``'s summary.json (a trial folder's, or its MLflow run's artifact)."""
+    summary = read_json(path, Summary)
+    if summary.trial_id != trial_id:
+        raise RecordError(f"{path.name}: belongs to trial {summary.trial_id!r}, not {trial_id}")
+    return summary
 
 
 def read_failure(path: Path, trial_id: str) -> Failure:

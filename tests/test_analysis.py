@@ -701,8 +701,8 @@ def test_mlflow_artifacts_that_do_not_validate_are_not_used_and_are_named(tmp_pa
         f"trial {good}: metrics.parquet: holds nulls; left out of the epoch curves",
         f"trial {typed}: summary.json: test.f1_minority: Input should be a valid number, got '0.8'; "
         "its final metrics are the last epoch's logged in MLflow",
-        f"trial {foreign}: summary.json: belongs to trial {good!r}; its final metrics are the last epoch's "
-        "logged in MLflow",
+        f"trial {foreign}: summary.json: belongs to trial {good!r}, not {foreign}; its final metrics are the "
+        "last epoch's logged in MLflow",
     ]
 
 

@@ -30,7 +30,7 @@ from finalbn.analysis.sweep_data import (
     merge_versions,
 )
 from finalbn.errors import UserError
-from finalbn.records import METRICS, SUMMARY, RecordError, Summary, read_json, read_metrics
+from finalbn.records import METRICS, SUMMARY, RecordError, Summary, read_metrics, read_summary
 from finalbn.spec import SweepSpec
 from finalbn.sweep.record import RECORD_FILE
 from finalbn.tracking import ArtifactFetcher, RunRecord
@@ -132,12 +132,9 @@ def _summary(fetch: ArtifactFetcher, trial_id: str) -> tuple[Summary | None, str
     if path is None:
         return None, None
     try:
-        summary = read_json(path, Summary)
-        if summary.trial_id != trial_id:
-            raise RecordError(f"{SUMMARY}: belongs to trial {summary.trial_id!r}")
+        return read_summary(path, trial_id), None
     except RecordError as error:
         return None, f"trial {trial_id}: {error}; its final metrics are the last epoch's logged in MLflow"
-    return summary, None
 
 
 def _epochs(trials: pl.DataFrame, fetch: ArtifactFetcher) -> tuple[pl.DataFrame | None, list[str]]:
