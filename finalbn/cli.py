@@ -1,8 +1,9 @@
-"""Command line: ``finalbn train`` (= ``python -m finalbn.train``) and ``finalbn prefetch``.
+"""The ``finalbn`` command: train one trial, prefetch weights and data, show or stop a sweep.
 
-Every field of the trial dataclasses is a flag (``--train-minority 20``,
-``--final-norm none``, ``--no-augment``), generated from the dataclasses so the
-CLI can never drift from the config. Errors a user can cause print one line
+``finalbn train`` is also ``python -m finalbn.train``. Every field of the trial
+dataclasses is a flag (``--train-minority 20``, ``--final-norm none``,
+``--no-augment``), generated from the dataclasses so the CLI can never drift
+from the config. Errors a user can cause print one line
 and exit 2; ``--debug`` shows the traceback instead.
 """
 
@@ -17,19 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig, choice_fields, field_docs, validate
+from finalbn.config import SECTIONS, TrialConfig, choice_fields, field_docs, validate
 from finalbn.console import OneLineParser, guarded
 from finalbn.errors import UserError
 from finalbn.presets import base_config
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``finalbn`` console script."""
-    parser = OneLineParser(prog="finalbn", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="train one trial (see finalbn train --help)", add_help=False)
+    parser = OneLineParser(
+        prog="finalbn",
+        description="Train one trial, fetch what trials need, and show or stop a sweep. "
+        "Sweeps themselves run from sweeps/*.py (python sweeps/imbalance_ratio.py --help).",
+        epilog="Each command has its own --help, e.g. finalbn train --help.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    commands.add_parser("train", help="train one trial and write its result folder", add_help=False)
     prefetch = commands.add_parser(
         "prefetch", help="download what trials need (ImageNet weights, full MNIST) on a machine with network"
     )
@@ -197,8 +201,15 @@ def _read_config_file(path: Path) -> TrialConfig:
         raise UserError(
             f"config file {path} is not valid JSON ({error.msg}, line {error.lineno}): fix the file"
         ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read config file {path} ({error}): check the --config path") from None
     # A trial's own config.json nests the config under "config": accept it as is.
-    return TrialConfig.from_dict(raw.get("config", raw))
+    if isinstance(raw, dict) and "config" in raw:
+        raw = raw["config"]
+    try:
+        return TrialConfig.from_dict(raw)
+    except UserError as error:
+        raise UserError(f"config file {path}: {error}") from None
 
 
 def _add_field(
@@ -223,8 +234,8 @@ def _add_field(
     elif kind is tuple:
         group.add_argument(flag, dest=dest, nargs="+", default=None, metavar="NAME", help=help_text)
     elif choices is not None:
-        # Shown, not enforced: validate() rejects a wrong name with the same
-        # one-line message a config file or a sweep gets.
+        # Shown, not enforced by argparse: the config's own check rejects a wrong
+        # name with the same one-line message a config file or a sweep gets.
         group.add_argument(
             flag, dest=dest, type=str, metavar="{" + ",".join(choices) + "}", default=None, help=help_text
         )

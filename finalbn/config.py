@@ -8,14 +8,20 @@ state; DESIGN.md lists them as documented defaults rather than facts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import inspect
 import json
-import math
+import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+# pydantic (as finalbn.records reads records) checks every field against its type hint in strict mode, so a
+# config file's "false" is no bool, "35" no list of class names, true no integer and null no number; and it
+# enforces the bounds below, declared once in the hints.
+from pydantic import Field, TypeAdapter, ValidationError
 
 from finalbn.errors import UserError
 from finalbn.names import is_utf8, shown_path
@@ -42,6 +48,38 @@ Schedule = Literal["onecycle", "constant"]
 Loss = Literal["cce", "bce"]
 Device = Literal["auto", "cpu", "cuda"]
 
+# The bounds of the numeric fields. validate() checks them, so flags, --config, --set and --axis all meet
+# them; each description is the one-line why a refusal prints. An upper bound marked "judgement call" only
+# keeps a slip (100000 for 100) from asking for terabytes or weeks before anything says so, and sits far
+# above what any preset uses (tests/test_experiments.py validates every trial of every preset).
+# Upper bound a judgement call: 10 million images of one class, past any class folder whose decoded images
+# one machine can cache; below it, the split names the class's real size when a count asks for more.
+MAX_IMAGES = 10_000_000
+Count = Annotated[int, Field(ge=0, le=MAX_IMAGES, description="images of one class in one split; val may be 0")]
+NeededCount = Annotated[int, Field(ge=1, le=MAX_IMAGES, description="each class needs training and test images")]
+Seed = Annotated[
+    int, Field(ge=0, le=2**63 - 1, description="numpy takes no negative seed; the tables keep 64-bit integers")
+]
+# Upper bound a judgement call: 1,024 px is 4.6x the thesis' 224 and decodes to 3 MiB per image in the cache
+# (100,000 px would ask for 28 GiB per image).
+ImageSize = Annotated[int, Field(ge=8, le=1024, description="side in px: the thesis uses 224, MNIST 28")]
+Momentum = Annotated[float, Field(gt=0, le=1, description="at 0 the final BN's running statistics would never update")]
+# Upper bound a judgement call: 100x the paper's longest trial (mnist_fc, 100 epochs).
+Epochs = Annotated[int, Field(ge=1, le=10_000, description="train at least 1 epoch; the paper's most is 100")]
+# Upper bound a judgement call: 128x the paper's largest batch; a batch larger than the training set is one
+# batch per step anyway.
+BatchSize = Annotated[int, Field(ge=1, le=65_536, description="images per optimizer step; the paper's most is 512")]
+# Upper bound a judgement call: the presets' fixed-step trials make at most a few hundred steps.
+Steps = Annotated[int, Field(ge=1, le=100_000_000, description="optimizer steps of the whole trial")]
+# Upper bound a judgement call: 333x the largest rate any preset tries (3e-2); every optimizer here diverges.
+LearningRate = Annotated[float, Field(gt=0, le=10, description="the peak learning rate; the thesis uses 1e-3")]
+# Upper bound a judgement call: Beta(10, 10) already draws 93% of its mixing weights within 0.3-0.7.
+MixupAlpha = Annotated[float, Field(ge=0, le=10, description="0 turns mixup off; fastai uses 0.4")]
+# Upper bound a judgement call: AdamW's decoupled decay shrinks the weights by lr x weight_decay per step, so at 1
+# and the thesis' lr it halves them every 700 steps.
+WeightDecay = Annotated[float, Field(ge=0, le=1, description="0 turns weight decay off; fastai uses 1e-2")]
+Smoothing = Annotated[float, Field(ge=0, lt=1, description="at 1 every target would be uniform")]
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -65,18 +103,18 @@ class DataConfig:
     # folder only: merge all minority folders into one class named "minority",
     # as plantvillage does with its disease folders.
     pool_minority: bool = False
-    train_majority: int = 1000
-    train_minority: int = 10
-    val_majority: int = 150
-    val_minority: int = 7
+    train_majority: NeededCount = 1000
+    train_minority: NeededCount = 10
+    val_majority: Count = 150
+    val_minority: Count = 7
     # The thesis tests on a balanced set.
-    test_majority: int = 150
-    test_minority: int = 150
-    split_seed: int = 0
+    test_majority: NeededCount = 150
+    test_minority: NeededCount = 150
+    split_seed: Seed = 0
     # Keep every photo of one leaf (the file-name part after "___") in one split.
     group_by_leaf: bool = True
     # Square side images are resized to; MNIST sources keep 28 unless changed.
-    image_size: int = 224
+    image_size: ImageSize = 224
     # Fail on unreadable files instead of skipping them with a logged count.
     strict: bool = False
 
@@ -106,7 +144,7 @@ class ModelConfig:
     # "selu" (the thesis' additional experiment 4.4.1).
     final_norm: FinalNorm = "bn"
     # Momentum of the final BatchNorm1d's running statistics (torch convention).
-    final_bn_momentum: float = 0.1
+    final_bn_momentum: Momentum = 0.1
     # Bias of the last linear layer; the thesis also tried it off under final BN.
     final_bias: bool = True
     # fc128 only: a BatchNorm1d after the hidden layer ("first BN", Table 4.8).
@@ -122,16 +160,16 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation knobs (thesis 4.3.3) and run-time placement."""
 
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: Epochs = 10
+    batch_size: BatchSize = 64
     # Optimizer steps to train instead of whole epochs: none (the default) trains
     # `epochs` passes over the training set; a number trains exactly that many
     # steps whatever the batch size (passes derived: steps x batch_size / training
     # images), each evaluation round starting a fresh shuffled pass, and `epochs`
     # then counts the evaluations spread evenly over the steps (one metric row each).
-    steps: int | None = None
+    steps: Steps | None = None
     # Peak learning rate of the one-cycle schedule.
-    lr: float = 1e-3
+    lr: LearningRate = 1e-3
     # "adamw" (Adam(0.9, 0.99) with decoupled decay, fastai's default) or "sgd".
     optimizer: Optimizer = "adamw"
     # One-cycle (fastai's fit_one_cycle) up to lr and down again, or lr throughout.
@@ -141,14 +179,14 @@ class TrainConfig:
     # DA: flips, 90-degree turns and brightness/contrast jitter per sample.
     augment: bool = False
     # MX: mixup Beta(alpha, alpha); 0 turns it off, fastai's default alpha is 0.4.
-    mixup_alpha: float = 0.0
+    mixup_alpha: MixupAlpha = 0.0
     # WD: decoupled weight decay; fastai's default when on is 1e-2.
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
+    weight_decay: WeightDecay = 0.0
+    label_smoothing: Smoothing = 0.0
     # "cce" (categorical cross-entropy) or "bce" (binary cross-entropy on
     # one-hot targets, Table 4.8).
     loss: Loss = "cce"
-    seed: int = 0
+    seed: Seed = 0
     # "auto" (CUDA when present), "cpu" or "cuda".
     device: Device = "auto"
     # Mixed precision on CUDA (bf16 where the GPU has it, else fp16 with loss scaling).
@@ -174,15 +212,19 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrialConfig:
-        unknown = set(raw) - {"data", "model", "train"}
+    def from_dict(cls, raw: Any) -> TrialConfig:
+        """A config from its JSON form (a config file, a record, ``to_dict()``), every value of its field's type."""
+        if not isinstance(raw, dict):
+            raise UserError(
+                f"a config is {_shown(raw)}: use a JSON object of sections, e.g. "
+                '{"data": {"train_minority": 20}, "train": {"epochs": 5}}'
+            )
+        unknown = [name for name in raw if name not in SECTIONS]
         if unknown:
-            raise UserError(f"unknown config section(s) {sorted(unknown)}: use only data, model, train")
-        return cls(
-            data=_build(DataConfig, raw.get("data", {})),
-            model=_build(ModelConfig, raw.get("model", {})),
-            train=_build(TrainConfig, raw.get("train", {})),
-        )
+            close = difflib.get_close_matches(str(unknown[0]), list(SECTIONS), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UserError(f"unknown config section {_shown(unknown[0])}: {hint}use data, model, train")
+        return cls(**{section: _build(section, raw.get(section, {})) for section in SECTIONS})
 
     def replace(self, **sections: dict[str, Any]) -> TrialConfig:
         """A copy with fields of named sections changed, e.g. ``replace(train={"seed": 1})``."""
@@ -192,14 +234,20 @@ class TrialConfig:
         return TrialConfig.from_dict(raw)
 
 
-def _build(cls: type, raw: dict[str, Any]) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(raw) - set(names)
-    if unknown:
-        raise UserError(f"unknown {cls.__name__} field(s) {sorted(unknown)}: valid fields are {', '.join(names)}")
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _build(section: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"config section {section} is {_shown(raw)}: use a JSON object of its fields, e.g. {{}}")
+    cls = SECTIONS[section]
+    for name in raw:
+        check_name(f"{section}.{name}")
     # JSON turns tuples into lists; the frozen configs need hashable tuples.
-    cleaned = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return cls(**cleaned)
+    values = {name: tuple(v) if isinstance(v, list) else v for name, v in raw.items()}
+    for name, value in values.items():
+        check_field(cls, name, value, bounds=False)
+    return cls(**values)
 
 
 def canonical_json(obj: Any) -> str:
@@ -242,18 +290,10 @@ def _check_text(d: DataConfig) -> None:
 def validate(config: TrialConfig) -> None:
     """Reject impossible numbers and unknown names before any data is read or model built."""
     d, m, t = config.data, config.model, config.train
+    for section in (d, m, t):
+        for f in dataclasses.fields(section):
+            check_field(type(section), f.name, getattr(section, f.name), bounds=True)
     _check_text(d)
-    for split in SPLITS:
-        for role in ("majority", "minority"):
-            if d.count(split, role) < 0:
-                raise UserError(f"{split}_{role} is {d.count(split, role)}: counts must be >= 0")
-    for role in ("majority", "minority"):
-        if d.count("train", role) < 1 or d.count("test", role) < 1:
-            raise UserError(f"train_{role} and test_{role} must be >= 1: each class needs training and test images")
-    if d.image_size < 8:
-        raise UserError(f"image_size {d.image_size} is too small: use 8 or more (thesis: 224)")
-    if t.epochs < 1:
-        raise UserError(f"epochs is {t.epochs}: train at least 1 epoch")
     if t.steps is not None and t.steps < t.epochs:
         raise UserError(
             f"steps {t.steps} < epochs {t.epochs}: with fixed steps each of the `epochs` evaluations needs "
@@ -261,27 +301,95 @@ def validate(config: TrialConfig) -> None:
         )
     if t.batch_size < 2 and m.final_norm == "bn":
         raise UserError(f"batch_size {t.batch_size} with final BN: BatchNorm needs batches of 2 or more")
-    if t.batch_size < 1:
-        raise UserError(f"batch_size is {t.batch_size}: use 1 or more")
-    rates = {"lr": t.lr, "label_smoothing": t.label_smoothing, "mixup_alpha": t.mixup_alpha}
-    for name, value in {**rates, "weight_decay": t.weight_decay, "final_bn_momentum": m.final_bn_momentum}.items():
-        if not math.isfinite(value):
-            raise UserError(f"{name} is {value}: use a finite number")
-    if t.lr <= 0:
-        raise UserError(f"lr is {t.lr}: the learning rate must be > 0")
-    if not 0 <= t.label_smoothing < 1:
-        raise UserError(f"label_smoothing is {t.label_smoothing}: use a value in [0, 1)")
-    if t.mixup_alpha < 0 or t.weight_decay < 0:
-        raise UserError("mixup_alpha and weight_decay must be >= 0 (0 turns them off)")
-    if not 0 < m.final_bn_momentum <= 1:
-        raise UserError(f"final_bn_momentum is {m.final_bn_momentum}: use a value in (0, 1]")
-    for section in (d, m, t):
-        for name, valid in choice_fields(type(section)).items():
-            value = getattr(section, name)
-            if value not in valid:
-                raise UserError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
     if t.loss == "cce" and m.output == "sigmoid":
         raise UserError("loss cce needs output softmax: use --output softmax or --loss bce")
+
+
+def check_field(cls: type, name: str, value: Any, bounds: bool) -> None:
+    """A one-line UserError unless ``value`` has the type of field ``name`` of config class ``cls``
+    (strictly: no text for a number or a bool, no bool for a number, None only where the field takes it)
+    and, with ``bounds``, lies within the field's bounds."""
+    try:
+        field_adapter(cls, name, bounds).validate_python(value, strict=True)
+    except ValidationError:
+        raise UserError(_problem(cls, name, value)) from None
+
+
+def check_name(name: str) -> str:
+    """A dotted config field name, or a one-line error listing the valid ones with a "did you mean"."""
+    fields = field_types()
+    if name not in fields:
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"unknown config field {name!r}: {hint}valid fields are {', '.join(fields)}")
+    return name
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Every config field by dotted name ("train.lr") and its type, without its bounds."""
+    return {
+        f"{section}.{f.name}": typing.get_type_hints(cls)[f.name]
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+
+
+def expected(hint: Any, null: str = "null") -> str:
+    """What a value of type ``hint`` looks like, as the fix of an error ("use an integer");
+    ``null`` names the empty value (JSON's null, or none on a command line)."""
+    options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return f"{expected(options[0], null)}, or {null}"
+    if typing.get_origin(hint) is Literal:
+        return f"choose one of {', '.join(options)}"
+    if typing.get_origin(hint) is tuple:
+        return 'use a list of names, e.g. ["3", "5"]'
+    return {bool: "use true or false", int: "use an integer", float: "use a number"}.get(hint, "use a string")
+
+
+@functools.cache
+def field_adapter(cls: type, name: str, bounds: bool) -> TypeAdapter[Any]:
+    return TypeAdapter(typing.get_type_hints(cls, include_extras=bounds)[name])
+
+
+def _problem(cls: type, name: str, value: Any) -> str:
+    """Why ``value`` fails field ``name``: an unknown choice, a value out of bounds, or the wrong type."""
+    hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is Literal:
+        # The same line for a flag, a config file and --set: the choices are all a user needs.
+        return f"unknown {name} {value!r}: {expected(hint)}"
+    shown = f"{_section_of(cls)}.{name} is {_shown(value)}"
+    try:
+        field_adapter(cls, name, bounds=False).validate_python(value, strict=True)
+    except ValidationError:
+        return f"{shown}: {expected(hint)}"
+    return f"{shown}: {_bounds_text(typing.get_type_hints(cls, include_extras=True)[name])}"
+
+
+def _bounds_text(hint: Any) -> str:
+    """``Annotated[int, Field(ge=8, le=1024, description=why)]`` (or that | None) as "use an integer
+    >= 8 and <= 1,024 (why)"."""
+    bounded = next(arg for arg in (hint, *typing.get_args(hint)) if typing.get_origin(arg) is Annotated)
+    kind, info = typing.get_args(bounded)[:2]
+    symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    limits = [
+        f"{symbols[key]} {getattr(limit, key):,}"
+        for limit in info.metadata
+        for key in symbols
+        if getattr(limit, key, None) is not None
+    ]
+    return f"{expected(kind)} {' and '.join(limits)} ({info.description})"
+
+
+def _section_of(cls: type) -> str:
+    return next(section for section, known in SECTIONS.items() if known is cls)
+
+
+def _shown(value: Any) -> str:
+    """A value as its JSON text (a config file's own spelling: true, null, "35"), cut to one short line."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @functools.cache

@@ -7,10 +7,14 @@ line (trial, sweep, analysis) imports it without importing the others.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import typing
 from collections.abc import Callable
+
+if typing.TYPE_CHECKING:
+    import polars as pl
 
 from finalbn import interrupts
 from finalbn.errors import UserError
@@ -32,9 +36,13 @@ def guarded(action: Callable[[], None], debug: bool) -> int:
     """Run a command: user errors become one line and exit 2; Ctrl-C (or
     SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran,
     also when a finalizer swallowed it (see finalbn.interrupts)."""
-    previous = {number: signal.signal(number, interrupts.handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = interrupts.install()
     try:
         action()
+        # Here, not at exit: a reader that stopped early (| head) is then caught below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
     except UserError as error:
         if debug:
             raise
@@ -48,3 +56,27 @@ def guarded(action: Callable[[], None], debug: bool) -> int:
         swallowed = interrupts.pending()
         interrupts.reset()
     return 130 if swallowed else 0
+
+
+def _reader_gone() -> int:
+    """The reader of stdout closed it (``finalbn status NAME | head``): what it read is what it
+    wanted, so exit quietly, as a killed-by-SIGPIPE command would (128 + 13), and point stdout at
+    /dev/null so the interpreter's last flush has nowhere to fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
+
+
+def table_format() -> pl.Config:
+    """How every command prints a Polars table: all rows and columns, no shape or dtypes, and
+    never narrowed to the terminal: a pseudo-terminal that reports 0 columns (script, CI
+    runners, some IDEs) squeezed each column to three characters, so a terminal showed
+    other tables than a log."""
+    import polars as pl
+
+    return pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_width_chars=10_000,
+    )

@@ -10,7 +10,11 @@ polls) raise it again where it can unwind: ``check`` and ``sleep``.
 
 from __future__ import annotations
 
+import signal
 import time
+
+# The signals that stop a command as Ctrl-C does: SIGTERM is what schedulers and finalbn cancel send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _pending = False
 
@@ -20,6 +24,11 @@ def handle(signum: int, frame: object) -> None:
     global _pending
     _pending = True
     raise KeyboardInterrupt
+
+
+def install() -> dict[int, object]:
+    """Make ``handle`` the handler of the stop signals; returns the handlers it replaced."""
+    return {number: signal.signal(number, handle) for number in STOP_SIGNALS}
 
 
 def reset() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finalbn.provenance import CodeFingerprint
 from finalbn.spec import PlannedTrial
 
 
@@ -25,6 +26,8 @@ class TrialJob:
     manifest: Path
     # The code version the sweep runs (finalbn.provenance), recorded with the trial.
     git_commit: str
+    # The source on the trial's path as the planner read it, recorded with the trial and compared by later plans.
+    code: CodeFingerprint
 
     @property
     def name(self) -> str:

@@ -11,17 +11,18 @@ silent reuse, and sweep.json records the overrides given.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from finalbn.config import DataConfig, ModelConfig, TrainConfig
+from pydantic import ValidationError
+
+from finalbn.config import SECTIONS, check_name, expected, field_adapter, field_types
 from finalbn.errors import UserError
 from finalbn.spec import Axis, SweepSpec
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 SEED = "train.seed"
 
 
@@ -42,9 +43,13 @@ class Overrides:
 def apply(spec: SweepSpec, overrides: Overrides) -> SweepSpec:
     if not overrides.given():
         return spec
+    axis_pairs = [
+        _pair(text, "--axis", "NAME=V1,V2 (e.g. --axis data.train_minority=5,10,20)") for text in overrides.axes
+    ]
+    set_pairs = [_pair(text, "--set", "SECTION.FIELD=VALUE (e.g. --set train.lr=3e-3)") for text in overrides.sets]
+    _refuse_repeats(axis_pairs, set_pairs, overrides.seeds)
     axes = list(spec.axes)
-    for text in overrides.axes:
-        name, values = _pair(text, "--axis", "NAME=V1,V2 (e.g. --axis data.train_minority=5,10,20)")
+    for name, values in axis_pairs:
         axes = _with_axis(axes, name, values.split(","))
     if overrides.seeds is not None:
         if overrides.seeds < 1:
@@ -52,8 +57,7 @@ def apply(spec: SweepSpec, overrides: Overrides) -> SweepSpec:
         axes = _replace(axes, Axis(SEED, tuple(range(overrides.seeds)), role="nuisance"))
     varied = {field for axis in axes for field in _fields(axis)}
     changes: dict[str, dict[str, Any]] = {}
-    for text in overrides.sets:
-        name, value = _pair(text, "--set", "SECTION.FIELD=VALUE (e.g. --set train.lr=3e-3)")
+    for (name, value), text in zip(set_pairs, overrides.sets, strict=True):
         if name in varied:
             raise UserError(f"--set {text}: {name} is an axis of this sweep; use --axis {name}={value}")
         section, field = name.split(".", 1)
@@ -63,30 +67,35 @@ def apply(spec: SweepSpec, overrides: Overrides) -> SweepSpec:
 
 
 def parse_value(name: str, text: str) -> Any:
-    """``text`` as the type of config field ``name`` ("section.field"), or a one-line error."""
-    kind = field_types()[check_name(name)]
+    """``text`` as the type of config field ``name`` ("section.field"), or a one-line error.
+
+    The text is read by the same pydantic type of the field that checks a config file's values (as strings,
+    strictly: "3.5" is no integer, "maybe" no bool); bounds are validate()'s, as for every other input."""
+    section, field = check_name(name).split(".", 1)
+    kind = field_types()[name]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and text.lower() == "none":
+        return None
+    if typing.get_origin(kind) is tuple:
+        # A command line has no list syntax: names joined by "+".
+        return tuple(part for part in text.split("+") if part)
     try:
-        return _convert(kind, text)
-    except ValueError as error:
-        raise UserError(f"{name}={text!r}: {error}") from None
+        return field_adapter(SECTIONS[section], field, bounds=False).validate_strings(text, strict=True)
+    except ValidationError:
+        raise UserError(f"{name}={text!r}: {expected(kind, null='none')}") from None
 
 
-def check_name(name: str) -> str:
-    """A dotted config field name, or a one-line error listing the valid ones with a "did you mean"."""
-    fields = field_types()
-    if name not in fields:
-        close = difflib.get_close_matches(name, list(fields), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise UserError(f"unknown config field {name!r}: {hint}valid fields are {', '.join(fields)}")
-    return name
-
-
-def field_types() -> dict[str, Any]:
-    return {
-        f"{section}.{f.name}": typing.get_type_hints(cls)[f.name]
-        for section, cls in SECTIONS.items()
-        for f in dataclasses.fields(cls)
-    }
+def _refuse_repeats(axes: list[tuple[str, str]], sets: list[tuple[str, str]], seeds: int | None) -> None:
+    """A name given twice is an error, not "the last one wins", which would drop the first without a word."""
+    for name, count in Counter(name for name, _ in axes).items():
+        if count > 1:
+            values = ",".join(value for other, value in axes if other == name)
+            raise UserError(f"--axis {name} is given twice: give all its values in one, --axis {name}={values}")
+    for name, count in Counter(name for name, _ in sets).items():
+        if count > 1:
+            values = ", ".join(value for other, value in sets if other == name)
+            raise UserError(f"--set {name} is given twice ({values}): keep one")
+    if seeds is not None and SEED in (name for name, _ in axes):
+        raise UserError(f"--seeds and --axis {SEED} both set the seeds: keep one")
 
 
 def _with_axis(axes: list[Axis], name: str, values: list[str]) -> list[Axis]:
@@ -134,30 +143,3 @@ def _pair(text: str, flag: str, form: str) -> tuple[str, str]:
     if not sep or not name or not value:
         raise UserError(f"{flag} {text!r}: use {form}")
     return name.strip(), value.strip()
-
-
-def _convert(kind: Any, text: str) -> Any:
-    origin = typing.get_origin(kind)
-    if origin is Literal:
-        choices = typing.get_args(kind)
-        if text not in choices:
-            raise ValueError(f"choose one of {', '.join(choices)}")
-        return text
-    if origin in (typing.Union, types.UnionType):
-        options = [k for k in typing.get_args(kind) if k is not type(None)]
-        if text.lower() == "none" and len(options) < len(typing.get_args(kind)):
-            return None
-        return _convert(options[0], text)
-    if origin is tuple:
-        return tuple(part for part in text.split("+") if part)
-    if kind is bool:
-        lowered = text.lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ValueError("use true or false")
-        return lowered in ("true", "1", "yes", "on")
-    if kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            raise ValueError(f"not a{'n integer' if kind is int else ' number'}") from None
-    return text

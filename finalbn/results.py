@@ -1,12 +1,13 @@
 """A trial's result folder: written around ``train_trial``, never inside it.
 
 Layout of a trial's folder, ``<out>/<trial id>/``:
-  config.json         resolved config, trial id, data fingerprint, code versions and git commit (before step 0)
+  config.json         resolved config, trial id, data fingerprint, code versions, git commit and the
+                      fingerprint of the source on the trial's path (before step 0)
   manifest.parquet    the split manifest (path, label, split, sha256, group)
   metrics.parquet     one row per epoch, rewritten after each epoch
   predictions.parquet test-set class probabilities per image (and with final BN removed)
   confusion.csv       test confusion matrix of the final model (rows true, columns predicted)
-  summary.json        final test metrics, wall time, device and precision, where it ran (worker)
+  summary.json        final test metrics, wall time, device, precision and CPU threads, where it ran (worker)
   checkpoint.pt       state at the last finished epoch, while the trial runs with resume on
   model.pt            weights (state dict; load with torch.load(weights_only=True))
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,11 @@ from finalbn.records import (
     write_parquet,
     write_text,
 )
-from finalbn.train import EpochCallback, EpochRow, TrialResult, checkpoint_epoch, train_trial
+from finalbn.train import EpochCallback, EpochRow, PhaseCallback, TrialResult, checkpoint_epoch, train_trial
 
 CHECKPOINT = "checkpoint.pt"
+# The environment variables that set how many threads OpenMP and MKL use, recorded when set.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def run_trial(
@@ -50,7 +54,9 @@ def run_trial(
     folder: Path,
     *,
     git_commit: str,
+    code: provenance.CodeFingerprint | None = None,
     on_epoch: EpochCallback | None = None,
+    on_phase: PhaseCallback | None = None,
     save_model: bool = True,
     worker: dict[str, Any] | None = None,
     resume: bool = False,
@@ -60,7 +66,8 @@ def run_trial(
     Everything about the trial is the caller's: the config is valid, the
     manifest built (or read) and ``trial_id`` computed once, by the sweep's
     planner or by :func:`run_config`; nothing is recomputed here. ``git_commit``
-    is recorded in config.json as the code the trial ran. ``worker`` (node id,
+    and ``code`` (None: this process's fingerprint) are recorded in config.json
+    as the code the trial ran. ``worker`` (node id,
     Slurm job, restarts...) is kept in summary.json. With ``resume`` the trial
     checkpoints after every epoch and, when its folder holds a checkpoint (a
     preempted or requeued attempt), continues from it.
@@ -70,7 +77,7 @@ def run_trial(
     done = checkpoint_epoch(checkpoint, trial_id) if checkpoint is not None else 0
     rows: list[EpochRow] = _rows_up_to(folder, trial_id, done)
     if done == 0:
-        write_json(folder / CONFIG, _config_record(config, trial_id, manifest, git_commit))
+        write_json(folder / CONFIG, _config_record(config, trial_id, manifest, git_commit, code))
         manifest.write(folder / "manifest.parquet")
 
     def record_epoch(row: EpochRow) -> None:
@@ -80,7 +87,14 @@ def run_trial(
         if on_epoch is not None:
             on_epoch(row)
 
-    result = train_trial(config, manifest, trial_id=trial_id, on_epoch=record_epoch, checkpoint=checkpoint)
+    # Read as training starts: the worker set its thread count before calling.
+    threads = {
+        "torch": torch.get_num_threads(),
+        "env": {name: os.environ[name] for name in THREAD_ENV if name in os.environ},
+    }
+    result = train_trial(
+        config, manifest, trial_id=trial_id, on_epoch=record_epoch, on_phase=on_phase, checkpoint=checkpoint
+    )
     write_parquet(folder / PREDICTIONS, result.predictions)
     write_confusion(folder / "confusion.csv", result.confusion, manifest.classes)
     # Last: its presence is what marks the trial finished.
@@ -91,6 +105,7 @@ def run_trial(
             "seconds": result.seconds,
             "device": result.device,
             "precision": result.precision,
+            "threads": threads,
             "test": result.final,
             # resumed_from_epoch: the epoch a requeued attempt continued after (0: ran from the start).
             "worker": (worker or {}) | ({"resumed_from_epoch": done} if resume else {}),
@@ -157,12 +172,16 @@ def write_confusion(path: Path, matrix: np.ndarray, classes: tuple[str, ...]) ->
     write_text(path, text.getvalue())
 
 
-def _config_record(config: TrialConfig, tid: str, manifest: Manifest, commit: str) -> dict[str, Any]:
+def _config_record(
+    config: TrialConfig, tid: str, manifest: Manifest, commit: str, code: provenance.CodeFingerprint | None
+) -> dict[str, Any]:
+    code = code or provenance.code_fingerprint()
     return {
         "trial_id": tid,
         "manifest_fingerprint": manifest.fingerprint(),
         "classes": list(manifest.classes),
         "config": config.to_dict(),
-        # The sweep's commit, not this process's: a worker may run from another checkout.
-        "versions": provenance.code_versions() | {"git_commit": commit},
+        # The sweep's commit and code, not this process's: a worker may run from another checkout.
+        "versions": provenance.code_versions() | {"git_commit": commit, "code_fingerprint": code.digest},
+        "code": code.record(),
     }

@@ -8,7 +8,10 @@ into Ray Tune's search space: one ``tune.grid_search`` per axis.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -97,6 +100,29 @@ def flatten(config: TrialConfig) -> dict[str, Any]:
         for section, fields in config.to_dict().items()
         for name, value in fields.items()
     }
+
+
+# Past this, a name made of overrides ends in a hash of them: folder names and MLflow's runs table stay readable.
+_NAME_LIMIT = 100
+
+
+def own_name(spec: SweepSpec, name: str | None = None) -> SweepSpec:
+    """``spec`` under its own results folder and MLflow experiment when it is not the declared grid:
+    ``name`` when given, else the declared name and its overrides, sorted so the same overrides find
+    the same folder again (``imbalance_ratio-laptop+seeds=3+train.lr=0.003``). A changed grid must
+    never overwrite the preset sweep's tables, report, sweep.json or status."""
+    if name is None and not spec.overrides:
+        return spec
+    if name is None:
+        parts = sorted(
+            text.removeprefix("--").replace(" ", "=", 1).removeprefix("set=").removeprefix("axis=")
+            for text in spec.overrides
+        )
+        name = re.sub(r"[^\w.,=+-]", "_", "+".join([spec.name, *parts]))
+        if len(name) > _NAME_LIMIT:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+            name = f"{name[: _NAME_LIMIT - 9]}-{digest}"
+    return dataclasses.replace(spec, name=name)
 
 
 def _short(value: Any) -> str:

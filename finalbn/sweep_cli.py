@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finalbn.console import OneLineParser, guarded
+from finalbn.console import OneLineParser, guarded, table_format
 from finalbn.errors import UserError
 from finalbn.experiments import PLANTS, PRESETS, ClassFolders, Data, build_sweeps
+from finalbn.names import is_utf8
 from finalbn.overrides import Overrides, apply
-from finalbn.spec import SweepSpec
+from finalbn.spec import SweepSpec, own_name
 
 if TYPE_CHECKING:
     from finalbn.launch.base import Backend
@@ -37,6 +38,12 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--data", help="data root (PlantVillage folder; full MNIST folder for mnist --preset paper)")
     _source_flags(parser.add_argument_group("your own images (README: Your own images, and docs/own-data.md)"))
     parser.add_argument("--dry-run", action="store_true", help="print the grid and its estimated cost, train nothing")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to start when any image under --data is unreadable (zero-byte, corrupt, too small) instead of "
+        "skipping and counting it",
+    )
     parser.add_argument(
         "--calibrate",
         action="store_true",
@@ -85,6 +92,12 @@ def _override_flags(group: argparse._ArgumentGroup) -> None:
         "--axis variant=plain,final_BN",
     )
     group.add_argument("--seeds", type=int, metavar="N", help="seed axis 0..N-1 instead of the preset's")
+    group.add_argument(
+        "--name",
+        help="results folder and MLflow experiment of this sweep (default: the preset's name, plus the overrides "
+        "when any are given, so an overridden grid never overwrites the preset's tables and report; finished "
+        "trials with the same id are reused from the other sweeps under --out)",
+    )
 
 
 def _refine_flags(group: argparse._ArgumentGroup) -> None:
@@ -120,6 +133,12 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         help="GPUs per trial; 0.25 packs four per GPU; auto packs by a calibration trial's peak memory",
     )
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed trial (default 2)")
+    parser.add_argument(
+        "--keep-stale",
+        action="store_true",
+        help="reuse finished trials computed by other code (a file of finalbn's data, models, train or metrics "
+        "changed since) instead of retraining them; trials.parquet then says which code made each",
+    )
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
@@ -162,7 +181,10 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
 
     _check_numbers(args)
     overrides = Overrides(sets=tuple(args.set), axes=tuple(args.axis), seeds=args.seeds)
-    specs = [apply(spec, overrides) for spec in build_sweeps(experiment, args.preset, _data(args))]
+    declared = build_sweeps(experiment, args.preset, _data(args))
+    specs = [own_name(apply(spec, overrides), _name(args.name, spec, len(declared))) for spec in declared]
+    if args.strict:
+        _refuse_unreadable(specs)
     if args.refine:
         from finalbn.sweep.refine import check
 
@@ -181,7 +203,7 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
         from finalbn.sweep.plan import check
 
         for spec in specs:
-            print(dry_run(spec))
+            print(dry_run(spec, args.out))
             # What planning checks, in memory: a dry run passes only where a real run would start.
             for note in check(spec, download=False).notes:
                 print(f"  checked {note}")
@@ -201,7 +223,6 @@ def _run(experiment: str, args: argparse.Namespace) -> None:
 
 
 def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int:
-    import polars as pl
 
     from finalbn.sweep import SweepOptions, run_sweep, summary_table
     from finalbn.tracking import MlflowTracker, NullTracker, default_tracking_uri
@@ -213,6 +234,7 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int
         gpus_per_trial=args.gpus_per_trial,
         retries=args.retries,
         verbose=args.verbose,
+        keep_stale=args.keep_stale,
     )
     uri = None if args.no_tracking else args.tracking_uri or default_tracking_uri(Path.cwd())
     if uri is None:
@@ -240,7 +262,7 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int
     )
     table = summary_table(report.folder, spec)
     if table is not None:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        with table_format():
             print(f"test F1 (final model) by scientific axis, mean over seeds:\n{table}")
     print(f"results: {report.folder / 'epochs.parquet'} (trial x epoch), {report.folder / 'trials.parquet'} (trial)")
     for line in tracker.where():
@@ -276,11 +298,11 @@ def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
     print(f"report: {result.html}")
 
 
-def dry_run(spec: SweepSpec) -> str:
+def dry_run(spec: SweepSpec, out: Path = Path("results")) -> str:
     """The grid, the trials per axis value and a cost estimate, without training."""
     from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
 
-    lines = [f"{spec.name} ({spec.reproduces or 'custom'}): {spec.size()} trials"]
+    lines = [f"{spec.name} ({spec.reproduces or 'custom'}): {spec.size()} trials", f"  results: {out / spec.name}"]
     if spec.overrides:
         lines.append(f"  overrides: {' '.join(spec.overrides)}")
     data = spec.base.data
@@ -326,6 +348,29 @@ def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace)
         f"{calibration.setup_seconds:.1f} s set-up + {calibration.epoch_seconds:.2f} s per epoch):\n"
         f"  predicted {sum(seconds):.0f} trial-seconds on {workers} workers = {wall / 60:.1f} min wall"
     )
+
+
+def _name(given: str | None, spec: SweepSpec, declared: int) -> str | None:
+    """--name, checked to be one folder name; an experiment that declares several sweeps puts each under its own."""
+    if given is None:
+        return None
+    if not given.strip(". ") or "/" in given or not given.isprintable() or not is_utf8(given):
+        raise UserError(f"--name {given!r}: give one folder name (no '/', not '.' or '..', printable UTF-8)")
+    return given if declared == 1 else f"{given}-{spec.name}"
+
+
+def _refuse_unreadable(specs: list[SweepSpec]) -> None:
+    """--strict: the data's unreadable files stop the sweep before it starts, named by reason and count."""
+    from finalbn.sweep.plan import check
+
+    for spec in specs:
+        for data, manifest in check(spec, download=False).manifests.items():
+            if manifest.skipped:
+                counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(manifest.skipped.items()))
+                raise UserError(
+                    f"--strict: {data.root or data.source} has unreadable files ({counts}): remove them, or drop "
+                    "--strict to skip and count them"
+                )
 
 
 def _data(args: argparse.Namespace) -> Data:

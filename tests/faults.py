@@ -3,7 +3,11 @@
 FINALBN_FAULT="MODE:SELECTOR[:N]". MODE "raise" raises in the trial, "exit"
 kills its worker process (os._exit), "sigint" sends the worker process a
 Ctrl-C that a finalizer swallows (Python prints "Exception ignored in" and
-goes on; under the serial backend the worker is the driver). SELECTOR "p=0.3" hits that fraction of
+goes on; under the serial backend the worker is the driver), "memory" raises
+MemoryError, "readonly" remounts the file system at FINALBN_FAULT_PATH
+read-only (a real EROFS, which root cannot write past either), "remove"
+deletes the file FINALBN_FAULT_PATH; the trial then goes on and meets what
+the fault left. SELECTOR "p=0.3" hits that fraction of
 trials (by trial-id hash, so the same ones every run), any other text hits
 trials whose readable name contains it. N limits the fault to a trial's first
 N attempts. Workers import this module from tests/ (on PYTHONPATH, see ``env``).
@@ -11,22 +15,30 @@ N attempts. Workers import this module from tests/ (on PYTHONPATH, see ``env``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import TRIAL_HOOK_ENV, failed_attempts
 
 FAULT_ENV = "FINALBN_FAULT"
+# The file system or file a "readonly" or "remove" fault acts on.
+PATH_ENV = "FINALBN_FAULT_PATH"
 TESTS = Path(__file__).resolve().parent
 
 
-def env(rule: str) -> dict[str, str]:
-    """The environment that injects ``rule`` into every worker of a sweep started with it."""
+def env(rule: str, target: Path | None = None) -> dict[str, str]:
+    """The environment that injects ``rule`` into every worker of a sweep started with it; ``target``:
+    what a "readonly" or "remove" fault acts on."""
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
-    return {FAULT_ENV: rule, TRIAL_HOOK_ENV: "faults:inject", "PYTHONPATH": path}
+    return {FAULT_ENV: rule, TRIAL_HOOK_ENV: "faults:inject", "PYTHONPATH": path} | (
+        {PATH_ENV: str(target)} if target is not None else {}
+    )
 
 
 def inject(job: TrialJob) -> None:
@@ -47,6 +59,14 @@ def inject(job: TrialJob) -> None:
     if mode == "sigint":
         swallow_an_interrupt()
         return
+    if mode == "memory":
+        raise MemoryError(f"fault injected by {FAULT_ENV}={rule}")
+    if mode == "readonly":
+        subprocess.run(["mount", "-o", "remount,ro", os.environ[PATH_ENV]], check=True)
+        return
+    if mode == "remove":
+        Path(os.environ[PATH_ENV]).unlink()
+        return
     raise RuntimeError(f"fault injected by {FAULT_ENV}={rule}")
 
 
@@ -61,3 +81,18 @@ class _Finalizer:
         # The handler runs at the next bytecode, still inside __del__, which can only print it.
         for _ in range(3):
             pass
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``mount``, unmounted afterwards; skips the test where mount is refused."""
+    mount.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        import pytest  # here: workers import this module too, and need no pytest
+
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode}); CI runs as root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -62,7 +62,9 @@ def result(sweep: tuple[Path, str, object]) -> ReportResult:
 
 def test_report_answers_the_sweep_and_draws_every_figure(result: ReportResult) -> None:
     assert result.kind == "imbalance_ratio"
-    assert result.headline.startswith("Imbalance threshold: f1_minority")
+    # Two seeds: the headline leads with that (issue 19), then one sentence per class.
+    assert result.headline.startswith("Imbalance threshold: 2 seeds per ratio: too few to locate a threshold;")
+    assert "Imbalance threshold: f1_minority: " in result.headline
     names = {path.name for path in result.figures}
     assert names == {
         "imbalance_ratio.png",

@@ -66,12 +66,32 @@ CASES = [
     ("unknown backend", SWEEP, "--backend nope", "invalid choice: 'nope'"),
     ("unknown override field", SWEEP, "--dry-run --set train.lrr=3e-3", "did you mean train.lr?"),
     ("override of an axis field", SWEEP, "--dry-run --set model.final_norm=none", "is an axis of this sweep"),
-    ("override of the wrong type", SWEEP, "--dry-run --set train.epochs=ten", "train.epochs='ten': not an integer"),
+    ("override of the wrong type", SWEEP, "--dry-run --set train.epochs=ten", "train.epochs='ten': use an integer"),
+    (
+        "repeated axis",
+        SWEEP,
+        "--dry-run --axis data.train_minority=1 --axis data.train_minority=4",
+        "--axis data.train_minority is given twice: give all its values in one, --axis data.train_minority=1,4",
+    ),
     ("abbreviated flag", SWEEP, "--dry-run --epoch 1", "unrecognized arguments: --epoch 1"),
     ("Ray cluster without an address", SWEEP, "--preset smoke --backend ray", "--backend ray needs a running Ray"),
     ("bad Slurm time limit", SWEEP, "--preset smoke --backend slurm --time soon", "is not a Slurm time"),
     ("unsafe sbatch value", SWEEP, "--preset smoke --backend slurm --partition gpu;rm", "only letters, digits"),
     ("malformed sbatch pass-through", SWEEP, "--preset smoke --backend slurm --sbatch mem", "use KEY=VALUE"),
+    (
+        "control character in a Slurm results path",
+        SWEEP,
+        "--preset smoke --backend slurm --dry-run --out {tmp}/res\ntouch",
+        "a control character cannot go into the sbatch script",
+    ),
+    (
+        "sbatch option given twice",
+        SWEEP,
+        "--preset smoke --backend slurm --sbatch mem=1G --sbatch mem=2G",
+        "--sbatch mem is given twice ('1G', '2G'): give each sbatch option once",
+    ),
+    ("sbatch option finalbn sets", SWEEP, "--preset smoke --backend slurm --sbatch time=5", "finalbn sets --time"),
+    ("sweep name not a folder name", SWEEP, "--preset smoke --name ../x", "--name '../x': give one folder name"),
     (
         "GPU auto-packing with a cluster backend",
         SWEEP,
@@ -80,7 +100,13 @@ CASES = [
     ),
     ("ratio out of range", TRAIN, "--ratio 0", "outside (0, 1]"),
     ("batch of one with final BN", TRAIN, "--batch-size 1", "BatchNorm needs batches of 2 or more"),
-    ("no epochs", TRAIN, "--epochs 0", "train at least 1 epoch"),
+    ("no epochs", TRAIN, "--epochs 0", "train.epochs is 0: use an integer >= 1 and <= 10,000 (train at least 1 epoch"),
+    (
+        "number out of bounds",
+        TRAIN,
+        "--image-size 100000",
+        "data.image_size is 100000: use an integer >= 8 and <= 1,024",
+    ),
     ("sigmoid with CCE", TRAIN, "--output sigmoid", "use --output softmax or --loss bce"),
     ("GPUs asked for, none present", SWEEP, "--preset smoke --gpus-per-trial 0.5", "has no CUDA GPU"),
     ("negative GPUs per trial", SWEEP, "--preset smoke --gpus-per-trial -1", "use auto or a number >= 0"),
@@ -96,6 +122,19 @@ CASES = [
         "cannot write results to",
     ),
     ("missing config file", TRAIN, "--config {tmp}/absent.json", "check the --config path"),
+    (
+        "config value of the wrong type",
+        TRAIN,
+        "--config {tmp}/weighted-loss-text.json",
+        'train.weighted_loss is "false": use true or false',
+    ),
+    (
+        "config file not an object",
+        TRAIN,
+        "--config {tmp}/list.json",
+        "use a JSON object of sections, e.g.",
+    ),
+    ("unknown config field", TRAIN, "--config {tmp}/epoch.json", "unknown config field 'train.epoch': did you mean"),
 ]
 # Offline ImageNet weights need a sweep that plans for real: test_offline_imagenet_weights_fail_before_any_trial.
 
@@ -110,6 +149,10 @@ def scratch(tmp_path: Path, plantvillage_root: Path) -> Path:
         for image in sorted((plantvillage_root / source).iterdir())[:20]:
             shutil.copy(image, tree / label / image.name)
     (tree / "sick" / "empty.JPG").write_bytes(b"")
+    # Config files for --config: a text where a bool belongs, a list where an object belongs, a misspelt field.
+    (tmp_path / "weighted-loss-text.json").write_text('{"train": {"weighted_loss": "false"}}')
+    (tmp_path / "list.json").write_text('[{"train": {"epochs": 3}}]')
+    (tmp_path / "epoch.json").write_text('{"train": {"epoch": 3}}')
     return tmp_path
 
 

@@ -153,7 +153,9 @@ def test_every_trial_logs_what_explains_the_effect(smoke_sweeps: Path) -> None:
 def test_report_sections_for_both_sweeps(smoke_sweeps: Path) -> None:
     lr = write_report(smoke_sweeps / "learning_rate-smoke")
     assert lr.kind == "learning_rate"
-    assert lr.headline.startswith("Learning rate x final BN: all: BN gain in minority F1 ")
+    caveat, finding = lr.headline.split("\n")
+    assert caveat == "Learning rate x final BN: 2 seeds per learning rate: too few for reliable intervals; 5 needed."
+    assert finding.startswith("Learning rate x final BN: all: BN gain in minority F1 ")
     gains = pl.read_csv(lr.html.parent / "tables" / "lr_bn_gain.csv")
     assert set(gains["metric"]) == {"f1_minority", "auc", "minority_prob_on_majority"}
     assert gains["pairs"].to_list() == [2] * gains.height

@@ -9,11 +9,9 @@ where mount is refused).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from faults import tmpfs
 
 from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
@@ -249,19 +248,6 @@ def test_validation_is_cheap_enough_for_every_finished_trial(trained: Path, tmp_
 
 
 # ------------------------------------------------------------------ atomic writes and a full disk
-
-
-@contextlib.contextmanager
-def tmpfs(mount: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` at ``mount``, unmounted afterwards; skips the test where mount is refused."""
-    mount.mkdir(exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode}); CI runs as root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from finalbn.launch.slurm import (
     parse_time,
     sbatch_text,
     submit,
+    task_states,
     trials_per_task,
 )
 from finalbn.sweep import SweepOptions
@@ -112,6 +113,22 @@ def test_live_trials_are_those_of_unfinished_tasks() -> None:
     assert live_trials(state, states, now=submitted + timedelta(seconds=5)) == {"c": "7_1", "d": "7_2"}
     # A day later a task sacct still does not know is gone; its trial may be resubmitted.
     assert live_trials(state, states, now=submitted + timedelta(days=1)) == {"c": "7_1"}
+
+
+def test_a_single_task_submission_is_looked_up_as_the_plain_job_submitit_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # submitit submits one task without --array, so sacct lists it as JOBID, not JOBID_0; read as
+    # JOBID_0 it stayed UNKNOWN, hence "live" for 10 minutes and then "gone" while it still ran.
+    sacct = tmp_path / "bin" / "sacct"
+    sacct.parent.mkdir()
+    rows = ["JobID|State|NodeList", "910001|RUNNING|n1", "910001.batch|RUNNING|n1", "910002_0|COMPLETED|n1"]
+    sacct.write_text("#!/bin/sh\nprintf '%s\\n' " + " ".join(f"'{row}'" for row in rows) + "\n")
+    sacct.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{sacct.parent}:{os.environ['PATH']}")
+    now = datetime.now().isoformat()
+    state = SlurmState("s", [Submission("910001", [["a"]], now), Submission("910002", [["b"], ["c"]], now)])
+    assert task_states(state, tmp_path) == {"910001_0": "RUNNING", "910002_0": "COMPLETED", "910002_1": "UNKNOWN"}
 
 
 def test_state_file_round_trip(tmp_path: Path) -> None:

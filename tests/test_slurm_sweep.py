@@ -6,11 +6,13 @@ Skipped where Slurm is not installed; mandatory in CI (FINALBN_REQUIRE_SLURM=1).
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pexpect
 import polars as pl
 import polars.testing
 import pytest
@@ -32,9 +34,24 @@ SCRIPT = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py"), "--preset
 pytestmark = pytest.mark.slow
 
 
-def sweep(*args: str, cwd: Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], float]:
+def sweep(
+    *args: str, cwd: Path, timeout: float = 300, terminal: bool = False
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The sweep script with its output piped, or (``terminal``) on a pseudo-terminal as a person runs it,
+    rich's live display included; stdout then holds everything the terminal showed."""
     started = time.perf_counter()
-    done = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    if terminal:
+        shown, status = pexpect.run(
+            " ".join(map(shlex.quote, [*SCRIPT, *args])),
+            cwd=str(cwd),
+            timeout=timeout,
+            withexitstatus=True,
+            encoding="utf-8",
+            dimensions=(40, 120),
+        )
+        done = subprocess.CompletedProcess(SCRIPT, status, shown, "")
+    else:
+        done = subprocess.run([*SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
     return done, time.perf_counter() - started
 
@@ -56,7 +73,7 @@ def test_submit_returns_at_once_reattach_then_wait_equals_local(slurm_cluster, t
     common = ["--out", str(tmp_path / "slurm"), "--tracking-uri", uri]
     slurm = ["--backend", "slurm", "--partition", "debug", "--trials-per-task", "3", "--time", "10"]
 
-    submitted, submit_seconds = sweep(*slurm, *common, cwd=tmp_path)
+    submitted, submit_seconds = sweep(*slurm, *common, cwd=tmp_path, terminal=True)
     assert "submitted Slurm array" in submitted.stdout and "8 to run" in submitted.stdout
     state_path = tmp_path / "slurm" / "imbalance_ratio-smoke" / "slurm" / "state.json"
     state = SlurmState.load(state_path, "imbalance_ratio-smoke")
@@ -68,7 +85,7 @@ def test_submit_returns_at_once_reattach_then_wait_equals_local(slurm_cluster, t
     assert "submitted Slurm array" not in again.stdout, again.stdout
     assert len(SlurmState.load(state_path, "imbalance_ratio-smoke").submissions) == 1
 
-    waited, wait_seconds = sweep(*slurm, *common, "--wait", cwd=tmp_path)
+    waited, wait_seconds = sweep(*slurm, *common, "--wait", cwd=tmp_path, terminal=True)
     assert "8 trained" in waited.stdout or "skipped (finished earlier)" in waited.stdout, waited.stdout
     slurm_trials = pl.read_parquet(tmp_path / "slurm" / "imbalance_ratio-smoke" / "trials.parquet")
     assert slurm_trials.height == 8

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typing
 from pathlib import Path
 
+import polars as pl
 import pytest
 from matplotlib.image import imread
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from finalbn.config import Source, TrialConfig
@@ -18,14 +20,16 @@ from finalbn.spec import Axis, SweepSpec, flatten
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.tracking import MlflowTracker, redact
 from finalbn.tracking.layout import (
+    COUNT_TAGS,
     NOTE_TAG,
     PARENT_TAG,
+    RUNS_VIEW_TAG,
     SOURCE_FIELDS,
     TRIAL_NAME_TAG,
     TRIAL_TAG,
+    RunNames,
     axis_keys,
     config_params,
-    short_name,
     with_unlogged_params,
 )
 from finalbn.tracking.reader import experiment_runs
@@ -37,8 +41,8 @@ def test_credentials_in_a_tracking_uri_never_reach_the_output() -> None:
     assert redact("sqlite:////home/alice/mlruns.db") == "sqlite:////home/alice/mlruns.db"
 
 
-# The short run names of grid(): 3 and 30 stay apart, the fixed axes are left out.
-NAMES = ["minority=3 norm=bn", "minority=3 norm=none", "minority=30 norm=bn", "minority=30 norm=none"]
+# The short run names of grid(): 3 and 30 stay apart and sort as numbers, the fixed axes are left out.
+NAMES = ["minority=03 norm=bn", "minority=03 norm=none", "minority=30 norm=bn", "minority=30 norm=none"]
 
 
 def grid(name: str = "ui", minority: tuple[int, ...] = (3, 30)) -> SweepSpec:
@@ -56,11 +60,30 @@ def grid(name: str = "ui", minority: tuple[int, ...] = (3, 30)) -> SweepSpec:
 
 def test_short_run_names_hold_the_values_that_vary_and_stay_distinct() -> None:
     spec = grid()
-    keys = axis_keys(spec)
-    assert [short_name(trial.point, keys) for trial in spec.trials()] == NAMES
+    names = RunNames.of(spec)
+    assert [names.name(trial.point) for trial in spec.trials()] == NAMES
     # Two axes ending alike keep one more word each.
     both = SweepSpec("x", TrialConfig(), (Axis("data.train_minority", (1, 2)), Axis("data.val_minority", (3, 4))))
     assert axis_keys(both) == {"data.train_minority": "train_minority", "data.val_minority": "val_minority"}
+
+
+def test_run_names_sort_as_their_numbers_with_rounded_values() -> None:
+    """The runs table sorts names as text: numbers are padded to one width, floats rounded to one precision."""
+    lrs = (0.003, 3e-4, 0.00030000000000000003 * 10, 1e-3, 0.1)
+    spec = SweepSpec(
+        "x",
+        TrialConfig(),
+        (Axis("data.train_minority", (100, 3, 30)), Axis("train.lr", lrs), Axis("model.final_norm", ("bn", "none"))),
+    )
+    names = RunNames.of(spec)
+    assert [names.value("data.train_minority", str(m)) for m in (100, 3, 30)] == ["100", "003", "030"]
+    written = [names.value("train.lr", spec.axes[1].label(i)) for i in range(len(lrs))]
+    assert written == ["0.0030", "0.0003", "0.0030", "0.0010", "0.1000"]
+    assert sorted(written) == [written[i] for i in sorted(range(len(lrs)), key=lambda i: lrs[i])]
+    every = [names.name(trial.point) for trial in spec.trials()]
+    assert every[0] == "minority=100 lr=0.0030 norm=bn" and every == [names.name(t.point) for t in spec.trials()]
+    # Text and booleans are left as they are.
+    assert names.value("model.final_norm", "bn") == "bn"
 
 
 def test_params_a_data_source_does_not_read_are_not_logged() -> None:
@@ -106,10 +129,14 @@ def test_the_parent_carries_the_axes_and_the_sweeps_numbers(tracked: tuple) -> N
     assert params["data.train_minority"] == "3, 30" and params["model.final_norm"] == "bn, none"
     assert params["model.unfreeze"] == "all"
     metrics = parent.data.metrics
-    groups = {f"minority:{m} norm:{n}" for m in (3, 30) for n in ("bn", "none")}
+    groups = {f"minority:{m} norm:{n}" for m in ("03", "30") for n in ("bn", "none")}
     assert {key.split("/", 1)[1] for key in metrics} == groups
     assert {key.split("/", 1)[0] for key in metrics} == {"minority F1", "majority F1", "trials"}
     assert all(metrics[f"trials/{group}"] == 1 for group in groups)
+    # Its counts are those of the end, not of the start.
+    tags = parent.data.tags
+    assert [tags[COUNT_TAGS[k]] for k in ("finished", "failed", "unfinished")] == ["4", "0", "0"]
+    assert tags["finalbn.trials_to_run"] == "4" and tags["finalbn.trials_skipped"] == "0"
 
 
 def test_children_show_short_names_metrics_and_pictures(tracked: tuple) -> None:
@@ -142,7 +169,7 @@ def test_a_rerun_that_trains_nothing_adds_no_parent(tracked: tuple) -> None:
     parents, children = parents_and_children(client, "ui")
     assert len(parents) == 1 and len(children) == 4
     # A finished trial whose run was cut short is logged again, under a parent of its own.
-    victim = next(run for run in children if run.info.run_name == "minority=3 norm=bn")
+    victim = next(run for run in children if run.info.run_name == "minority=03 norm=bn")
     client.set_terminated(victim.info.run_id, "KILLED")
     sweep(grid(), root)
     parents, children = parents_and_children(client, "ui")
@@ -161,3 +188,49 @@ def test_a_refused_slurm_launch_records_no_run(tmp_path: Path, monkeypatch: pyte
         run_sweep(grid("refused"), SweepOptions(out=tmp_path / "results"), backend, tracker)
     assert MlflowClient(uri).get_experiment_by_name("refused") is None
     assert not (tmp_path / "results" / "refused" / "sweep.json").exists()
+
+
+def test_a_joint_axis_is_a_param_of_each_child_and_a_column(tmp_path: Path) -> None:
+    """headline's ``variant`` sets two fields at once: its label is a param of each child, a column of the
+    runs view and of trials.parquet, beside the fields it set."""
+    variants = ({"model.final_norm": "none", "train.weighted_loss": True}, {"model.final_norm": "bn"})
+    spec = SweepSpec(
+        name="joint",
+        base=EMBEDDED_MNIST.replace(train={"epochs": 1}),
+        axes=(Axis("variant", variants, labels=("WL", "final_BN")), Axis("train.seed", (0,), role="nuisance")),
+    )
+    report, client = sweep(spec, tmp_path)
+    [parent], children = parents_and_children(client, "joint")
+    assert parent.data.params["variant"] == "WL, final_BN"
+    params = {run.info.run_name: run.data.params for run in children}
+    assert params["variant=WL"]["variant"] == "WL" and params["variant=WL"]["train.weighted_loss"] == "True"
+    assert params["variant=final_BN"]["variant"] == "final_BN"
+    view = client.get_experiment(parent.info.experiment_id).tags[RUNS_VIEW_TAG]
+    assert "params.`variant`" in view
+    trials = pl.read_parquet(report.folder / "trials.parquet")
+    assert sorted(trials["axis.variant"].to_list()) == ["WL", "final_BN"]
+
+
+class _CrashingBackend(SerialBackend):
+    """Fails as Ray Tune did in a terminal (issue 19): inside launch, before any trial ran."""
+
+    def launch(self, *args: object, **kwargs: object) -> typing.NoReturn:
+        raise TypeError("cannot pickle '_thread.RLock' object")
+
+
+def test_a_crash_before_any_trial_leaves_no_empty_parent(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
+    with pytest.raises(TypeError, match="pickle"):
+        run_sweep(grid("crash"), SweepOptions(out=tmp_path / "results"), _CrashingBackend("serial"), tracker)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("crash")
+    assert client.search_runs([experiment.experiment_id]) == []
+    # It was made (another driver needs its id from the start) and is deleted, not left FAILED.
+    [deleted] = client.search_runs([experiment.experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert deleted.info.status == "FAILED" and PARENT_TAG not in deleted.data.tags
+    # The next run trains and keeps its own parent.
+    report, _ = sweep(grid("crash"), tmp_path)
+    assert len(report.finished) == 4
+    [parent], _ = parents_and_children(client, "crash")
+    assert parent.info.status == "FINISHED"

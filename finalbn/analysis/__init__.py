@@ -12,7 +12,10 @@
 * ``sections``: the registry of report sections, one per declared analysis, registered beside it
   (``imbalance``, ``batch``, ``factorial``, ``tables``); ``seeds`` and ``comparison_figures``: the parts
   every report has.
-* ``report``: ``write_report(sweep_folder)`` -> one self-contained HTML report and a Markdown twin.
+* ``headline``: the sweep's answer, one short sentence per finding, the seed caveat first when seeds are few;
+  ``classes``: what the data and classes are called (the thesis' names, or the user's class folders).
+* ``report``: ``write_report(sweep_folder)`` -> one self-contained HTML report and a Markdown twin, its steps
+  shown as they run (``progress``).
 
 Methods: docs/analysis.md. Submodules are imported on use, so ``import finalbn.analysis`` stays cheap.
 """

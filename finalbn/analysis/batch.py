@@ -27,10 +27,11 @@ import numpy as np
 import polars as pl
 
 from finalbn.analysis import figures as fig
+from finalbn.analysis.headline import FEW_SEEDS, MAX_SEEDS, Headline, SeedCount, most_needed, seeds_to_ask
 from finalbn.analysis.sections import METRICS, SECTIONS, Context, group_text
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, permutation_p
 from finalbn.analysis.thesis import FIGURE_4_7_BEST_BATCH
-from finalbn.analysis.threshold import FEW_SEEDS, POWER, seeds_needed
+from finalbn.analysis.threshold import POWER, seeds_needed
 from finalbn.errors import UserError
 
 BATCH = "train.batch_size"
@@ -91,14 +92,24 @@ class BatchOptimum:
         below, above = self.sizes[max(index - 1, 0)], self.sizes[min(index + 1, len(self.sizes) - 1)]
         return min(self.range_low, below), max(self.range_high, above)
 
+    @property
+    def seeds_to_ask(self) -> int | None:
+        """Seeds per batch size a headline asks for: telling the best from its closest neighbour, the
+        permutation test's and the bootstrap's floors."""
+        closest = min((abs(n.difference) for n in self.neighbours), default=0.0)
+        return seeds_to_ask(self.seeds_needed, self.spread, closest, max(FEW_SEEDS, PERMUTATION_SEEDS))
+
     def describe(self) -> str:
+        """One line: the best swept size, the optimum's interval, the neighbours, the step-count confound;
+        with too few seeds the caveat comes first."""
         where = "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
         low, high = self.interval
+        caveat = self._seed_caveat()
         text = (
-            f"{self.metric}{where}: best of swept batch sizes {self.sizes[0]}-{self.sizes[-1]} is {self.best} "
-            f"({self.mean:.3f} [95% CI {self.low:.3f}, {self.high:.3f}]), optimum between {low} and {high} "
-            f"(the best's swept neighbours and the 95% range of the winner over seed resamples; "
-            f"{self.best} wins {self.best_share[self.best]:.0%})"
+            f"{self.metric}{where}: {caveat + '; as measured, ' if caveat else ''}best of swept batch sizes "
+            f"{self.sizes[0]}-{self.sizes[-1]} is {self.best} ({self.mean:.3f} [95% CI {self.low:.3f}, "
+            f"{self.high:.3f}]), optimum between {low} and {high} (the best's swept neighbours and the 95% range of "
+            f"the winner over seed resamples; {self.best} wins {self.best_share[self.best]:.0%})"
         )
         if self.best in (self.sizes[0], self.sizes[-1]):
             text += f", at the edge of the grid: the optimum may lie beyond {self.best}"
@@ -109,7 +120,39 @@ class BatchOptimum:
         ]
         if parts:
             text += "; neighbours: " + ", ".join(parts)
-        return text + self._steps_text() + self._seed_caveat()
+        return text + self._steps_text()
+
+    def finding(self) -> str:
+        """The headline's sentence: the optimum in short, or with too few seeds the best mean as measured."""
+        where = "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
+        swept = f"{self.sizes[0]}-{self.sizes[-1]}"
+        if self.seeds < FEW_SEEDS:
+            return f"{self.metric}{where}: highest mean {self.mean:.3f} at batch {self.best} of {swept}"
+        low, high = self.interval
+        edge = ", at the grid's edge" if self.best in (self.sizes[0], self.sizes[-1]) else ""
+        told = [n.batch_size for n in self.neighbours if n.distinguishable]
+        if not self.neighbours:
+            neighbours = ""
+        elif len(told) == len(self.neighbours):
+            neighbours = f"; worse at {' and '.join(map(str, told))} (p < {self.neighbours[0].alpha:g})"
+        elif told:
+            neighbours = f"; worse at {told[0]} (p < {self.neighbours[0].alpha:g}), not told from the other neighbour"
+        else:
+            neighbours = "; not told from its neighbours"
+        return (
+            f"{self.metric}{where}: best of {swept} is {self.best} ({self.mean:.3f} [{self.low:.3f}, "
+            f"{self.high:.3f}]), optimum between {low} and {high}{edge}{neighbours}"
+        )
+
+    def confound(self) -> str | None:
+        """The step-count confound in a few words, when the batch size sets the number of steps."""
+        if not self.steps:
+            return None
+        sizes = sorted(self.steps)
+        return (
+            f"step count confounded: batch {sizes[0]} makes {self.steps[sizes[0]]} optimizer steps, "
+            f"{sizes[-1]} makes {self.steps[sizes[-1]]} (set train.steps to hold them equal)"
+        )
 
     def _steps_text(self) -> str:
         if self.fixed_steps is not None:
@@ -127,12 +170,13 @@ class BatchOptimum:
         if self.seeds >= FEW_SEEDS or not self.neighbours:
             return ""
         closest = min(self.neighbours, key=lambda n: abs(n.difference))
-        text = f"; {self.seeds} seed(s) per batch size (< {FEW_SEEDS}): the intervals are unreliable"
-        if self.seeds_needed is None:
+        text = f"{self.seeds} seed(s) per batch size (< {FEW_SEEDS}): the intervals are unreliable"
+        if self.spread != self.spread:
             return text + " and there is no spread to size more seeds from"
+        takes = f"more than {MAX_SEEDS}" if self.seeds_needed is None else str(self.seeds_needed)
         return (
             text + f"; telling {self.best} from {closest.batch_size} ({closest.difference:+.3f}) at the observed "
-            f"spread (sd {self.spread:.3f}) takes {self.seeds_needed} seeds per batch size by a two-sample "
+            f"spread (sd {self.spread:.3f}) takes {takes} seeds per batch size by a two-sample "
             f"t-test (5%, {POWER:.0%} power), and the exact permutation test reaches p < 0.05 from "
             f"{PERMUTATION_SEEDS} seeds"
         )
@@ -299,7 +343,7 @@ def _neighbour(
 
 
 @SECTIONS.register("batch_size")
-def batch_section(ctx: Context) -> str:
+def batch_section(ctx: Context) -> Headline:
     """Figure 4.7: the optimum per group, the F1 curve per batch size, one figure per group."""
     data, doc = ctx.data, ctx.doc
     doc.heading("Batch-size optimum (Figure 4.7)")
@@ -323,17 +367,29 @@ def batch_section(ctx: Context) -> str:
     curves = curves.sort(BATCH)
     ctx.save_table(curves, "f1_by_batch")
     doc.table(curves, "Test F1 per batch size (mean, std, 95% CI over seeds)")
+    titles = ctx.names.titles()
     for group_values in curves.select(groups).unique(maintain_order=True).iter_rows(named=True) if groups else [{}]:
         subset = curves.filter(*[pl.col(k) == v for k, v in group_values.items()]) if group_values else curves
         chosen = [o for o in found if o.group == {k: str(v) for k, v in group_values.items()}]
         suffix = group_text(group_values) if group_values else ""
         ctx.save_figure(
-            fig.batch_figure(subset, chosen, title=f"{data.name} {suffix}".strip()),
+            fig.batch_figure(subset, chosen, title=f"{data.name} {suffix}".strip(), titles=titles),
             "batch_size" + (f"_{len(ctx.doc.figures())}" if group_values else ""),
-            "Figure 4.7: test F1 against batch size with final BN (mean over seeds, 95% bootstrap band); "
-            "star: the best swept size; green: its interval; grey dashed: the thesis' 64.",
+            f"Figure 4.7: test F1 of the {titles['f1_minority']} and the {titles['f1_majority']} against batch "
+            f"size (log2 axis){f' at {suffix}' if suffix else ''} (mean over seeds, 95% bootstrap band); star: "
+            "the best swept size by minority F1; green: its interval; grey dashed: the thesis' 64.",
         )
-    return "Batch optimum: " + "; ".join(o.describe() for o in found) + f" (thesis: {FIGURE_4_7_BEST_BATCH})"
+    return batch_headline(found, thesis=not ctx.names.own)
+
+
+def batch_headline(found: list[BatchOptimum], thesis: bool = True, label: str = "Batch optimum") -> Headline:
+    """One sentence per optimum, then the step-count confound; with too few seeds first how many would do."""
+    needed = most_needed([o.seeds_to_ask for o in found])
+    seeds = SeedCount(min(o.seeds for o in found), "batch size", "to tell the best from its neighbours", needed)
+    reference = f"; thesis: {FIGURE_4_7_BEST_BATCH}" if thesis else ""
+    findings = [o.finding() + reference for o in found]
+    confound = found[0].confound()
+    return Headline.of(label, findings + ([confound] if confound else []), seeds)
 
 
 def _training_images(trials: pl.DataFrame) -> str:

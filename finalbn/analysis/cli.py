@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finalbn.console import OneLineParser, guarded
+from finalbn.console import OneLineParser, guarded, table_format
 from finalbn.errors import UserError
 
 # The readers import the sweep driver and with it torch: loaded when a command runs, so --help answers at once.
 if TYPE_CHECKING:
-    import polars as pl
-
     from finalbn.analysis.load import SweepData
 
 
@@ -133,7 +131,7 @@ def _threshold(args: argparse.Namespace) -> None:
     groups = [c for c in data.scientific_axes() if c not in ("axis.data.train_minority", "axis.model.final_norm")]
     for found in thresholds(data.trials, by=groups, margin=args.margin):
         print(found.describe())
-        with _table_config():
+        with table_format():
             print(found.curve)
 
 
@@ -155,7 +153,7 @@ def _batch(args: argparse.Namespace) -> None:
     groups = [c for c in data.scientific_axes() if c != "axis.train.batch_size"]
     for found in batch_optima(data.trials, metrics=(args.metric,), by=groups):
         print(found.describe())
-        with _table_config():
+        with table_format():
             print(found.curve)
 
 
@@ -220,12 +218,6 @@ def _has_experiment(uri: str | None, name: str) -> bool:
         return latest_parent_run(uri, name) is not None
     except Exception:  # noqa: BLE001 - an unreadable store only means nothing to log to
         return False
-
-
-def _table_config() -> pl.Config:
-    import polars as pl
-
-    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True)
 
 
 def reproduction_main(argv: Sequence[str] | None = None) -> int:

@@ -74,20 +74,26 @@ def _prediction_figures(ctx: Context, comparison: Comparison) -> None:
     ctx.save_figure(
         fig.softmax_figure(panels, name, title=f"{data.name}: first seed"),
         "softmax_outputs",
-        f"Figure 4.8: each test image's softmax output for class {name} (the minority), majority images first; "
-        "dashed: 0.5.",
+        f"Figure 4.8: each test image's softmax output for class {name} (the minority) in the first seed's run of "
+        "each arm, majority images first; black: the true class; dashed: 0.5.",
     )
     arms = {comparison.without_label: _pooled(without_sets), comparison.with_label: _pooled(with_sets)}
     if not comparison.removed_at_test:
         removed = _predictions(data, comparison.with_trials, "nobn_")
         if removed:
             arms["final BN removed at test"] = _pooled(removed)
-    thesis = {comparison.with_label: FIGURE_4_9_BRIER["bn"], comparison.without_label: FIGURE_4_9_BRIER["none"]}
+    # The thesis' no-BN Brier is of a network trained without final BN, not of one with it removed at test.
+    thesis = {comparison.with_label: FIGURE_4_9_BRIER["bn"]}
+    marks = f"{FIGURE_4_9_BRIER['bn']} with final BN"
+    if not comparison.removed_at_test:
+        thesis[comparison.without_label] = FIGURE_4_9_BRIER["none"]
+        marks = f"{FIGURE_4_9_BRIER['none']} without and {marks}"
     ctx.save_figure(
         fig.reliability_figure(arms, thesis, title=f"{data.name}: test images pooled over runs"),
         "reliability",
-        f"Figure 4.9: reliability diagram ({fig.ECE_BINS} confidence bins) and Brier score; thesis Brier "
-        f"{FIGURE_4_9_BRIER['none']} without and {FIGURE_4_9_BRIER['bn']} with final BN (dashed marks).",
+        f"Figure 4.9: reliability diagram ({fig.ECE_BINS} confidence bins; accuracy against top-label "
+        f"confidence) and Brier score per arm, test images pooled over the compared runs; dashed marks: the "
+        f"thesis' Brier {marks}.",
     )
 
 

@@ -26,8 +26,10 @@ import polars as pl
 from scipy import stats as scipy_stats
 
 from finalbn.analysis import figures as fig
+from finalbn.analysis.classes import DataNames
+from finalbn.analysis.headline import Headline
 from finalbn.analysis.sections import SECTIONS, Context
-from finalbn.analysis.tables import CLASS_NAMES, PLANT, class_names, plant_column
+from finalbn.analysis.tables import PLANT, class_names, plant_column
 from finalbn.analysis.thesis import FIGURE_4_5_BN, TABLE_4_3, TABLE_4_4
 from finalbn.errors import UserError
 from finalbn.experiments import FACTORS
@@ -259,7 +261,7 @@ def table_4_3(trials: pl.DataFrame) -> pl.DataFrame | None:
         top = means.head(3).with_row_index("rank", offset=1)
         thesis = TABLE_4_3[role][: top.height]
         top = top.with_columns(
-            pl.lit(CLASS_NAMES[role]).alias("class"),
+            pl.lit(DataNames.of(frame).label(role)).alias("class"),
             pl.Series("thesis Config Id", [r[0] for r in thesis]),
             pl.Series("thesis config", [config_label(r[0]) for r in thesis]),
             pl.Series("thesis F1", [r[3] for r in thesis]),
@@ -285,41 +287,52 @@ def table_4_3(trials: pl.DataFrame) -> pl.DataFrame | None:
 
 
 @SECTIONS.register("factorial")
-def factorial_section(ctx: Context) -> str:
+def factorial_section(ctx: Context) -> Headline:
     """Tables 4.3-4.4 and Figure 4.5: effects with CIs, the ranking, the gain factors."""
     data, doc = ctx.data, ctx.doc
     trials = data.trials
     doc.heading("Factorial effects on minority F1 (Tables 4.3-4.4, Figure 4.5)")
     table = effects(trials, "f1_minority")
     ctx.save_table(table, "effects")
+    plants = POOLED in table["scope"].to_list()
     doc.paragraph(
         "Main effect = mean F1 with the option on minus off, over all other settings; two-way interaction = half "
         "the change of one option's effect when the other is turned on. Least squares on +-1 codes, "
-        "t-intervals on the residual (three-way and higher interactions and seeds); per plant and pooled with "
-        "a plant block."
+        "t-intervals on the residual (three-way and higher interactions and seeds)"
+        + ("; per plant and pooled with a plant block." if plants else ".")
     )
     doc.table(table, "Effects on test minority F1 with 95% CI", 4)
     ctx.save_figure(
         fig.effects_figure(table, title=f"{data.name}: effects on minority F1"),
         "effects",
-        "Main effects and two-way interactions on minority F1, 95% CI, per plant and pooled.",
+        "Main effects and two-way interactions on test minority F1 with 95% least-squares t-intervals"
+        + (", per plant and pooled over plants." if plants else "."),
     )
     ranking = best_and_worst(trials, "f1_minority")
     ctx.save_table(config_means(trials, "f1_minority"), "config_means")
-    doc.table(ranking, "Table 4.4: best and worst three configurations (minority F1; thesis Average by Config Id)")
+    over = "averaged over plants" if plants else "mean over seeds"
+    doc.table(
+        ranking, f"Table 4.4: best and worst three configurations (minority F1 {over}; thesis Average by Config Id)"
+    )
     doc.table(thesis_table_4_4(), "The thesis' Table 4.4 (ResNet34, PlantVillage), Config Ids spelled out", 4)
     top_three = table_4_3(trials)
     if top_three is not None:
-        doc.table(top_three, "Table 4.3: top three configurations per class on the first plant, thesis rows beside")
+        on = "on the first plant" if plants else f"on {ctx.names.data()}"
+        doc.table(top_three, f"Table 4.3: top three configurations per class {on}, thesis rows beside")
     _gain_factor_part(ctx)
     pooled = table.filter(pl.col("scope") == table["scope"][-1])
     top = pooled.sort(pl.col("estimate").abs(), descending=True).row(0, named=True)
     best = ranking.row(0, named=True)
-    return (
-        f"Largest effect on minority F1 ({top['scope']}): {top['term']} {top['estimate']:+.3f} "
-        f"[95% CI {top['ci_low']:+.3f}, {top['ci_high']:+.3f}]; best configuration {best['config']} "
-        f"(average minority F1 {best['Average']:.3f})"
-    )
+    scope = f" ({top['scope']})" if top["scope"] != "all" else ""
+    effect = f"largest effect on minority F1{scope}: {top['term']} {top['estimate']:+.3f}"
+    caveat = None
+    if top["ci_low"] is None or top["ci_low"] != top["ci_low"]:
+        # An unreplicated grid with every interaction in the model leaves no residual to estimate the error.
+        caveat = f"no residual degrees of freedom ({top['runs']} runs): the effects have no interval; add seeds"
+    else:
+        effect += f" [95% CI {top['ci_low']:+.3f}, {top['ci_high']:+.3f}]"
+    ranked = f"best configuration {best['config']} (minority F1 {best['Average']:.3f}, {over})"
+    return Headline("Factorial", (effect, ranked), caveat)
 
 
 def _gain_factor_part(ctx: Context) -> None:
@@ -332,7 +345,9 @@ def _gain_factor_part(ctx: Context) -> None:
     )
     if gains.height:
         ctx.save_figure(
-            fig.gain_factor_figure(gains, title=f"{ctx.data.name}: one option at a time"),
+            fig.gain_factor_figure(gains, title=f"{ctx.data.name}: one option at a time", titles=ctx.names.titles()),
             "gain_factor",
-            "Figure 4.5: (F1 with one option - F1 with none) / F1 with none, per class; missing bars: baseline F1 0.",
+            "Figure 4.5: (F1 with one option - F1 with none) / F1 with none, test F1 per class, means over seeds"
+            + (" and plants" if plant_column(ctx.data.trials) else "")
+            + "; a missing bar: that configuration was not run, or its baseline F1 is 0.",
         )

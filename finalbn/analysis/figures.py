@@ -7,7 +7,7 @@ test or a sweep's driver, and render with Agg when saved to PNG.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 DPI = 110
 COLORS = {"bn": "#c0392b", "none": "#2c3e50", "removed": "#7f8c8d"}
-CLASS_TITLES = {"f1_minority": "minority class (thesis: unhealthy)", "f1_majority": "majority class (thesis: healthy)"}
+# Panel titles and legends per metric when the caller does not name the classes (classes.DataNames.titles).
+CLASS_TITLES = {"f1_minority": "minority class", "f1_majority": "majority class"}
 
 
 def save(figure: Figure, path: Path) -> Path:
@@ -37,7 +38,11 @@ def save(figure: Figure, path: Path) -> Path:
 
 
 def imbalance_figure(
-    curves: pl.DataFrame, found: Sequence[Threshold], groups: Sequence[str] = (), title: str = ""
+    curves: pl.DataFrame,
+    found: Sequence[Threshold],
+    groups: Sequence[str] = (),
+    title: str = "",
+    titles: Mapping[str, str] = CLASS_TITLES,
 ) -> Figure:
     """Figure 4.6: test F1 against the imbalance ratio, with and without final BN, 95% CI bands.
 
@@ -75,7 +80,7 @@ def imbalance_figure(
         ax.minorticks_off()
         ax.set_xlabel("imbalance ratio (minority / majority training images, log scale)")
         ax.set_ylabel("test F1")
-        ax.set_title(CLASS_TITLES[metric])
+        ax.set_title(titles[metric])
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
@@ -84,7 +89,9 @@ def imbalance_figure(
     return figure
 
 
-def batch_figure(curves: pl.DataFrame, optima: Sequence[BatchOptimum], title: str = "") -> Figure:
+def batch_figure(
+    curves: pl.DataFrame, optima: Sequence[BatchOptimum], title: str = "", titles: Mapping[str, str] = CLASS_TITLES
+) -> Figure:
     """Figure 4.7: test F1 against batch size (log scale) with 95% CI, the optimum marked and its
     interval (grid neighbours and seed noise) shaded."""
     figure = Figure(figsize=(7, 4.2))
@@ -94,7 +101,7 @@ def batch_figure(curves: pl.DataFrame, optima: Sequence[BatchOptimum], title: st
         if f"{metric}_mean" not in curves.columns:
             continue
         line = curves.sort(batch)
-        _band(ax, line[batch], line, metric, color, "-", CLASS_TITLES[metric], marker="o")
+        _band(ax, line[batch], line, metric, color, "-", titles[metric], marker="o")
     for optimum in optima:
         ax.axvspan(*optimum.interval, color="#27ae60", alpha=0.1)
         ax.plot(
@@ -111,7 +118,7 @@ def batch_figure(curves: pl.DataFrame, optima: Sequence[BatchOptimum], title: st
     sizes = curves[batch].to_list()
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("batch size")
-    ax.set_ylabel("test F1 (final BN on)")
+    ax.set_ylabel("test F1")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
@@ -244,7 +251,7 @@ def effects_figure(table: pl.DataFrame, title: str = "") -> Figure:
     return figure
 
 
-def gain_factor_figure(table: pl.DataFrame, title: str = "") -> Figure:
+def gain_factor_figure(table: pl.DataFrame, title: str = "", titles: Mapping[str, str] = CLASS_TITLES) -> Figure:
     """Figure 4.5: relative F1 gain of each single option over none, per class."""
     options = table["option"].unique(maintain_order=True).to_list()
     figure = Figure(figsize=(7, 3.8))
@@ -254,7 +261,7 @@ def gain_factor_figure(table: pl.DataFrame, title: str = "") -> Figure:
         rows = table.filter(pl.col("metric") == metric)
         values = [rows.filter(pl.col("option") == o)["gain_factor"].fill_null(float("nan")).to_list() for o in options]
         heights = [v[0] if v else float("nan") for v in values]
-        ax.bar(np.arange(len(options)) + (index - 0.5) * width, heights, width, color=color, label=CLASS_TITLES[metric])
+        ax.bar(np.arange(len(options)) + (index - 0.5) * width, heights, width, color=color, label=titles[metric])
     ax.axhline(0, color="grey", lw=1)
     ax.set_xticks(range(len(options)), options)
     ax.set_ylabel("gain factor (F1 option - F1 none) / F1 none")

@@ -13,6 +13,7 @@ import polars as pl
 
 from finalbn.analysis import figures as fig
 from finalbn.analysis.grid import AXIS
+from finalbn.analysis.headline import Headline, SeedCount, most_needed
 from finalbn.analysis.load import from_folder
 from finalbn.analysis.sections import SECTIONS, Context, group_text
 from finalbn.analysis.stats import aggregate
@@ -21,6 +22,7 @@ from finalbn.analysis.threshold import (
     FEW_SEEDS,
     MINORITY,
     RATIO,
+    Threshold,
     minority_brackets,
     threshold_table,
     thresholds,
@@ -41,7 +43,7 @@ def refine_brackets(folder: Path, spec: SweepSpec) -> list[tuple[int, int]]:
 
 
 @SECTIONS.register("imbalance_ratio")
-def imbalance_section(ctx: Context) -> str:
+def imbalance_section(ctx: Context) -> Headline:
     data, doc = ctx.data, ctx.doc
     doc.heading("Imbalance threshold (Figure 4.6)")
     groups = ctx.groups(STUDIED)
@@ -59,6 +61,8 @@ def imbalance_section(ctx: Context) -> str:
         f"Thesis, by eye: the gain levels off near {FIGURE_4_6_THRESHOLD}."
     )
     doc.table(table, "Threshold per class (and per frozen/unfrozen backbone or plant where the sweep has them)", 4)
+    for t in found:
+        doc.paragraph(t.describe())
     gains = pl.concat(
         [
             t.curve.with_columns(pl.lit(t.metric).alias("metric"), pl.lit(group_text(t.group)).alias("group"))
@@ -69,11 +73,26 @@ def imbalance_section(ctx: Context) -> str:
     doc.table(gains, "Final-BN gain in test F1 per ratio (mean over seeds of the paired difference, 95% CI)")
     curves = aggregate(with_ratio(data.trials), [RATIO, "model.final_norm", *groups], ["f1_minority", "f1_majority"])
     ctx.save_table(curves, "f1_by_ratio")
+    titles = ctx.names.titles()
     ctx.save_figure(
-        fig.imbalance_figure(curves, found, groups, title=data.name),
+        fig.imbalance_figure(curves, found, groups, title=data.name, titles=titles),
         "imbalance_ratio",
-        "Figure 4.6: test F1 against the imbalance ratio (log axis) with and without final BN (mean over seeds, "
-        "95% bootstrap band); green: the bracket of swept ratios holding the threshold (dark) and its 95% interval "
-        "(light); grey dashed: the thesis' 0.10.",
+        f"Figure 4.6: test F1 of the {' and '.join(titles[m] for m in ('f1_minority', 'f1_majority'))} against the "
+        "imbalance ratio (minority / majority training images, log axis) with and without final BN (mean over "
+        "seeds, 95% bootstrap band"
+        + (", one line style per group" if groups else "")
+        + "); green, where a threshold lies within the swept range: the bracket of swept ratios holding it "
+        "(dark) and its 95% interval (light); grey dashed: the thesis' 0.10.",
     )
-    return "Imbalance threshold: " + "; ".join(t.describe() for t in found) + f" (thesis: ~{FIGURE_4_6_THRESHOLD})"
+    return imbalance_headline(found, thesis=not ctx.names.own)
+
+
+def imbalance_headline(found: list[Threshold], thesis: bool = True) -> Headline:
+    """One sentence per threshold; with too few seeds first the seeds the minority-class threshold needs."""
+    primary = [t for t in found if t.metric == found[0].metric]
+    needed = most_needed([t.seeds_to_ask for t in primary])
+    seeds = SeedCount(min(t.seeds for t in found), "ratio", "to locate a threshold", needed)
+    reference = f"; thesis: ~{FIGURE_4_6_THRESHOLD}" if thesis else ""
+    return Headline.of(
+        "Imbalance threshold", [t.finding() + (reference if t.metric == found[0].metric else "") for t in found], seeds
+    )

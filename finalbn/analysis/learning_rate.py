@@ -13,11 +13,13 @@ batch-size sweep run at a fixed number of optimizer steps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import polars as pl
 
 from finalbn.analysis.batch import batch_section
+from finalbn.analysis.headline import Headline, SeedCount
 from finalbn.analysis.sections import SECTIONS, Context, group_text, num
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences, summarise_differences
 from finalbn.errors import UserError
@@ -76,19 +78,26 @@ def compact(table: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     )
 
 
-def headline(gains: pl.DataFrame, by: Sequence[str]) -> str:
-    """Per group: the minority-F1 gain at its smallest and largest value over the rates swept."""
+def headline(gains: pl.DataFrame, by: Sequence[str]) -> Headline:
+    """Per group: the minority-F1 gain at its smallest and largest value over the rates swept; with too
+    few seeds first how many the intervals need, and the gains as means only."""
     f1 = gains.filter(pl.col("metric") == "f1_minority")
+    seeds = SeedCount(int(f1["pairs"].min()), "learning rate", "for reliable intervals")
     groups = f1.select(by).unique(maintain_order=True).iter_rows(named=True) if by else [{}]
     parts = []
     for group in groups:
         rows = f1.filter(*[pl.col(k) == v for k, v in group.items()]) if group else f1
         low, high = rows.sort("difference_mean").row(0, named=True), rows.sort("difference_mean").row(-1, named=True)
+        gain = _mean if seeds.too_few else _gain
         parts.append(
-            f"{group_text(group)}: BN gain in minority F1 {_gain(low)} at lr {low[LR]:g} to {_gain(high)} at lr "
+            f"{group_text(group)}: BN gain in minority F1 {gain(low)} at lr {low[LR]:g} to {gain(high)} at lr "
             f"{high[LR]:g}"
         )
-    return "; ".join(parts)
+    return Headline.of("Learning rate x final BN", parts, seeds)
+
+
+def _mean(row: dict[str, object]) -> str:
+    return f"{row['difference_mean']:+.3f}"
 
 
 def _gain(row: dict[str, object]) -> str:
@@ -105,7 +114,7 @@ def _check(trials: pl.DataFrame) -> None:
 
 
 @SECTIONS.register("learning_rate")
-def learning_rate_section(ctx: Context) -> str:
+def learning_rate_section(ctx: Context) -> Headline:
     data, doc = ctx.data, ctx.doc
     doc.heading("Learning rate x final BN")
     by = ctx.groups({LR, BN})
@@ -127,11 +136,11 @@ def learning_rate_section(ctx: Context) -> str:
         "Final-BN gain (final BN - none, paired by seed) per learning rate: mean, 95% CI, sign-flip p",
         4,
     )
-    return "Learning rate x final BN: " + headline(gains, by)
+    return headline(gains, by)
 
 
 @SECTIONS.register("batch_steps")
-def batch_steps_section(ctx: Context) -> str:
+def batch_steps_section(ctx: Context) -> Headline:
     """Figure 4.7's batch-size analysis, for a sweep that fixes the optimizer steps instead of the epochs."""
     trials = ctx.data.trials
     steps = sorted(set(trials["train.steps"].drop_nulls().to_list())) if "train.steps" in trials.columns else []
@@ -140,4 +149,5 @@ def batch_steps_section(ctx: Context) -> str:
         f"Every trial here trains {fixed} whatever its batch size, so a larger batch sees the training set more "
         "often instead of making fewer steps: what is left of Figure 4.7's trend is the batch size's own effect."
     )
-    return f"At {fixed}: " + batch_section(ctx)
+    answer = batch_section(ctx)
+    return dataclasses.replace(answer, label=f"At {fixed}: {answer.label}")

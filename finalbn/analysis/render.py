@@ -29,7 +29,7 @@ figcaption { font-size: .85em; color: #555; }
 @dataclass
 class Document:
     title: str
-    # (kind, payload) in order: "h2", "p", "note", "headline", "table", "figure".
+    # (kind, payload) in order: "h2", "p", "note", "headline" (its sentences), "table", "figure".
     blocks: list[tuple[str, object]] = field(default_factory=list)
 
     def heading(self, text: str) -> None:
@@ -87,7 +87,8 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
 {% if kind == "h2" %}<h2>{{ item }}</h2>
 {% elif kind == "p" %}<p>{{ item }}</p>
 {% elif kind == "note" %}<p class="note">{{ item }}</p>
-{% elif kind == "headline" %}<p class="headline">{{ item }}</p>
+{% elif kind == "headline" %}<p class="headline">{% for sentence in item %}{{ sentence }}{% if not loop.last %}<br>
+{% endif %}{% endfor %}</p>
 {% elif kind == "table" %}
 {# Wide tables scroll inside their box instead of widening the page. #}
 <div class="scroll"><table>{% if item.caption %}<caption>{{ item.caption }}</caption>{% endif %}
@@ -112,6 +113,8 @@ def _html_payload(kind: str, payload: object) -> tuple[str, object]:
     if kind == "figure":
         path, caption = payload
         return kind, {"caption": caption, "png": base64.b64encode(Path(path).read_bytes()).decode("ascii")}
+    if kind == "headline":
+        return kind, list(payload)
     return kind, str(payload)
 
 
@@ -121,7 +124,8 @@ def _markdown_block(kind: str, payload: object, base: Path) -> str:
     if kind in ("p", "note"):
         return str(payload) if kind == "p" else f"> {payload}"
     if kind == "headline":
-        return f"**{payload}**"
+        # One finding per sentence, each on its own line.
+        return "\n\n".join(f"**{sentence}**" for sentence in payload)
     if kind == "table":
         frame, caption, digits = payload
         return _markdown_table(frame, caption, digits)

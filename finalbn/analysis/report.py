@@ -4,7 +4,8 @@
 ``build_report(data, out)`` takes any loaded sweep (a folder, a Parquet file
 or an MLflow experiment). Both write ``report.html`` (self-contained: every
 figure inlined) and ``report.md`` (figures as PNG files beside it) and return
-a ``ReportResult`` whose ``headline`` is the sweep's answer in one line.
+a ``ReportResult`` whose ``headline`` is the sweep's answer, one short
+sentence per finding (``finalbn.analysis.headline``).
 
 The document is assembled here: provenance, the section the sweep's
 ``sweep.json`` names (``finalbn.analysis.sections``), the per-seed and paired
@@ -25,9 +26,12 @@ from finalbn import tracking
 
 # Importing these modules registers their report sections.
 from finalbn.analysis import batch, factorial, imbalance, learning_rate, tables  # noqa: F401
+from finalbn.analysis.classes import DataNames
 from finalbn.analysis.comparison_figures import comparison_figures
 from finalbn.analysis.grid import GENERIC
+from finalbn.analysis.headline import FEW_SEEDS
 from finalbn.analysis.load import from_folder
+from finalbn.analysis.progress import report_steps
 from finalbn.analysis.render import Document
 from finalbn.analysis.sections import MAX_ROWS, SECTIONS, Context
 from finalbn.analysis.seeds import fewest_runs, paired_sections, seed_aggregation
@@ -37,8 +41,6 @@ from finalbn.provenance import git_commit
 from finalbn.records import write_text
 from finalbn.spec import SweepSpec
 
-# Below this many runs per configuration the report warns that bootstrap intervals undercover.
-FEW_RUNS = 5
 DOCS = "docs/analysis.md"
 
 
@@ -46,7 +48,7 @@ DOCS = "docs/analysis.md"
 class ReportResult:
     html: Path
     markdown: Path
-    # The sweep's answer in one line (threshold, optimum, largest effect, ...).
+    # The sweep's answer, one sentence per line and per finding (threshold, optimum, largest effect, ...).
     headline: str
     # The report section that ran (the sweep's declared analysis, or "generic").
     kind: str
@@ -64,6 +66,7 @@ def write_report(
     out: Path | None = None,
     tracking_uri: str | None = None,
     gradcam: bool | None = None,
+    progress: bool = True,
 ) -> ReportResult:
     """Analyse ``results/<sweep>/`` and write ``<sweep>/report/report.html`` and ``report.md``.
 
@@ -71,37 +74,55 @@ def write_report(
     sweep.json. ``tracking_uri``: also log the report to the sweep's latest
     parent MLflow run. ``gradcam``: None draws Figure 4.4 when it is cheap
     (weights saved, a small CNN, or a GPU), True always, False never.
+    ``progress``: name each step as it runs.
     """
     data = from_folder(Path(sweep_folder), spec=spec)
-    result = build_report(data, Path(out) if out else Path(sweep_folder) / "report", gradcam=gradcam)
+    result = build_report(data, Path(out) if out else Path(sweep_folder) / "report", gradcam, progress)
     return log_report(result, data.mlflow_experiment, tracking_uri) if tracking_uri else result
 
 
-def build_report(data: SweepData, out: Path, gradcam: bool | None = None) -> ReportResult:
+def build_report(data: SweepData, out: Path, gradcam: bool | None = None, progress: bool = True) -> ReportResult:
+    """``progress``: name each step as it runs (a bar on a terminal, a line each otherwise)."""
     out = Path(out)
     figures_dir, tables_dir = out / "figures", out / "tables"
     for folder in (figures_dir, tables_dir):
         folder.mkdir(parents=True, exist_ok=True)
     doc = Document(f"finalbn analysis: {data.name}")
-    context = Context(data, doc, figures_dir, tables_dir, notes=list(data.notes))
+    names = DataNames.of(data.trials, data.spec)
+    context = Context(data, doc, figures_dir, tables_dir, names, fewest_runs(data), notes=list(data.notes))
     kind = _section_name(context)
-    headline_slot = len(doc.blocks)
-    _overview(context)
-    headline = SECTIONS.get(kind)(context)
-    seed_aggregation(context)
     # The factorial's effects already hold final BN against none at every other setting.
-    if kind != "factorial":
-        paired_sections(context)
-    comparison_figures(context, gradcam)
-    _methods(context)
-    if data.failed or data.missing:
-        headline += f" (partial sweep: {data.trials.height} of {data.planned()} trials)"
-    doc.blocks.insert(headline_slot, ("headline", headline))
-    html_path, md_path = out / "report.html", out / "report.md"
-    # Atomic: a full disk leaves the last report whole and says so in one line.
-    write_text(html_path, doc.html())
-    write_text(md_path, doc.markdown(out))
-    return ReportResult(html_path, md_path, headline, kind, tuple(doc.figures()), tuple(context.notes))
+    paired = kind != "factorial"
+    with report_steps(f"report {data.name}", 5 + paired, progress) as step:
+        step("provenance")
+        headline_slot = len(doc.blocks)
+        _overview(context)
+        step(f"{kind} section")
+        headline = SECTIONS.get(kind)(context)
+        step("per configuration over seeds")
+        seed_aggregation(context)
+        if paired:
+            step("final BN vs none, paired by seed")
+            paired_sections(context)
+        step("figures with and without final BN" + (", Grad-CAM" if gradcam else ""))
+        comparison_figures(context, gradcam)
+        _methods(context)
+        sentences = headline.sentences()
+        if data.failed or data.missing:
+            sentences += (f"This is a partial sweep: {data.trials.height} of {data.planned()} trials finished.",)
+        codes = data.versions.get("code_fingerprint", [])
+        if len(codes) > 1:
+            sentences += (
+                f"This sweep mixes {len(codes)} code versions (kept with --keep-stale): trials.parquet's "
+                "code_fingerprint column says which trial ran which.",
+            )
+        doc.blocks.insert(headline_slot, ("headline", sentences))
+        step("writing report.html and report.md")
+        html_path, md_path = out / "report.html", out / "report.md"
+        # Atomic: a full disk leaves the last report whole and says so in one line.
+        write_text(html_path, doc.html())
+        write_text(md_path, doc.markdown(out))
+    return ReportResult(html_path, md_path, "\n".join(sentences), kind, tuple(doc.figures()), tuple(context.notes))
 
 
 def log_report(result: ReportResult, experiment: str, tracking_uri: str) -> ReportResult:
@@ -145,6 +166,7 @@ def _overview(ctx: Context) -> None:
         ("finalbn version (sweep, trials)", ", ".join(versions.get("finalbn", [])) or "unknown"),
         ("torch version (sweep, trials)", ", ".join(versions.get("torch", [])) or "unknown"),
         ("git commit (sweep, trials)", ", ".join(versions.get("git_commit", [])) or "not recorded"),
+        ("code fingerprint (sweep, trials)", ", ".join(versions.get("code_fingerprint", [])) or "not recorded"),
         ("analysed with", f"finalbn {finalbn.__version__}, git {git_commit()}"),
         ("analysed at", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
     ]
@@ -161,8 +183,8 @@ def _overview(ctx: Context) -> None:
 
 def _methods(ctx: Context) -> None:
     ctx.doc.heading("Methods")
-    fewest = fewest_runs(ctx.data)
-    if fewest < FEW_RUNS:
+    fewest = ctx.seeds
+    if fewest < FEW_SEEDS:
         line = (
             f"few runs: as few as {fewest} per configuration; a percentile-bootstrap interval from n runs covers the "
             "true mean far less often than 95% (with 2 runs it is their range: 50%), so read intervals as the spread "

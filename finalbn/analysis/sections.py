@@ -2,7 +2,7 @@
 
 A sweep's ``sweep.json`` names its section (``SweepSpec.analysis``); the
 section writes its part of the report into a ``Context`` and returns the
-sweep's answer in one line (the headline). Sections live with what they
+sweep's answer, one sentence per finding (``headline.Headline``). Sections live with what they
 report: the imbalance threshold in ``imbalance``, the batch optimum in
 ``batch``, the factorial in ``factorial``, the thesis tables in ``tables``;
 ``generic`` is here. ``finalbn.analysis.report`` imports those modules, which
@@ -18,7 +18,9 @@ from pathlib import Path
 import polars as pl
 
 from finalbn.analysis import figures as fig
+from finalbn.analysis.classes import DataNames
 from finalbn.analysis.grid import AXIS, GENERIC
+from finalbn.analysis.headline import Headline
 from finalbn.analysis.render import Document
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.records import write_atomic
@@ -31,12 +33,16 @@ MAX_ROWS = 60
 
 @dataclass
 class Context:
-    """What a section writes into: the sweep, the document, where figures and tables go, and notes."""
+    """What a section writes into: the sweep, the document, where figures and tables go, and notes;
+    beside them what the sweep's data and classes are called and its fewest runs per configuration."""
 
     data: SweepData
     doc: Document
     figures: Path
     tables: Path
+    names: DataNames
+    # Fewest runs of a configuration (``seeds.fewest_runs``): what per-configuration intervals rest on.
+    seeds: int
     notes: list[str] = field(default_factory=list)
 
     def save_figure(self, figure: object, name: str, caption: str) -> None:
@@ -58,14 +64,14 @@ class Context:
         return [c for c in self.data.scientific_axes() if c.removeprefix(AXIS) not in exclude and c not in exclude]
 
 
-Section = Callable[[Context], str]
+Section = Callable[[Context], Headline]
 SECTIONS: Registry[Section] = Registry("report section")
 
 
 @SECTIONS.register(GENERIC)
-def generic(ctx: Context) -> str:
+def generic(ctx: Context) -> Headline:
     trials = ctx.data.trials
-    return f"Mean test minority F1 over {trials.height} trials: {num(trials['f1_minority'].mean())}"
+    return Headline("", (f"mean test minority F1 over {trials.height} trials: {num(trials['f1_minority'].mean())}",))
 
 
 def group_text(group: dict[str, object]) -> str:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import polars as pl
 
+from finalbn.analysis.classes import DataNames, Role
+from finalbn.analysis.headline import Headline, SeedCount
 from finalbn.analysis.sections import SECTIONS, Context, num
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_COLUMNS, TABLE_4_6, TABLE_4_7, TABLE_4_8
 from finalbn.errors import UserError
 
 PLANT = "data.plant"
-CLASSES = {"minority": "f1_minority", "majority": "f1_majority"}
-CLASS_NAMES = {"minority": "Unhealthy (minority)", "majority": "Healthy (majority)"}
+CLASSES: dict[Role, str] = {"minority": "f1_minority", "majority": "f1_majority"}
 # Reference plant for sweeps not run on PlantVillage: the thesis' headline plant.
 REFERENCE_PLANT = "Apple"
 SCHEMA = {
@@ -35,19 +36,21 @@ SCHEMA = {
 def table_4_2(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
     """Headline sweep: test F1 per plant and class for plain, WL, final BN, and final BN - WL."""
     _require(trials, ["axis.variant", *CLASSES.values()], "Table 4.2 (the headline sweep)")
+    names = DataNames.of(trials)
     rows = []
-    for plant, ref, frame in _plants(trials):
+    for plant, ref, frame in _plants(trials, names):
         for cls, metric in CLASSES.items():
             thesis = TABLE_4_2.get(ref, {}).get(cls)
+            label = names.label(cls)
             cells = aggregate(frame, ["axis.variant"], [metric], boot)
             for index, variant in enumerate(TABLE_4_2_COLUMNS[:3]):
                 cell = cells.filter(pl.col("axis.variant") == variant)
-                rows.append(_row(plant, ref, cls, variant, cell, metric, thesis[index] if thesis else None))
+                rows.append(_row(plant, ref, label, variant, cell, metric, thesis[index] if thesis else None))
             # The thesis' "BN total improvement" is final BN minus WL; paired by seed here.
             pairs = paired_differences(frame, metric, "axis.variant", "final_BN", "WL", pair_on=_seed(frame))
             cell = aggregate(pairs, [], ["difference"], boot)
             rows.append(
-                _row(plant, ref, cls, "improvement", cell, "difference", thesis[3] if thesis else None, pairs.height)
+                _row(plant, ref, label, "improvement", cell, "difference", thesis[3] if thesis else None, pairs.height)
             )
     return _frame(rows, extra={"column": pl.String})
 
@@ -60,16 +63,17 @@ def table_4_6(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
             "Table 4.6 needs nobn_f1_minority (final-BN trials scored with the BN removed): "
             "the sweep has no final-BN trial; rerun it with model.final_norm bn"
         )
+    names = DataNames.of(trials)
     rows = []
     settings = (("no final BN", "none", ""), ("final BN", "bn", ""), ("final BN removed at test", "bn", "nobn_"))
-    for plant, ref, frame in _plants(trials):
+    for plant, ref, frame in _plants(trials, names):
         for label, norm, prefix in settings:
             subset = frame.filter(pl.col("model.final_norm") == norm)
             for cls, metric in CLASSES.items():
                 cell = aggregate(subset, [], [prefix + metric], boot) if subset.height else pl.DataFrame()
-                healthy, unhealthy = TABLE_4_6[label].get(ref, (None, None))
+                healthy, unhealthy = TABLE_4_6[label].get(ref, (None, None)) if ref else (None, None)
                 thesis = unhealthy if cls == "minority" else healthy
-                rows.append(_row(plant, ref, cls, label, cell, prefix + metric, thesis))
+                rows.append(_row(plant, ref, names.label(cls), label, cell, prefix + metric, thesis))
     return _frame(rows, extra={"column": pl.String})
 
 
@@ -121,16 +125,13 @@ def table_4_8(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
     return table.rename({"plant": "row"}).drop("thesis_ref", "column")
 
 
-def wide(table: pl.DataFrame, index: list[str], on: str = "column") -> pl.DataFrame:
-    """Display form: per value of ``on``, its measured mean, the thesis value and the difference side by side."""
-    values = table.select(
-        *index,
-        on,
-        pl.col("measured"),
-        pl.col("thesis"),
-        pl.col("difference").alias("Δ"),
-    )
+def wide(table: pl.DataFrame, index: list[str], on: str = "column", thesis: bool = True) -> pl.DataFrame:
+    """Display form: per value of ``on``, its measured mean, the thesis value and the difference side by side
+    (``thesis`` False: the measured means alone)."""
     order = table[on].unique(maintain_order=True).to_list()
+    if not thesis:
+        return table.pivot(on=on, index=index, values="measured").select(*index, *order)
+    values = table.select(*index, on, pl.col("measured"), pl.col("thesis"), pl.col("difference").alias("Δ"))
     out = values.pivot(on=on, index=index, values=["measured", "thesis", "Δ"], separator="|")
     columns = [f"{kind}|{value}" for value in order for kind in ("measured", "thesis", "Δ")]
     renamed = {c: _display(c) for c in columns}
@@ -166,12 +167,14 @@ def _display(column: str) -> str:
     return value if kind == "measured" else f"{value} ({'thesis' if kind == 'thesis' else 'Δ'})"
 
 
-def _plants(trials: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
-    """(plant shown, thesis plant compared with, its trials)."""
+def _plants(trials: pl.DataFrame, names: DataNames) -> list[tuple[str, str | None, pl.DataFrame]]:
+    """(plant shown, thesis plant compared with, its trials). The user's own class folders are compared
+    with no thesis row: their data is not the thesis'."""
     column = plant_column(trials)
+    if names.own:
+        return [(names.data(), None, trials)]
     if column is None:
-        source = trials["data.source"][0] if "data.source" in trials.columns else "other data"
-        return [(f"{source} (vs thesis {REFERENCE_PLANT})", REFERENCE_PLANT, trials)]
+        return [(f"{names.source or 'other data'} (vs thesis {REFERENCE_PLANT})", REFERENCE_PLANT, trials)]
     return [
         (plant, plant, trials.filter(pl.col(column) == plant))
         for plant in trials[column].unique(maintain_order=True).to_list()
@@ -180,7 +183,7 @@ def _plants(trials: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
 
 def _row(
     plant: str,
-    ref: str,
+    ref: str | None,
     cls: str,
     column: str,
     cell: pl.DataFrame,
@@ -193,7 +196,7 @@ def _row(
     return {
         "plant": plant,
         "thesis_ref": ref,
-        "class": CLASS_NAMES.get(cls, cls),
+        "class": cls,
         "column": column,
         "measured": measured,
         "ci_low": cell[f"{metric}_lo"][0] if cell.height else None,
@@ -230,58 +233,73 @@ def _require(trials: pl.DataFrame, columns: list[str], what: str) -> None:
 
 
 @SECTIONS.register("headline")
-def headline_section(ctx: Context) -> str:
+def headline_section(ctx: Context) -> Headline:
     table = table_4_2(ctx.data.trials)
-    caption = "Test F1, mean over seeds; thesis value and Δ = measured - thesis"
-    _thesis_table(ctx, table, "Table 4.2: plain vs weighted loss vs final BN", "table_4_2", ["plant", "class"], caption)
-    return _minority_means(table, ("plain", "WL", "final_BN"), "plain 0.294, WL 0.795, final BN 0.956")
+    _thesis_table(ctx, table, "Table 4.2: plain vs weighted loss vs final BN", "table_4_2", ["plant", "class"])
+    return _minority_means(ctx, table, ("plain", "WL", "final_BN"), "plain 0.294, WL 0.795, final BN 0.956")
 
 
 @SECTIONS.register("bn_removal")
-def bn_removal_section(ctx: Context) -> str:
+def bn_removal_section(ctx: Context) -> Headline:
     table = table_4_6(ctx.data.trials)
-    caption = "Test F1, mean over seeds; thesis value and Δ = measured - thesis"
-    _thesis_table(ctx, table, "Table 4.6: final BN kept vs removed at test", "table_4_6", ["plant", "class"], caption)
+    _thesis_table(ctx, table, "Table 4.6: final BN kept vs removed at test", "table_4_6", ["plant", "class"])
     labels = ("no final BN", "final BN", "final BN removed at test")
-    return _minority_means(table, labels, "0.22, 0.91, 0.83")
+    return _minority_means(ctx, table, labels, "0.22, 0.91, 0.83")
 
 
 @SECTIONS.register("mnist_cnn")
-def mnist_cnn_section(ctx: Context) -> str:
+def mnist_cnn_section(ctx: Context) -> Headline:
     table = table_4_7(ctx.data.trials)
-    caption = "Test F1 per digit; thesis value and Δ = measured - thesis"
-    _thesis_table(ctx, table, "Table 4.7: MNIST digit settings, simple CNN", "table_4_7", ["setting", "class"], caption)
+    _thesis_table(ctx, table, "Table 4.7: MNIST digit settings, simple CNN", "table_4_7", ["setting", "class"])
     first = table.filter(pl.col("class").str.contains("minority")).head(2)
-    return "First setting's minority F1: " + ", ".join(
+    means = ", ".join(
         f"{r['column']} {num(r['measured'])} (thesis {num(r['thesis'])})" for r in first.iter_rows(named=True)
     )
+    return Headline.of("Table 4.7", [f"first setting's minority F1, mean over seeds: {means}"], _seeds(ctx))
 
 
 @SECTIONS.register("mnist_fc")
-def mnist_fc_section(ctx: Context) -> str:
+def mnist_fc_section(ctx: Context) -> Headline:
     table = table_4_8(ctx.data.trials)
     ctx.doc.heading("Table 4.8: one hidden layer of 128, output x loss x first BN x final BN")
     ctx.save_table(table, "table_4_8")
     wide = table.select("row", "class", "measured", "thesis", "difference", "ci_low", "ci_high", "runs")
-    ctx.doc.table(wide, "Test F1 per row; thesis value and difference = measured - thesis", 4)
+    ctx.doc.table(wide, "Test F1 per row, mean over seeds; thesis value and difference = measured - thesis", 4)
     minority = table.filter(pl.col("class").str.contains("minority")).sort("measured", descending=True, nulls_last=True)
     best = minority.row(0, named=True)
-    return f"Best row by minority F1: {best['row']} {num(best['measured'])} (thesis best: softmax-cce-finalbn 0.88)"
+    finding = f"best row by minority F1: {best['row']} {num(best['measured'])} (thesis best: softmax-cce-finalbn 0.88)"
+    return Headline.of("Table 4.8", [finding], _seeds(ctx))
 
 
-def _thesis_table(ctx: Context, table: pl.DataFrame, heading: str, name: str, keys: list[str], caption: str) -> None:
-    """A regenerated thesis table: the wide view beside the thesis, then the long form with CIs."""
+def _thesis_table(ctx: Context, table: pl.DataFrame, heading: str, name: str, keys: list[str]) -> None:
+    """A regenerated thesis table: the wide view beside the thesis, then the long form with CIs. The user's
+    own data has no thesis row to stand beside: its columns are left out rather than shown empty."""
     ctx.doc.heading(heading)
     ctx.save_table(table, name)
-    ctx.doc.table(wide(table, keys), caption, 4)
+    if table["thesis"].null_count() == table.height:
+        ctx.doc.table(wide(table, keys, thesis=False), f"Test F1, mean over seeds, on {ctx.names.data()}", 4)
+        shown = table.drop("thesis", "difference", "thesis_ref", strict=False)
+        ctx.doc.table(shown, "Long form with 95% CIs and run counts", 4)
+        return
+    ctx.doc.table(wide(table, keys), "Test F1, mean over seeds; thesis value and Δ = measured - thesis", 4)
     ctx.doc.table(table, "Long form with 95% CIs and run counts", 4)
 
 
-def _minority_means(table: pl.DataFrame, columns: tuple[str, ...], thesis: str) -> str:
-    minority = table.filter(pl.col("class") == CLASS_NAMES["minority"])
+def _minority_means(ctx: Context, table: pl.DataFrame, columns: tuple[str, ...], thesis: str) -> Headline:
+    """Minority F1 per column, mean over seeds (and plants); beside the thesis' Apple row unless the data
+    is the user's own. With too few seeds per configuration, first that the intervals need more."""
+    minority = table.filter(pl.col("class").str.ends_with("(minority)"))
     values = {c: minority.filter(pl.col("column") == c)["measured"].mean() for c in columns}
-    return (
-        "Minority F1 (mean over seeds and plants): "
-        + ", ".join(f"{k} {num(v)}" for k, v in values.items())
-        + f" (thesis Apple: {thesis})"
-    )
+    plants = minority["plant"].n_unique()
+    over = "seeds and plants" if plants > 1 else "seeds"
+    named = ctx.names.name("minority")
+    what = f"minority F1{f' ({named})' if named != 'minority' else ''}, mean over {over}"
+    if ctx.names.own:
+        what = f"minority F1 on {ctx.names.data()}, mean over seeds"
+    means = ", ".join(f"{k} {num(v)}" for k, v in values.items())
+    reference = "" if ctx.names.own else f" (thesis, Apple: {thesis})"
+    return Headline.of("Table " + ("4.2" if "WL" in columns else "4.6"), [f"{what}: {means}{reference}"], _seeds(ctx))
+
+
+def _seeds(ctx: Context) -> SeedCount:
+    return SeedCount(ctx.seeds, "configuration", "for reliable intervals")

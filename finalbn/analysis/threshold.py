@@ -47,6 +47,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from finalbn.analysis.headline import FEW_SEEDS, MAX_SEEDS, seeds_to_ask
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
 from finalbn.errors import UserError
 
@@ -54,13 +55,10 @@ RATIO = "ratio"
 MINORITY = "data.train_minority"
 # Default margin, in F1 units: a gain is resolved while its CI excludes zero.
 MARGIN = 0.0
-# Pairs per ratio below which bootstrap intervals undercover (the report's FEW_RUNS).
-FEW_SEEDS = 5
 # Inner bootstrap per distinct replicate, as many as the observed CI's.
 INNER_RESAMPLES = 2000
 # Power asked of the paired t-test when sizing seeds.
 POWER = 0.8
-MAX_SEEDS = 1000
 
 Status = Literal["found", "beyond", "no_gain"]
 
@@ -99,46 +97,99 @@ class Threshold:
     # Per ratio: pairs, mean gain, CI, resolved.
     curve: pl.DataFrame
 
+    @property
+    def seeds_to_ask(self) -> int | None:
+        """Seeds per ratio a headline asks for: resolving ``reported_gain`` and the bootstrap's own floor."""
+        return seeds_to_ask(self.seeds_needed, self.spread, self.reported_gain - self.margin)
+
     def describe(self) -> str:
-        """One line: the bracket of swept ratios first, then the log midpoint and the interval."""
-        where = "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
-        reach = "includes 0" if self.margin == 0 else f"reaches the {_fmt(self.margin)} F1 margin"
+        """One line: the bracket of swept ratios first, then the log midpoint and the interval. With too
+        few seeds the caveat comes first and the intervals are read as the spread of the seeds at hand."""
+        name = f"{self.metric}{self._where()}"
+        if self.seeds < FEW_SEEDS:
+            return f"{name}: {self._seed_caveat()}; as measured, {self._as_measured()}"
+        return f"{name}: {self._claim()}"
+
+    def finding(self) -> str:
+        """The headline's sentence: the claim in short, or with too few seeds the gain as measured."""
+        name = f"{self.metric}{self._where()}"
+        gain = f"{self.reported_gain:+.3f} F1"
+        if self.seeds < FEW_SEEDS:
+            first, last = self.curve.row(0, named=True), self.curve.row(-1, named=True)
+            return (
+                f"{name}: mean gain {first['gain_mean']:+.3f} F1 at ratio {_fmt(first[RATIO])}, "
+                f"{last['gain_mean']:+.3f} at {_fmt(last[RATIO])}"
+            )
+        above = "" if self.margin == 0 else f" above the {_fmt(self.margin)} F1 margin"
+        if self.status == "no_gain":
+            why = self._no_gain_why()
+            return f"{name}: no resolved final-BN gain ({why}); largest mean gain {gain} at {_fmt(self.reported_ratio)}"
+        if self.status == "beyond":
+            return (
+                f"{name}: no level-off within the swept range; gain resolved{above} at every ratio up to "
+                f"{_fmt(self.largest_ratio)} ({gain} there)"
+            )
+        assert self.bracket is not None
+        return (
+            f"{name}: threshold between swept ratios {_fmt(self.bracket[0])} and {_fmt(self.bracket[1])} (95% "
+            f"interval {_fmt(self.low)} to {_fmt(self.high, beyond=self.largest_ratio)}); gain {gain} resolved"
+            f"{above} up to {_fmt(self.bracket[0])}"
+        )
+
+    def _where(self) -> str:
+        return "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
+
+    def _reach(self) -> str:
+        return "includes 0" if self.margin == 0 else f"reaches the {_fmt(self.margin)} F1 margin"
+
+    def _no_gain_why(self) -> str:
+        if not self.curve["resolved"][0]:
+            return f"its 95% CI {self._reach()} already at the smallest ratio {_fmt(self.smallest_ratio)}"
+        return f"the sign-flip test over all pairs gives p {self.gain_p:.2f}"
+
+    def _claim(self) -> str:
         gain = f"{self.reported_gain:+.3f} F1"
         if self.status == "no_gain":
-            why = (
-                f"its 95% CI {reach} already at the smallest ratio {_fmt(self.smallest_ratio)}"
-                if not self.curve["resolved"][0]
-                else f"the sign-flip test over all pairs gives p {self.gain_p:.2f}"
-            )
-            text = (
-                f"{self.metric}{where}: no resolved final-BN gain ({why}; largest mean gain {gain} at ratio "
+            return (
+                f"no resolved final-BN gain ({self._no_gain_why()}; largest mean gain {gain} at ratio "
                 f"{_fmt(self.reported_ratio)})"
             )
-        elif self.status == "beyond":
-            text = (
-                f"{self.metric}{where}: no level-off within the swept range: the gain is resolved at every swept "
-                f"ratio up to {_fmt(self.largest_ratio)} ({gain} there), threshold > {_fmt(self.largest_ratio)} "
+        if self.status == "beyond":
+            return (
+                f"no level-off within the swept range: the gain is resolved at every swept ratio up to "
+                f"{_fmt(self.largest_ratio)} ({gain} there), threshold > {_fmt(self.largest_ratio)} "
                 f"(95% interval from {_fmt(self.low)})"
             )
-        else:
-            assert self.bracket is not None and self.estimate is not None
-            text = (
-                f"{self.metric}{where}: gain resolved up to ratio {_fmt(self.bracket[0])} ({gain}), its 95% CI "
-                f"first {reach} at {_fmt(self.bracket[1])}: threshold between swept ratios {_fmt(self.bracket[0])} "
-                f"and {_fmt(self.bracket[1])} (log midpoint {_fmt(self.estimate)}; 95% interval with seed noise "
-                f"{_fmt(self.low)} to {_fmt(self.high, beyond=self.largest_ratio)})"
+        assert self.bracket is not None and self.estimate is not None
+        return (
+            f"gain resolved up to ratio {_fmt(self.bracket[0])} ({gain}), its 95% CI first {self._reach()} at "
+            f"{_fmt(self.bracket[1])}: threshold between swept ratios {_fmt(self.bracket[0])} and "
+            f"{_fmt(self.bracket[1])} (log midpoint {_fmt(self.estimate)}; 95% interval with seed noise "
+            f"{_fmt(self.low)} to {_fmt(self.high, beyond=self.largest_ratio)})"
+        )
+
+    def _as_measured(self) -> str:
+        """What the few seeds' intervals show, worded as their spread, not as a resolved finding."""
+        gain = f"{self.reported_gain:+.3f} F1"
+        above = "above 0" if self.margin == 0 else f"above the {_fmt(self.margin)} F1 margin"
+        if self.status == "beyond":
+            return f"the 95% CIs lie {above} at every swept ratio up to {_fmt(self.largest_ratio)} ({gain} there)"
+        if self.status == "found":
+            assert self.bracket is not None
+            return (
+                f"the 95% CIs lie {above} up to ratio {_fmt(self.bracket[0])} ({gain}) and first {self._reach()} "
+                f"at {_fmt(self.bracket[1])}"
             )
-        return text + self._seed_caveat()
+        return f"{self._no_gain_why()}; largest mean gain {gain} at ratio {_fmt(self.reported_ratio)}"
 
     def _seed_caveat(self) -> str:
-        if self.seeds >= FEW_SEEDS:
-            return ""
-        text = f"; {self.seeds} seed(s) per ratio (< {FEW_SEEDS}): the intervals are unreliable"
-        if self.seeds_needed is None:
+        text = f"{self.seeds} seed(s) per ratio (< {FEW_SEEDS}): the intervals are unreliable"
+        if self.spread != self.spread:
             return text + " and there is no paired spread to size more seeds from"
+        takes = f"more than {MAX_SEEDS}" if self.seeds_needed is None else str(self.seeds_needed)
         return (
             text + f"; resolving {self.reported_gain - self.margin:+.3f} F1 at the observed paired spread (sd "
-            f"{self.spread:.3f}) takes {self.seeds_needed} seeds by a paired t-test (5%, {POWER:.0%} power), "
+            f"{self.spread:.3f}) takes {takes} seeds by a paired t-test (5%, {POWER:.0%} power), "
             f"and at least {FEW_SEEDS} for the bootstrap intervals to hold"
         )
 

@@ -42,7 +42,8 @@ IMAGE_CACHE_ENV = "FINALBN_IMAGE_CACHE"
 FEATURE_CACHE_ENV = "FINALBN_FEATURE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/finalbn")
 # Bump when the bytes an entry holds for the same key change (layout, decoder).
-FORMAT_VERSION = 1
+# 2: images with more than 8 bits per channel are stretched from their range, no longer clipped to white.
+FORMAT_VERSION = 2
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:

@@ -36,6 +36,11 @@ def serial_backend(name: str, args: argparse.Namespace) -> Backend:
 @BACKENDS.register("local")
 def local_backend(name: str, args: argparse.Namespace) -> Backend:
     """A private Ray instance on this machine, started for the sweep (RAY_ADDRESS is ignored)."""
+    # Ray binds its servers (GCS, raylet, workers, agents) to every interface unless the node's IP
+    # is loopback, and takes the loopback IP only where it thinks clusters are unsupported: this
+    # switch, read when ray is first imported (so before it). A private one-sweep Ray then listens
+    # on 127.0.0.1 only; its token authentication stays on (README: Security).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from finalbn.launch.ray_tune import RayTuneBackend
 
     return RayTuneBackend(name)
@@ -58,18 +63,17 @@ def ray_backend(name: str, args: argparse.Namespace) -> Backend:
 @BACKENDS.register("slurm")
 def slurm_backend(name: str, args: argparse.Namespace) -> Backend:
     """Slurm job arrays through submitit, from a login node."""
-    from finalbn.launch.slurm import SlurmBackend, SlurmOptions, check_value, parse_extra, parse_time
+    from finalbn.launch.slurm import SlurmBackend, SlurmOptions, check_results, parse_extra, parse_time
 
-    def checked(flag: str, value: str | None) -> str | None:
-        return None if value is None else check_value(f"--{flag}", value)
-
+    # Here, not at submission: a dry run refuses what the sbatch script could not hold.
+    check_results(args.out)
     return SlurmBackend(
         name,
         SlurmOptions(
-            partition=checked("partition", args.partition),
+            partition=args.partition,
             time_minutes=parse_time(args.time),
-            account=checked("account", args.account),
-            qos=checked("qos", args.qos),
+            account=args.account,
+            qos=args.qos,
             array_parallelism=args.array_parallelism,
             trials_per_task=args.trials_per_task,
             extra=parse_extra(args.sbatch),

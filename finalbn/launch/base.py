@@ -24,7 +24,7 @@ from typing import Protocol
 from finalbn.claims import ClaimedElsewhere, Owner, hold, trial_claim
 from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
-from finalbn.records import FAILURE, SUMMARY, RecordError, disk_full_in, read_failure, write_json
+from finalbn.records import FAILURE, SUMMARY, RecordError, fault_in, read_failure, write_json
 from finalbn.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
@@ -43,6 +43,8 @@ class SweepOptions:
     retries: int = 2
     # Show Ray's own logs and tables.
     verbose: bool = False
+    # Reuse finished trials computed by other code instead of retraining them (finalbn.sweep.plan.set_aside_stale).
+    keep_stale: bool = False
 
 
 class TrialEvents(Protocol):
@@ -55,6 +57,8 @@ class TrialEvents(Protocol):
 
     def started(self, job: TrialJob) -> None: ...
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
+    # What the trial does before its first epoch (``text``: one short line), for the person watching.
+    def phase(self, job: TrialJob, text: str) -> None: ...
     def retrying(self, job: TrialJob, error: str) -> None: ...
     def finished(self, job: TrialJob) -> None: ...
     def failed(self, job: TrialJob, error: str) -> None: ...
@@ -149,9 +153,11 @@ def execute(
     report: Callable[[dict[str, float]], None],
     worker: dict[str, object] | None = None,
     resume: bool = False,
+    phase: Callable[[str], None] | None = None,
 ) -> None:
     """Run one trial inside a worker from its planned job; the same function serves every backend.
 
+    ``report`` hears each epoch's row, ``phase`` what the trial does before its first epoch.
     ``worker`` says where it ran (kept in summary.json); ``resume`` continues
     from the trial's last finished epoch (a requeued Slurm task). Exceptions
     propagate so the backend can retry the trial.
@@ -172,7 +178,9 @@ def execute(
         job.trial_id,
         job.folder,
         git_commit=job.git_commit,
+        code=job.code,
         on_epoch=report,
+        on_phase=phase,
         save_model=False,
         worker=worker,
         resume=resume,
@@ -194,7 +202,14 @@ def run_attempts(
             events.started(job)
             for attempt in range(retries + 1):
                 try:
-                    execute(job, threads, lambda row: events.epoch(job, row), worker=worker, resume=resume)
+                    execute(
+                        job,
+                        threads,
+                        lambda row: events.epoch(job, row),
+                        worker=worker,
+                        resume=resume,
+                        phase=lambda text: events.phase(job, text),
+                    )
                 except Exception:  # a trial's failure must not end the other trials
                     error = traceback.format_exc()
                     if attempt < retries:
@@ -229,18 +244,24 @@ def failed_attempts(job: TrialJob) -> int:
 def record_failure(job: TrialJob, error: str) -> None:
     """Count one more failed attempt and keep its traceback.
 
-    An attempt that failed on a full disk stops the sweep here, with the one
-    line that says so (exit 2), instead of being retried: every later write,
-    of this trial or the next, would fail the same way.
+    An attempt that failed on a fault every later trial would repeat (a full
+    disk, a read-only folder, a lost MLflow store, no memory: records.FAULTS)
+    stops the sweep here, with the one line that says so (exit 2), instead of
+    being retried.
     """
-    job.folder.mkdir(parents=True, exist_ok=True)
-    attempts, problem = _earlier_failure(job)
-    if problem is not None:
-        print(f"trial {job.trial_id}: {problem}; its failed attempts are counted again from 0")
-    write_json(job.folder / FAILURE, {"trial_id": job.trial_id, "attempts": attempts + 1, "traceback": error})
-    full = disk_full_in(error)
-    if full is not None:
-        raise UserError(full)
+    fault = fault_in(error)
+    try:
+        job.folder.mkdir(parents=True, exist_ok=True)
+        attempts, problem = _earlier_failure(job)
+        if problem is not None:
+            print(f"trial {job.trial_id}: {problem}; its failed attempts are counted again from 0")
+        write_json(job.folder / FAILURE, {"trial_id": job.trial_id, "attempts": attempts + 1, "traceback": error})
+    except OSError:
+        # A read-only folder takes no record either; the fault's line says what to do.
+        if fault is None:
+            raise
+    if fault is not None:
+        raise UserError(fault)
 
 
 def _earlier_failure(job: TrialJob) -> tuple[int, str | None]:

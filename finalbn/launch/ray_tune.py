@@ -49,6 +49,8 @@ from finalbn.tracking import TaskTracking
 TRIAL_KEY = "finalbn.trial_id"
 # The last result of a trial that another owner trains or finished: its owner as JSON ("": finished).
 ELSEWHERE_KEY = "finalbn.elsewhere"
+# An intermediate result that is no epoch: what the trial does before its first one.
+PHASE_KEY = "finalbn.phase"
 # Keys of an epoch row besides its train_/val_/test_ metrics; Tune adds its own keys to each result.
 _ROW_KEYS = ("epoch", "seconds")
 
@@ -102,6 +104,10 @@ class RayTuneBackend(DriverBound):
                 log_to_driver=options.verbose,
                 logging_level=logging.INFO if options.verbose else logging.ERROR,
             )
+            # ray.init replaces the SIGTERM handler with its own (exit 1, or a C++ abort dump
+            # from the node's): a SIGTERM (finalbn cancel, a scheduler's stop) must stop the
+            # sweep as Ctrl-C does, runs KILLED and resumable.
+            interrupts.install()
         try:
             _fit(self.name, spec, jobs, options, events)
         finally:
@@ -164,7 +170,13 @@ def _fit(backend: str, spec: SweepSpec, jobs: list[TrialJob], options: SweepOpti
         worker = {"backend": backend, "node_id": ray.get_runtime_context().get_node_id()}
         try:
             with claimed(job):
-                execute(job, threads, lambda row: tune.report({**row, "final": False}), worker=worker)
+                execute(
+                    job,
+                    threads,
+                    lambda row: tune.report({**row, "final": False}),
+                    worker=worker,
+                    phase=lambda text: tune.report({PHASE_KEY: text, "final": False}),
+                )
         except ClaimedElsewhere as taken:
             owner = "" if taken.owner is None else json.dumps(asdict(taken.owner))
             tune.report({ELSEWHERE_KEY: owner, "final": True})
@@ -207,6 +219,13 @@ class _Relay(tune.Callback):
         self.by_id = by_id
         self.events = events
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles the Tuner, callbacks included, into the experiment folder for
+        # Tuner.restore, which finalbn never calls (it resumes by trial id). The driver's
+        # events hold the live terminal display (rich's locks and refresh thread), which
+        # cannot be pickled: on a terminal the Tuner failed to start at all.
+        return {"by_id": self.by_id}
+
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         # Between trial events too (a long epoch): a Ctrl-C a finalizer swallowed.
         interrupts.check()
@@ -215,7 +234,9 @@ class _Relay(tune.Callback):
         self.events.started(self._job(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("final") is False:
+        if PHASE_KEY in result:
+            self.events.phase(self._job(trial), result[PHASE_KEY])
+        elif result.get("final") is False:
             row = {k: v for k, v in result.items() if k in _ROW_KEYS or k.startswith(("train_", "val_", "test_"))}
             self.events.epoch(self._job(trial), row)
 

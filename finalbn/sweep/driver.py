@@ -7,19 +7,23 @@ planning, setting damaged folders aside, skipping, retries, progress, MLflow,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finalbn import interrupts
 from finalbn.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
+from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import Backend, SweepOptions
 from finalbn.provenance import code_versions
+from finalbn.records import fault_of
 from finalbn.spec import SweepSpec
-from finalbn.sweep.plan import is_finished, plan, set_aside_damaged
+from finalbn.sweep.plan import is_finished, plan, set_aside_unusable
 from finalbn.sweep.progress import DriverEvents, Outcome, Progress
 from finalbn.sweep.record import SweepRecord
+from finalbn.sweep.reuse import adopt_finished
 from finalbn.sweep.tables import summary_table, write_tables
 from finalbn.tracking import Tracker
 
@@ -44,15 +48,36 @@ class SweepReport:
     detached: bool = False
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Finished, but without a readable result folder at the end (deleted while the sweep ran): rerun trains them.
+    lost: list[str] = field(default_factory=list)
 
 
 def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker: Tracker) -> SweepReport:
+    """Plan, run and tabulate ``spec``; a fault every later trial would repeat (a read-only results folder,
+    the MLflow store removed, no memory: finalbn.records.FAULTS) ends it as that fault's one-line UserError."""
+    try:
+        return _run_sweep(spec, options, backend, tracker)
+    except UserError:
+        raise
+    except Exception as error:
+        fault = fault_of(error)
+        if fault is None:
+            raise
+        raise fault from error
+
+
+def _run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker: Tracker) -> SweepReport:
     started = time.perf_counter()
     folder = options.out / spec.name
     versions = code_versions()
     # Checks everything first, then creates the folder.
     jobs = plan(spec, folder, versions["git_commit"])
-    state = _State.of(jobs, backend.in_flight(folder, jobs))
+    live = backend.in_flight(folder, jobs)
+    # Not a folder something is writing now: a live task's, or a trial another driver holds.
+    idle = [job for job in jobs if job.trial_id not in live and live_owner(trial_claim(job.folder)) is None]
+    for note in adopt_finished(idle, folder.resolve().parent):
+        print(f"{spec.name}: {note}")
+    state = _State.of(jobs, live, options.keep_stale)
     print(state.line(spec.name))
     report = SweepReport(spec, folder, len(jobs), skipped=len(state.done), in_flight=len(state.running))
     if state.pending:
@@ -71,7 +96,10 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
         me = acquire(driver_claim(folder), run="" if tracking is None else tracking.parent_id)
     relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in busy], live=busy)
     if relogged:
-        print(f"MLflow: {relogged} finished trials had no finished run (driver killed?); logged from their folders")
+        print(
+            f"MLflow: {relogged} finished trials had no finished run in {spec.name} (reused from another sweep, "
+            "or their driver was killed); logged from their folders"
+        )
     outcome = Outcome()
     progress = Progress(outcome, len(jobs), len(state.done), len(state.pending) + len(state.running))
     events = DriverEvents(None if backend.workers_record else tracker, progress)
@@ -93,7 +121,9 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
         )
         raise
     finally:
-        me.release()
+        # A read-only results folder cannot lose the claim file either: with its heartbeat stopped, it goes stale.
+        with contextlib.suppress(OSError):
+            me.release()
         progress.close()
         report.finished, report.failed, report.by_others = outcome.finished, outcome.failed, outcome.by_others
         invocation.close(outcome.finished, outcome.failed)
@@ -105,10 +135,27 @@ def run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker:
         except Exception:
             tracker.end_sweep(status)  # a full disk must not leave runs RUNNING
             raise
+        lost = _lost(jobs, state.done, outcome)
+        report.lost = lost
+        if lost:
+            report.finished = [trial_id for trial_id in outcome.finished if trial_id not in lost]
+            print(
+                f"{spec.name}: {len(lost)} finished trials have no readable result folder now (deleted or damaged "
+                f"while the sweep ran): {', '.join(lost)}; they are not in the tables, and rerunning the same "
+                "command trains them again",
+                flush=True,
+            )
         # The tables first: the parent run's metrics are the summary's numbers.
         tracker.end_sweep(status, record_path, summary_table(folder, spec))
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _lost(jobs: list[TrialJob], done: list[TrialJob], outcome: Outcome) -> list[str]:
+    """Trials finished before or during this invocation whose summary.json is gone now: the tables,
+    rebuilt from the folders, hold every planned trial that is finished, and these are not."""
+    finished = {job.trial_id for job in done} | set(outcome.finished)
+    return [job.trial_id for job in jobs if job.trial_id in finished and not is_finished(job)]
 
 
 def _claimed_elsewhere(folder: Path, jobs: list[TrialJob]) -> frozenset[str]:
@@ -165,9 +212,9 @@ class _State:
     live: frozenset[str]
 
     @classmethod
-    def of(cls, jobs: list[TrialJob], live: dict[str, str]) -> _State:
+    def of(cls, jobs: list[TrialJob], live: dict[str, str], keep_stale: bool = False) -> _State:
         # A live task may be writing its trial's folder right now: leave those alone.
-        for note in set_aside_damaged([job for job in jobs if job.trial_id not in live]):
+        for note in set_aside_unusable([job for job in jobs if job.trial_id not in live], keep_stale):
             print(note)
         done = [job for job in jobs if is_finished(job)]
         ids = {job.trial_id for job in done}

@@ -2,9 +2,10 @@
 
 The trial folders under ``<out>/<sweep>/trials/<trial id>/`` are the sweep's
 state: a folder with ``summary.json`` is finished (one whose records do not
-validate is set aside first), so rerunning the same command after a crash, a
-Ctrl-C or with another ``--max-concurrent`` runs only what is missing or
-failed. Ray Tune's own experiment restore is not used for this: it cannot
+validate is set aside first, and so is one computed by other code: a source
+file on the trial's path changed since, see finalbn.provenance), so rerunning
+the same command after a crash, a Ctrl-C or with another ``--max-concurrent``
+runs only what is missing, failed or stale. Ray Tune's own experiment restore is not used for this: it cannot
 tell a changed grid or changed data from an unchanged one, while the trial id
 (a hash of the resolved config and the data manifest) can.
 """
@@ -18,10 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from finalbn import provenance
 from finalbn.config import SPLITS, DataConfig, TrialConfig, trial_id, validate
 from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
-from finalbn.records import SUMMARY, RecordError, read_finished, writable_folder, write_text
+from finalbn.records import (
+    CONFIG,
+    SUMMARY,
+    RecordError,
+    TrialRecord,
+    read_finished,
+    read_json,
+    writable_folder,
+    write_text,
+)
 from finalbn.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -30,6 +41,8 @@ if TYPE_CHECKING:
 MANIFESTS = "manifests"
 # Trial folders whose records did not validate, each beside a file with the reason.
 DAMAGED = "damaged"
+# Finished trial folders computed by other code than the sweep runs now, set aside to be retrained.
+STALE = "stale"
 ROLES: tuple[Literal["majority", "minority"], ...] = ("majority", "minority")
 
 
@@ -79,6 +92,7 @@ def plan(spec: SweepSpec, folder: Path, git_commit: str) -> list[TrialJob]:
     that trains on it.
     """
     checked = check(spec)
+    code = provenance.code_fingerprint()
     # Made only once the checks passed: a refused sweep leaves no folder behind.
     # Absolute: workers may run in another working directory.
     folder = writable_folder(folder).resolve()
@@ -93,7 +107,7 @@ def plan(spec: SweepSpec, folder: Path, git_commit: str) -> list[TrialJob]:
     for trial in spec.trials():
         fingerprint, path = saved[trial.config.data]
         tid = trial_id(trial.config, fingerprint)
-        jobs.append(TrialJob(trial, tid, fingerprint, folder / "trials" / tid, path, git_commit))
+        jobs.append(TrialJob(trial, tid, fingerprint, folder / "trials" / tid, path, git_commit, code))
     return jobs
 
 
@@ -180,24 +194,95 @@ def set_aside_damaged(jobs: list[TrialJob]) -> list[str]:
         try:
             read_finished(job.folder, job.trial_id, job.trial.config.train.epochs)
         except RecordError as error:
-            damaged = _set_aside(job, str(error))
+            damaged = _set_aside(job, DAMAGED, str(error))
             notes.append(
                 f"trial {job.trial_id}: result folder unreadable ({error}); moved to {damaged}, it will be rerun"
             )
     return notes
 
 
-def _set_aside(job: TrialJob, reason: str) -> Path:
+def set_aside_unusable(jobs: list[TrialJob], keep_stale: bool = False) -> list[str]:
+    """The finished folders a sweep must not reuse as they are: damaged ones, then those computed by other
+    code (kept with ``keep_stale``); a note per damaged folder, one line for the stale ones."""
+    return set_aside_damaged(jobs) + set_aside_stale(jobs, keep_stale)
+
+
+def set_aside_stale(jobs: list[TrialJob], keep: bool = False) -> list[str]:
+    """Finished trials whose code changed since they ran (a source file on their path, see
+    finalbn.provenance) are named in one line and moved to ``<sweep>/stale/`` with the reason beside
+    them, to be retrained; ``keep`` (--keep-stale) leaves them, and the tables' code_fingerprint column
+    then tells the code versions apart. Their MLflow runs go when they are retrained (the writer keeps
+    one run per trial).
+
+    A trial finished before fingerprints were recorded is judged by git: the files on its path that
+    differ between its recorded commit and the files here now (an uncommitted edit it ran with is not
+    seen). Where git cannot tell (a pip install, a commit it does not hold) the trial is kept and said
+    so: retraining every result of an upgraded install unasked could cost days of compute for a risk its
+    owner judges better, and the note says how to retrain them.
+    """
+    stale: list[tuple[TrialJob, list[str]]] = []
+    unknown = 0
+    for job in jobs:
+        if not is_finished(job):
+            continue
+        try:
+            record = read_json(job.folder / CONFIG, TrialRecord)
+        except RecordError:
+            # Damaged since set_aside_damaged read it: the tables leave it out, the next run sets it aside.
+            continue
+        changed = _changed_code(job, record)
+        if changed is None:
+            unknown += 1
+        elif changed:
+            stale.append((job, changed))
+    notes = []
+    if stale:
+        names = sorted({name for _, changed in stale for name in changed})
+        what = f"{_trials(len(stale))} computed by other code ({_first(names)} changed since)"
+        if keep:
+            notes.append(f"{what}: kept (--keep-stale); trials.parquet's code_fingerprint column tells them apart")
+        else:
+            for job, changed in stale:
+                _set_aside(job, STALE, f"computed by other code ({', '.join(changed)} changed since)")
+            aside = stale[0][0].folder.parent.parent / STALE
+            notes.append(f"{what}: retraining them (old folders moved to {aside}); --keep-stale keeps them")
+    if unknown:
+        notes.append(
+            f"{_trials(unknown)} finished before finalbn recorded which code trains a trial, and git cannot compare "
+            f"their commit with this code: kept; move their folders out of {jobs[0].folder.parent} to retrain them"
+        )
+    return notes
+
+
+def _changed_code(job: TrialJob, record: TrialRecord) -> list[str] | None:
+    """The source files on the trial's path that changed since it ran ([]: none); None when nobody can tell."""
+    if record.code is not None:
+        return job.code.changed_from(record.code.files)
+    changed = provenance.changed_since(record.versions.get("git_commit", ""))
+    return None if changed is None else list(changed)
+
+
+def _trials(count: int) -> str:
+    return "1 trial was" if count == 1 else f"{count} trials were"
+
+
+def _first(names: list[str], shown: int = 3) -> str:
+    """Up to ``shown`` names, then how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _set_aside(job: TrialJob, into: str, reason: str) -> Path:
     # Outside trials/, so nothing that scans trial folders ever reads it again.
-    damaged_dir = job.folder.parent.parent / DAMAGED
-    damaged_dir.mkdir(exist_ok=True)
+    aside = job.folder.parent.parent / into
+    aside.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = damaged_dir / f"{job.trial_id}-{stamp}"
+    target = aside / f"{job.trial_id}-{stamp}"
     # The same trial set aside twice within a second (a test, a quick rerun) keeps both copies.
     for count in itertools.count(2):
         if not target.exists():
             break
-        target = damaged_dir / f"{job.trial_id}-{stamp}-{count}"
+        target = aside / f"{job.trial_id}-{stamp}-{count}"
     job.folder.rename(target)
     write_text(target.with_name(f"{target.name}.reason.txt"), f"trial {job.trial_id}: {reason}\n")
     return target

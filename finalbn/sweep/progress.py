@@ -47,6 +47,10 @@ class DriverEvents:
             self.tracker.log_epoch(job, row)
         interrupts.check()
 
+    def phase(self, job: TrialJob, text: str) -> None:
+        self.progress.phase(job, text)
+        interrupts.check()
+
     def retrying(self, job: TrialJob, error: str) -> None:
         if self.tracker is not None:
             record_failure(job, error)
@@ -72,6 +76,10 @@ class DriverEvents:
         interrupts.check()
 
 
+# A log gets a trial's phase (feature extraction...) at most this often: no silence over ~10 s, no flood.
+PHASE_SECONDS = 10.0
+
+
 class Progress:
     """What the sweep is doing, for a person: trials done/running/failed/skipped,
     the epoch each running trial is at, and an ETA from trial durations only
@@ -88,6 +96,8 @@ class Progress:
         self.durations: list[float] = []
         self.peak_running = 1
         self.best = float("nan")
+        # Trial id -> when its last phase line was printed (a log, not a terminal).
+        self.phase_shown: dict[str, float] = {}
         self.live = _LiveDisplay(total, skipped) if sys.stdout.isatty() else None
 
     def started(self, job: TrialJob) -> None:
@@ -97,9 +107,22 @@ class Progress:
             self._show(job)
 
     def epoch(self, job: TrialJob, epoch: int) -> None:
-        begun, _ = self.running.get(job.trial_id, (time.perf_counter(), 0))
-        self.running[job.trial_id] = (begun, epoch)
-        self._show(job)
+        # Only a trial running now: a late event of an ended one must not count it as running again.
+        if job.trial_id in self.running:
+            self.running[job.trial_id] = (self.running[job.trial_id][0], epoch)
+            self._show(job)
+
+    def phase(self, job: TrialJob, text: str) -> None:
+        """On a terminal, the trial's bar says it; in a log, a line at most every PHASE_SECONDS per trial."""
+        if job.trial_id not in self.running:
+            return
+        if self.live is not None:
+            self.live.phase(job, text)
+            return
+        now = time.perf_counter()
+        if now - self.phase_shown.get(job.trial_id, -PHASE_SECONDS) >= PHASE_SECONDS:
+            self.phase_shown[job.trial_id] = now
+            print(f"  {job.name}: {text}", flush=True)
 
     def finished(self, job: TrialJob) -> None:
         self._end(job)
@@ -180,10 +203,15 @@ class _LiveDisplay:
                 self.bars.remove_task(self.trials.pop(job.trial_id))
             return
         epoch = progress.running.get(job.trial_id, (0.0, 0))[1]
-        total = job.trial.config.train.epochs
+        self.bars.update(self._bar(job), completed=epoch, description=f"  {job.name}")
+
+    def phase(self, job: TrialJob, text: str) -> None:
+        self.bars.update(self._bar(job), description=f"  {job.name}: {text}")
+
+    def _bar(self, job: TrialJob) -> int:
         if job.trial_id not in self.trials:
-            self.trials[job.trial_id] = self.bars.add_task(f"  {job.name}", total=total)
-        self.bars.update(self.trials[job.trial_id], completed=epoch)
+            self.trials[job.trial_id] = self.bars.add_task(f"  {job.name}", total=job.trial.config.train.epochs)
+        return self.trials[job.trial_id]
 
     def close(self) -> None:
         self.bars.stop()

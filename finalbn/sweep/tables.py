@@ -15,7 +15,10 @@ from finalbn.sweep.plan import is_finished
 def write_tables(folder: Path, jobs: list[TrialJob]) -> None:
     """``epochs.parquet``: one row per finished trial x epoch with config columns;
     ``trials.parquet``: one row per finished trial with its final test metrics
-    (``nobn_*``: final BN removed). Rebuilt from the trial folders every time,
+    (``nobn_*``: final BN removed), and what else its numbers depend on: the
+    fingerprint of the code on its path (several values: the sweep mixes code
+    versions, kept with --keep-stale), its precision and CPU threads (null:
+    not recorded when it ran). Rebuilt from the trial folders every time,
     so they never hold a duplicate or a trial of another grid, and only from
     records that validate."""
     epochs, finals = [], []
@@ -30,8 +33,18 @@ def write_tables(folder: Path, jobs: list[TrialJob]) -> None:
             continue
         columns = _config_columns(job)
         epochs.append(trial.metrics.with_columns(**{k: pl.lit(v) for k, v in columns.items()}))
-        summary = trial.summary
-        finals.append({"trial_id": job.trial_id, **columns, "seconds": summary.seconds, **summary.test.values()})
+        summary, code = trial.summary, trial.record.code
+        finals.append(
+            {
+                "trial_id": job.trial_id,
+                **columns,
+                "code_fingerprint": None if code is None else code.fingerprint,
+                "precision": summary.precision,
+                "threads": None if summary.threads is None else summary.threads.torch,
+                "seconds": summary.seconds,
+                **summary.test.values(),
+            }
+        )
     if not epochs:
         return
     write_parquet(folder / "epochs.parquet", pl.concat(epochs, how="diagonal_relaxed"))

@@ -7,6 +7,7 @@ trial tagged with its trial id. Only finalbn.tracking talks to MLflow.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import errno
 import json
 import re
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import filelock
 
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
-from finalbn.spec import SweepSpec, flatten
+from finalbn.spec import PlannedTrial, SweepSpec, flatten
 
 TRIAL_TAG = "finalbn.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -37,6 +39,13 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRIAL_NAME_TAG = "finalbn.trial_name"
 # The run's description in the UI.
 NOTE_TAG = "mlflow.note.content"
+# A parent run's trial counts, set when it ends: what its invocation did with the trials it set out to run.
+COUNT_TAGS = {
+    "finished": "finalbn.trials_finished",
+    "failed": "finalbn.trials_failed",
+    # Not finished nor failed: cut short (Ctrl-C, a fault), or never started.
+    "unfinished": "finalbn.trials_unfinished",
+}
 
 # Config fields only some data sources read, and which. Elsewhere a field left at its default is not logged:
 # an MNIST trial showing data.plant=Apple in the runs table reads as a PlantVillage one.
@@ -68,8 +77,18 @@ def config_params(config: TrialConfig) -> dict[str, str]:
 
 
 def with_unlogged_params(params: dict[str, str]) -> dict[str, str]:
-    """A trial's params with the fields ``config_params`` left out at their default: every run, every field."""
-    return {key: _DEFAULTS[key] for key in SOURCE_FIELDS if key not in params} | params
+    """A trial's config from its params, with the fields ``config_params`` left out at their default: every
+    run, every field. Joint-axis labels (``trial_params``) are no field; analysis reads them from sweep.json."""
+    # A field is dotted ("train.lr"), a joint axis is not (finalbn.spec.Axis.joint).
+    fields = {key: value for key, value in params.items() if "." in key}
+    return {key: _DEFAULTS[key] for key in SOURCE_FIELDS if key not in fields} | fields
+
+
+def trial_params(trial: PlannedTrial) -> dict[str, str]:
+    """A trial's MLflow params: its config (``config_params``) and the label of each joint axis
+    (``variant=WL``), which sets several fields at once and is no field itself."""
+    joint = {axis: label for axis, label in trial.point.items() if "." not in axis}
+    return config_params(trial.config) | joint
 
 
 def axis_keys(spec: SweepSpec) -> dict[str, str]:
@@ -88,9 +107,46 @@ def axis_keys(spec: SweepSpec) -> dict[str, str]:
     return {name: key(name) for name in words}
 
 
-def short_name(point: dict[str, str], keys: dict[str, str]) -> str:
-    """``minority=30 norm=bn seed=2``: the values that vary across the sweep, short enough for the runs table."""
-    return " ".join(f"{keys[axis]}={label}" for axis, label in point.items() if axis in keys)
+@dataclass(frozen=True)
+class RunNames:
+    """Child run names: ``minority=003 norm=bn``, the axes that vary with their values written to sort
+    as they count (the runs table sorts names as text)."""
+
+    # Axis name -> its key in the names (``axis_keys``).
+    keys: dict[str, str] = field(default_factory=dict)
+    # Axis name -> {a value's label: how the names write it}, for the numeric axes.
+    values: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: SweepSpec) -> RunNames:
+        keys = axis_keys(spec)
+        values = {}
+        for axis in spec.axes:
+            written = _sortable(axis.values) if axis.name in keys and not axis.labels else None
+            if written is not None:
+                values[axis.name] = {axis.label(i): text for i, text in enumerate(written)}
+        return cls(keys, values)
+
+    def value(self, axis: str, label: str) -> str:
+        return self.values.get(axis, {}).get(label, label)
+
+    def name(self, point: dict[str, str]) -> str:
+        return " ".join(f"{key}={self.value(axis, point[axis])}" for axis, key in self.keys.items() if axis in point)
+
+
+def _sortable(values: tuple[Any, ...]) -> list[str] | None:
+    """Numbers written so that text order is number order: integers zero-padded to the widest (3 -> ``003``),
+    others rounded to 3 significant digits with one count of decimals (3e-4, 1e-3 -> ``0.0003``, ``0.0010``).
+    None when any value is no number."""
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    if all(isinstance(v, int) for v in values):
+        width = max(len(str(abs(v))) for v in values)
+        return [f"{'-' if v < 0 else ''}{abs(v):0{width}d}" for v in values]
+    rounded = [float(f"{v:.3g}") for v in values]
+    decimals = max(max(0, -decimal.Decimal(repr(v)).as_tuple().exponent) for v in rounded)
+    width = max(len(f"{abs(v):.{decimals}f}") for v in rounded)
+    return [f"{'-' if v < 0 else ''}{abs(v):0{width}.{decimals}f}" for v in rounded]
 
 
 # MLflow's shared views: the UI opens ``#/experiments/<id>/runs?viewStateShareKey=<key>`` with the columns and
@@ -106,8 +162,10 @@ def runs_view(spec: SweepSpec) -> str:
     ordered by run name (MLflow lists the invocations' trials flat then, instead of folded under their parent)."""
     columns = [
         "attributes.`Description`",
-        *(f"params.`{axis.name}`" for axis in spec.axes if not axis.joint),
+        # Joint axes too: a child logs its label (``trial_params``), the parent the labels.
+        *(f"params.`{axis.name}`" for axis in spec.axes),
         *(f"metrics.`{name}`" for name in VIEW_METRICS),
+        *(f"tags.`{tag}`" for tag in COUNT_TAGS.values()),
     ]
     return json.dumps({"orderByKey": "tags.`mlflow.runName`", "orderByAsc": True, "selectedColumns": columns})
 

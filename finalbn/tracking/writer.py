@@ -15,18 +15,31 @@ import functools
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 import polars as pl
 
 import finalbn
+from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
-from finalbn.records import FAILURE, METRICS, RecordError, Summary, disk_full, read_failure, read_json, read_metrics
+from finalbn.records import (
+    FAILURE,
+    METRICS,
+    RecordError,
+    Summary,
+    disk_full,
+    fault_of,
+    read_failure,
+    read_json,
+    read_metrics,
+)
 from finalbn.spec import SweepSpec
 from finalbn.tracking.layout import (
     COMMIT_TAG,
+    COUNT_TAGS,
     ERROR_TAG,
     EXPERIMENT_KIND_TAG,
     FINGERPRINT_TAG,
@@ -38,16 +51,15 @@ from finalbn.tracking.layout import (
     TRIAL_NAME_TAG,
     TRIAL_TAG,
     VERSION_TAG,
-    axis_keys,
+    RunNames,
     check_reachable,
     check_store,
-    config_params,
     log_artifact,
     metric_key,
     redact,
     runs_view,
-    short_name,
     store_lock,
+    trial_params,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +76,28 @@ ARTIFACTS = (
     "summary.json",
     "failure.json",
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _faults(method: Callable[Concatenate[MlflowTracker, P], R]) -> Callable[Concatenate[MlflowTracker, P], R]:
+    """A write that fails on a fault (finalbn.records.FAULTS: the store removed while the sweep ran, a
+    read-only artifact folder) raises its one line, with the store named, instead of MLflow's traceback."""
+
+    @functools.wraps(method)
+    def guarded(self: MlflowTracker, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except UserError:
+            raise
+        except Exception as error:
+            fault = fault_of(error, store=self.store)
+            if fault is None:
+                raise
+            raise fault from error
+
+    return guarded
 
 
 class Tracker(Protocol):
@@ -120,42 +154,53 @@ class MlflowTracker:
         check_store(uri, thorough=thorough_check)
         self.uri = uri
         self.artifact_root = artifact_root
+        # How a fault's line names the store.
+        self.store = f"the MLflow store {uri.removeprefix('sqlite:///') if uri.startswith('sqlite:') else redact(uri)}"
         self.experiment_id = ""
         self.parent_id = ""
         # The invocation's parent run, made when it first has something to hold (see start_sweep).
         self._parent_run: tuple[str, dict[str, str], dict[str, str]] | None = None
-        # Axis name -> its key in the children's short run names.
-        self.run_keys: dict[str, str] = {}
+        # How the children's runs are named.
+        self.names = RunNames()
         # Trial id -> child run id, for runs not yet terminated.
         self.children: dict[str, str] = {}
+        # Trials this invocation set out to run, and finished trials it logged again from their folders.
+        self.to_run = 0
+        self.relogged = 0
 
     @functools.cached_property
     def client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
 
-        # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here.
+        # MLflow's INFO lines (schema migrations of a new SQLite store) are noise here. Its store logs each
+        # database error with a traceback before raising it: the error goes on (a fault's one line, see _faults).
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         with store_lock(self.uri):
             return MlflowClient(tracking_uri=self.uri)
 
+    @_faults
     def start_sweep(
         self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
     ) -> None:
         """``live``: trials still running elsewhere (Slurm tasks), whose runs stay open.
 
-        The parent run is made now when trials are pending; a rerun that trains nothing makes one only
-        if ``sync_finished`` logs a trial again, so reruns do not pile up empty parents."""
+        The parent run is made now when trials are pending (Slurm tasks and other drivers need its id
+        from the start); a rerun that trains nothing makes one only if ``sync_finished`` logs a trial
+        again, so reruns do not pile up empty parents; one that ends without a child is deleted
+        (``end_sweep``). Its trial counts are set when it ends."""
         self.experiment_id = self._experiment(spec.name)
         self.client.set_experiment_tag(self.experiment_id, RUNS_VIEW_TAG, runs_view(spec))
         self._close_stale_runs(live)
-        self.run_keys = axis_keys(spec)
+        self.names = RunNames.of(spec)
+        self.to_run = pending
         tags = {
             SWEEP_TAG: spec.name,
             "finalbn.reproduces": spec.reproduces,
             VERSION_TAG: finalbn.__version__,
             COMMIT_TAG: git_commit,
             "finalbn.trials_total": str(spec.size()),
-            "finalbn.trials_pending": str(pending),
+            "finalbn.trials_to_run": str(pending),
             "finalbn.trials_skipped": str(skipped),
             NOTE_TAG: spec.description,
         }
@@ -174,6 +219,7 @@ class MlflowTracker:
             self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in axes.items()])
         return self.parent_id
 
+    @_faults
     def sync_finished(self, jobs: list[TrialJob], live: frozenset[str] = frozenset()) -> int:
         """Finished trials (complete folders) whose run is not FINISHED are logged
         again from their folders: a driver killed after a trial wrote its results
@@ -192,8 +238,10 @@ class MlflowTracker:
             for row in read_metrics(job.folder / METRICS, job.trial_id).drop("trial_id").to_dicts():
                 self.log_epoch(job, row)
             self.finish_trial(job, failed=False)
+        self.relogged += len(missing)
         return len(missing)
 
+    @_faults
     def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
@@ -203,12 +251,14 @@ class MlflowTracker:
         metrics = [Metric(metric_key(k), float(v), now, step) for k, v in row.items() if k != "epoch"]
         self.client.log_batch(run_id, metrics=metrics)
 
+    @_faults
     def discard_attempt(self, job: TrialJob) -> None:
         """A failed attempt that will be retried: its half-logged run goes, the retry starts clean."""
         run_id = self.children.pop(job.trial_id, None)
         if run_id is not None:
             self.client.delete_run(run_id)
 
+    @_faults
     def finish_trial(self, job: TrialJob, failed: bool) -> None:
         # Here, not at the top: matplotlib loads when a trial's pictures are drawn, not with every --help.
         from finalbn.tracking.figures import trial_figures
@@ -242,22 +292,46 @@ class MlflowTracker:
         metrics = [Metric(metric_key(f"final_{k}"), float(v), now, epochs) for k, v in final.items()]
         self.client.log_batch(run_id, metrics=metrics)
 
+    @_faults
     def end_sweep(self, status: str, record: Path | None = None, summary: pl.DataFrame | None = None) -> None:
         """Close the parent and any trial cut short (Ctrl-C, crash): none stays RUNNING.
         ``record``: the sweep's sweep.json, kept with the parent run; ``summary``: the sweep's
-        ``summary_table`` so far, its numbers the parent's metrics (the chart view's)."""
+        ``summary_table`` so far, its numbers the parent's metrics (the chart view's).
+
+        A parent that failed or was stopped before it had a child (a crash or Ctrl-C at start-up)
+        is deleted: an empty FAILED run is noise in the runs table, and the next run makes its own."""
         for run_id in self.children.values():
             self.client.set_terminated(run_id, "KILLED" if status == "KILLED" else "FAILED")
         self.children.clear()
-        if self.parent_id:
-            try:
-                if summary is not None:
-                    self._log_summary(summary)
-                if record is not None and record.exists():
-                    self._upload(self.parent_id, record)
-            finally:
-                # A full disk under the artifact store must not leave the invocation RUNNING.
-                self.client.set_terminated(self.parent_id, status)
+        if not self.parent_id:
+            return
+        children = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=50000
+        )
+        if status != "FINISHED" and not children:
+            # Ended first: restored from the trash (mlflow runs restore), it reads as what it was.
+            self.client.set_terminated(self.parent_id, status)
+            self.client.delete_run(self.parent_id)
+            return
+        from mlflow.entities import RunTag
+
+        counts = self._counts([run.info.status for run in children])
+        try:
+            self.client.log_batch(self.parent_id, tags=[RunTag(COUNT_TAGS[k], str(n)) for k, n in counts.items()])
+            if summary is not None:
+                self._log_summary(summary)
+            if record is not None and record.exists():
+                self._upload(self.parent_id, record)
+        finally:
+            # A full disk under the artifact store must not leave the invocation RUNNING.
+            self.client.set_terminated(self.parent_id, status)
+
+    def _counts(self, statuses: list[str]) -> dict[str, int]:
+        """What this invocation did with the trials it set out to run, from its children's ``statuses`` (Slurm
+        tasks log theirs themselves): finished and failed ones, and the rest (cut short, or not begun)."""
+        finished = statuses.count("FINISHED") - self.relogged
+        failed = statuses.count("FAILED")
+        return {"finished": finished, "failed": failed, "unfinished": max(0, self.to_run - finished - failed)}
 
     def _log_summary(self, summary: pl.DataFrame) -> None:
         """Each row of the summary table as metrics named by its group: ``minority F1/minority:4 norm:bn``."""
@@ -268,7 +342,7 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         metrics = []
         for row in summary.iter_rows(named=True):
-            group = " ".join(f"{self.run_keys.get(c, c)}:{row[c]}" for c in groups)
+            group = " ".join(f"{self.names.keys.get(c, c)}:{self.names.value(c, str(row[c]))}" for c in groups)
             metrics += [
                 Metric(metric_key(f"{c}/{group}" if group else c), float(row[c]), now, 0)
                 for c in numbers
@@ -323,7 +397,7 @@ class MlflowTracker:
         # The runs table cuts names at ~30 characters: only the values that vary, the full name as description.
         run = self.client.create_run(
             self.experiment_id,
-            run_name=short_name(job.trial.point, self.run_keys) or job.name,
+            run_name=self.names.name(job.trial.point) or job.name,
             tags={
                 PARENT_TAG: self._parent(),
                 TRIAL_TAG: job.trial_id,
@@ -336,14 +410,14 @@ class MlflowTracker:
         )
         from mlflow.entities import Param
 
-        params = [Param(k, v) for k, v in config_params(job.trial.config).items()]
+        params = [Param(k, v) for k, v in trial_params(job.trial).items()]
         self.client.log_batch(run.info.run_id, params=params)
         self.children[job.trial_id] = run.info.run_id
         return run.info.run_id
 
     def task_tracking(self) -> TaskTracking:
         """What a Slurm task needs to log its trials under this invocation's parent run."""
-        return TaskTracking(self.uri, self.artifact_root, self.experiment_id, self.parent_id, self.run_keys)
+        return TaskTracking(self.uri, self.artifact_root, self.experiment_id, self.parent_id, self.names)
 
     def adopt_running(self, trial_id: str) -> None:
         """Continue the trial's RUNNING run (a requeued attempt) instead of starting another."""
@@ -374,8 +448,8 @@ class TaskTracking:
     artifact_root: Path
     experiment_id: str
     parent_id: str
-    # Axis name -> its key in short run names (MlflowTracker.run_keys).
-    run_keys: dict[str, str] = field(default_factory=dict)
+    # How child runs are named (MlflowTracker.names).
+    names: RunNames = field(default_factory=RunNames)
 
 
 class TaskTracker:
@@ -389,7 +463,7 @@ class TaskTracker:
         self.inner = MlflowTracker(tracking.uri, tracking.artifact_root, thorough_check=False)
         self.inner.experiment_id = tracking.experiment_id
         self.inner.parent_id = tracking.parent_id
-        self.inner.run_keys = tracking.run_keys
+        self.inner.names = tracking.names
 
     def resume_trial(self, job: TrialJob) -> None:
         with store_lock(self.tracking.uri):

@@ -19,6 +19,7 @@ _EXPORTS = {
     "checkpoint_epoch": "finalbn.train.checkpoint",
     "Inputs": "finalbn.train.features",
     "Normalizer": "finalbn.train.features",
+    "PhaseCallback": "finalbn.train.features",
     "extract_features": "finalbn.train.features",
     "uses_feature_cache": "finalbn.train.features",
     "EpochCallback": "finalbn.train.loop",

@@ -22,6 +22,10 @@ from finalbn.data.cache import FEATURE_CACHE_ENV, cache_enabled, cache_root, cac
 from finalbn.models import FinalBNNet
 from finalbn.train.recipe import amp_dtype
 
+# A line on what a trial does before its first epoch: computing a frozen backbone's features of
+# images not cached yet can take minutes, and a sweep's progress shows it instead of a silence.
+PhaseCallback = Callable[[str], None]
+
 # Evaluation batch size: large enough to be fast, small enough for 224 px on CPU.
 EVAL_BATCH = 128
 # Images decoded at once to extract their features: 1,024 at 224 px is 150 MB of pixels.
@@ -85,7 +89,12 @@ class Inputs:
 
 
 def make_inputs(
-    config: TrialConfig, model: FinalBNNet, data: SplitTensors, device: torch.device, cache_dir: Path | None
+    config: TrialConfig,
+    model: FinalBNNet,
+    data: SplitTensors,
+    device: torch.device,
+    cache_dir: Path | None,
+    on_phase: PhaseCallback | None = None,
 ) -> Inputs:
     """The trial's inputs: cached features where :func:`uses_feature_cache` allows, else images."""
     normalize = Normalizer(
@@ -94,7 +103,7 @@ def make_inputs(
     )
     precision = amp_dtype(device, config.train)
     if uses_feature_cache(config):
-        features = cached_features(model, data, normalize, device, cache_dir, precision)
+        features = cached_features(model, data, normalize, device, cache_dir, precision, on_phase)
         return Inputs(features, ToDevice(device), head_only=True, precision=precision)
     return Inputs(data.x, normalize, head_only=False, precision=precision)
 
@@ -114,6 +123,7 @@ def cached_features(
     device: torch.device,
     cache_dir: Path | None,
     precision: torch.dtype | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> dict[str, torch.Tensor]:
     """Backbone features of every split, each image's computed once per backbone on this kind of
     device and kept in the cache by the image's sha256 for every later trial that contains it.
@@ -140,7 +150,7 @@ def cached_features(
     path_of = dict(zip(ids, (path for split in SPLITS for path in data.paths[split]), strict=True))
 
     def build(missing: list[str]) -> np.ndarray:
-        return extract_files(model, data, [path_of[sha] for sha in missing], normalize, precision)
+        return extract_files(model, data, [path_of[sha] for sha in missing], normalize, precision, on_phase)
 
     stored = cached_rows(cache_root(cache_dir) / "features", key, ids, model.feature_dim, build)
     bounds = np.cumsum([0, *(len(data.sha256[split]) for split in SPLITS)])
@@ -148,12 +158,20 @@ def cached_features(
 
 
 def extract_files(
-    model: FinalBNNet, data: SplitTensors, paths: list[str], normalize: Normalizer, precision: torch.dtype | None
+    model: FinalBNNet,
+    data: SplitTensors,
+    paths: list[str],
+    normalize: Normalizer,
+    precision: torch.dtype | None,
+    on_phase: PhaseCallback | None = None,
 ) -> np.ndarray:
     """:func:`extract_features` of manifest paths, decoded a chunk at a time so that their pixels
-    are never all in memory; the chunks are whole evaluation batches, so the batches are the same."""
+    are never all in memory; the chunks are whole evaluation batches, so the batches are the same.
+    ``on_phase`` hears how many are done before each chunk."""
     features = np.empty((len(paths), model.feature_dim), dtype=np.float32)
     for start in range(0, len(paths), DECODE_CHUNK):
+        if on_phase is not None:
+            on_phase(f"backbone features: {start:,} of {len(paths):,} new images")
         chunk = paths[start : start + DECODE_CHUNK]
         features[start : start + len(chunk)] = extract_features(model, data.load(chunk), normalize, precision)
     return features

@@ -31,7 +31,7 @@ from finalbn.metrics import (
 )
 from finalbn.models import FinalBNNet, create_model, without_final_norm
 from finalbn.train.checkpoint import EpochRow, Progress, resume, save_checkpoint
-from finalbn.train.features import EVAL_BATCH, Inputs, make_inputs
+from finalbn.train.features import EVAL_BATCH, Inputs, PhaseCallback, make_inputs
 from finalbn.train.recipe import (
     Criterion,
     augment,
@@ -73,6 +73,7 @@ def train_trial(
     *,
     trial_id: str | None = None,
     on_epoch: EpochCallback | None = None,
+    on_phase: PhaseCallback | None = None,
     checkpoint: Path | None = None,
     cache_dir: Path | None = None,
 ) -> TrialResult:
@@ -105,7 +106,7 @@ def train_trial(
         in_channels=data.image_shape[0],
         image_size=data.image_shape[-1],
     ).to(device, memory_format=torch.channels_last)
-    inputs = make_inputs(config, model, data, device, cache_dir)
+    inputs = make_inputs(config, model, data, device, cache_dir, on_phase)
     criterion = make_criterion(config, data, device)
     progress = _start(config, model, len(data.y["train"]), device, inputs.precision)
     if checkpoint is not None:

@@ -29,6 +29,8 @@ from finalbn.launch.base import RunHandle, SweepOptions, TrialEvents
 from finalbn.launch.slurm.state import STATE_FILE, SlurmState, Submission, live_trials, task_states
 from finalbn.launch.slurm.submit import (
     SlurmOptions,
+    check_path,
+    check_results,
     check_value,
     executor_parameters,
     max_array_size,
@@ -85,6 +87,9 @@ class SlurmBackend:
         tracking: TaskTracking | None,
         running: list[TrialJob],
     ) -> RunHandle:
+        # Before anything is written: the folder and the name go into the sbatch script.
+        check_results(options.out)
+        check_path("sweep name", spec.name)
         slurm_dir = options.out.resolve() / spec.name / self.name
         state = SlurmState.load(slurm_dir / STATE_FILE, spec.name)
         if jobs:
@@ -197,6 +202,8 @@ __all__ = [
     "SlurmOptions",
     "SlurmState",
     "Submission",
+    "check_path",
+    "check_results",
     "check_value",
     "executor_parameters",
     "live_trials",
@@ -204,5 +211,6 @@ __all__ = [
     "parse_extra",
     "parse_time",
     "sbatch_text",
+    "task_states",
     "trials_per_task",
 ]

@@ -53,16 +53,21 @@ class SlurmState:
 
 def task_states(state: SlurmState, folder: Path) -> dict[str, str]:
     """sacct's state of every recorded array task, by "JOBID_TASK"."""
-    jobs = [
-        submitit.SlurmJob(folder=folder, job_id=f"{s.job_id}_{index}")
+    jobs = {
+        f"{s.job_id}_{index}": submitit.SlurmJob(folder=folder, job_id=_slurm_id(s, index))
         for s in state.submissions
         for index in range(len(s.tasks))
-    ]
+    }
     if not jobs:
         return {}
     # One sacct call for all of them, then read from the watcher's cache.
-    jobs[0].get_info(mode="force")
-    return {job.job_id: job.get_info(mode="cache").get("State", "UNKNOWN").split()[0] for job in jobs}
+    next(iter(jobs.values())).get_info(mode="force")
+    return {task: job.get_info(mode="cache").get("State", "UNKNOWN").split()[0] for task, job in jobs.items()}
+
+
+def _slurm_id(submission: Submission, index: int) -> str:
+    # submitit submits a single task as a plain job, not an array of one: sacct knows it as JOBID alone.
+    return submission.job_id if len(submission.tasks) == 1 else f"{submission.job_id}_{index}"
 
 
 def live_trials(state: SlurmState, states: dict[str, str], now: datetime | None = None) -> dict[str, str]:

@@ -1,6 +1,16 @@
 """Slurm submission, the pure parts: options, checked sbatch values, the
 executor parameters (and the sbatch script they make), and packing trials
 into array tasks. Nothing here submits; the golden-file test renders them.
+
+What reaches the script, and how it is kept literal: submitit writes each
+sbatch option as ``#SBATCH --key=<shlex-quoted value>`` and the command as
+``srun --output <quoted> --error <quoted> <python> -u -m submitit.core._submit
+<quoted folder>``. sbatch reads the ``#SBATCH`` lines itself, not through a
+shell: quotes group words (so a quoted path with spaces, ``$``, backticks,
+``;`` or quotes stays one literal value), but a newline ends the directive
+and a backslash escapes the next character even inside quotes. So the values
+are checked here (:func:`check_value` for names, :func:`check_path` for the
+results folder and the sweep name) and the shell words are quoted.
 """
 
 from __future__ import annotations
@@ -10,22 +20,52 @@ import re
 import shlex
 import shutil
 import subprocess
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
 from finalbn.launch.base import SweepOptions
+from finalbn.names import is_utf8, shown_path
 
-# A value that goes into an #SBATCH line: no spaces, quotes or newlines, so
-# nothing from the command line can add a line or a shell word to the script.
+# A name that goes into an #SBATCH line (partition, account, qos, a --sbatch
+# value): no spaces, quotes or control characters, so it needs no quoting at all.
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.,:=/@+%-]+")
+# An sbatch long option, as --sbatch names it.
+_OPTION = re.compile(r"[a-z][a-z0-9-]*")
+# sbatch takes an #SBATCH line holding either word (any case) as the start of a
+# heterogeneous job's next component, wherever on the line it stands.
+_HETJOB = re.compile(r"hetjob|packjob", re.IGNORECASE)
+# sbatch options finalbn and submitit set themselves: a --sbatch override would
+# break the array's bookkeeping (its size, logs, requeue signal) or silently
+# replace one of finalbn's own flags. Option -> the flag to use instead.
+_SET_HERE = {
+    "array": "--array-parallelism or --trials-per-task",
+    "partition": "--partition",
+    "account": "--account",
+    "qos": "--qos",
+    "time": "--time",
+    "cpus-per-task": "--cpus-per-trial",
+    "gpus-per-task": "--gpus-per-trial",
+    "job-name": "",
+    "output": "",
+    "error": "",
+    "open-mode": "",
+    "signal": "",
+    "requeue": "",
+    "no-requeue": "",
+    # A command, not an option.
+    "wrap": "",
+}
 # Leave a task time for the trial in progress to reach an epoch boundary.
 _TASK_TIME_FILL = 0.5
 
 
 @dataclass(frozen=True)
 class SlurmOptions:
+    """The Slurm side of a sweep; its sbatch values are checked when it is made."""
+
     partition: str | None = None
     time_minutes: int = 60
     account: str | None = None
@@ -40,6 +80,13 @@ class SlurmOptions:
     # Seconds between two looks at the array while waiting.
     poll_seconds: float = 10.0
 
+    def __post_init__(self) -> None:
+        for flag, value in (("--partition", self.partition), ("--account", self.account), ("--qos", self.qos)):
+            if value is not None:
+                check_value(flag, value)
+        for key, value in self.extra.items():
+            _check_extra(key, value)
+
 
 def _ascii_digits(text: str) -> bool:
     # isascii(): "²".isdigit() holds, but int() rejects it.
@@ -48,7 +95,8 @@ def _ascii_digits(text: str) -> bool:
 
 def parse_time(text: str) -> int:
     """Slurm's --time forms (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) -> whole minutes, rounded up."""
-    days, dash, clock = text.strip().rpartition("-")
+    # Spaces only: "90\n" is not a time.
+    days, dash, clock = text.strip(" ").rpartition("-")
     parts = clock.split(":")
     if not (_ascii_digits(days) or not dash) or not all(_ascii_digits(p) for p in parts) or len(parts) > 3:
         raise UserError(f"--time {text!r} is not a Slurm time: use minutes (90), HH:MM:SS or D-HH:MM:SS")
@@ -66,26 +114,89 @@ def parse_time(text: str) -> int:
 
 
 def parse_extra(pairs: list[str]) -> dict[str, str]:
-    """``--sbatch mem=16G`` pass-through pairs -> {"mem": "16G"}, each value checked."""
-    extra = {}
+    """``--sbatch mem=16G`` pass-through pairs -> {"mem": "16G"}, each checked."""
+    extra: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        key = key.strip().removeprefix("--")
-        if not sep or not re.fullmatch(r"[a-z][a-z0-9-]*", key):
-            raise UserError(f"--sbatch {pair!r}: use KEY=VALUE with an sbatch long option, e.g. --sbatch mem=16G")
-        extra[key] = check_value(f"--sbatch {key}", value)
+        key = key.removeprefix("--")
+        if not sep or not _OPTION.fullmatch(key):
+            raise UserError(
+                f"--sbatch {pair!r}: use KEY=VALUE with an sbatch long option (lower-case letters, digits, dashes), "
+                "e.g. --sbatch mem=16G"
+            )
+        if key in extra:
+            raise UserError(f"--sbatch {key} is given twice ({extra[key]!r}, {value!r}): give each sbatch option once")
+        extra[key] = _check_extra(key, value)
     return extra
 
 
+def _check_extra(key: str, value: str) -> str:
+    if not _OPTION.fullmatch(key):
+        raise UserError(f"--sbatch {key!r}: an sbatch long option is lower-case letters, digits and dashes, e.g. mem")
+    if key in _SET_HERE:
+        instead = _SET_HERE[key]
+        fix = f"use {instead}" if instead else "drop it (submitit's logs, requeueing and result files rely on it)"
+        raise UserError(f"--sbatch {key}={value!r}: finalbn sets --{key} itself; {fix}")
+    return check_value(f"--sbatch {key}", value)
+
+
 def check_value(flag: str, value: str) -> str:
+    """A value written unquoted into an #SBATCH line: a name or a size, never a path or free text."""
     # fullmatch: "$" would also match before a final newline.
     if not _SAFE_VALUE.fullmatch(value):
-        raise UserError(f"{flag} {value!r}: only letters, digits and _ . , : = / @ + % - are allowed in sbatch values")
+        raise UserError(
+            f"{flag} {value!r}: only letters, digits and _ . , : = / @ + % - are allowed in sbatch values; "
+            "give it without spaces, quotes or control characters"
+        )
+    if (word := _HETJOB.search(value)) is not None:
+        raise UserError(
+            f"{flag} {value!r}: only letters, digits and _ . , : = / @ + % - are allowed in sbatch values, "
+            f"and not the word {word.group()!r} (sbatch starts a heterogeneous job's next component at it)"
+        )
     return value
 
 
+def check_path(flag: str, text: str) -> str:
+    """A path (or the sweep name in it) that the script holds in ``#SBATCH --output/--error`` and on the srun line.
+
+    submitit shell-quotes it in both places, and sbatch reads those quotes
+    in its own #SBATCH parser, so spaces, quotes, ``$``, backticks and ``;``
+    stay literal. What neither can carry is refused.
+    """
+    if not is_utf8(text):
+        raise UserError(f"{flag} {shown_path(text)} is not UTF-8 text, as the sbatch script is: rename it")
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise UserError(
+            f"{flag} {text!r}: a control character cannot go into the sbatch script (a newline ends an #SBATCH "
+            "line and starts a command); use a folder and name without one"
+        )
+    if "%" in text:
+        raise UserError(
+            f"{flag} {text!r}: Slurm reads % in output paths as a pattern (%j, %A); use a folder and name without %"
+        )
+    if "\\" in text:
+        raise UserError(
+            f"{flag} {text!r}: sbatch reads a backslash in an #SBATCH line as an escape, even in quotes; "
+            "use a folder and name without \\"
+        )
+    if (word := _HETJOB.search(text)) is not None:
+        raise UserError(
+            f"{flag} {text!r}: sbatch starts a heterogeneous job's next component at an #SBATCH line holding "
+            f"{word.group()!r}; use a folder and name without that word"
+        )
+    return text
+
+
+def check_results(out: Path) -> None:
+    """``--out`` as the sbatch script will hold it (absolute), checked: before a dry run, a plan or a submission."""
+    check_path("--out", str(out.resolve()))
+
+
 def executor_parameters(options: SlurmOptions, sweep: SweepOptions, name: str) -> dict[str, object]:
-    """submitit's Slurm parameters for a sweep's array (pure: the golden sbatch test renders them)."""
+    """submitit's Slurm parameters for a sweep's array (pure: the golden sbatch test renders them).
+
+    ``options`` checked its values when it was made; ``SlurmBackend.launch`` checks the name.
+    """
     params: dict[str, object] = {
         "job_name": f"finalbn-{name}",
         "time": options.time_minutes,
@@ -100,15 +211,20 @@ def executor_parameters(options: SlurmOptions, sweep: SweepOptions, name: str) -
         params["gpus_per_task"] = gpus
     for key, value in (("partition", options.partition), ("account", options.account), ("qos", options.qos)):
         if value is not None:
-            params[key] = check_value(f"--{key}", value)
+            params[key] = value
     return params
 
 
 def sbatch_text(params: dict[str, object], folder: Path, tasks: int, python: str) -> str:
-    """The sbatch script submitit writes for these parameters and an array of ``tasks``."""
+    """The sbatch script submitit writes for these parameters and an array of ``tasks``.
+
+    The command is built as ``SlurmExecutor._submitit_command_str`` builds it
+    (the executor itself needs srun on PATH), with ``python`` quoted as
+    submitit quotes ``sys.executable``.
+    """
     from submitit.slurm.slurm import _make_sbatch_string
 
-    command = f"{python} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    command = f"{shlex.quote(python)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
     return _make_sbatch_string(command=command, folder=folder, map_count=tasks, **params)
 
 

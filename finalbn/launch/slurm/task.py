@@ -60,6 +60,10 @@ class _TaskEvents:
         if self.tracker is not None:
             self.tracker.log_epoch(job, row)
 
+    def phase(self, job: TrialJob, text: str) -> None:
+        # A task's own log (submitit's stdout file), which the driver does not follow.
+        print(f"trial {job.trial_id}: {text}", flush=True)
+
     def retrying(self, job: TrialJob, error: str) -> None:
         record_failure(job, error)
         if self.tracker is not None:
