@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import typing
 from collections.abc import Callable
@@ -51,8 +50,7 @@ def guarded(action: Callable[[], None], debug: bool) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        interrupts.restore(previous)
         swallowed = interrupts.pending()
         interrupts.reset()
     return 130 if swallowed else 0

@@ -31,6 +31,12 @@ def install() -> dict[int, object]:
     return {number: signal.signal(number, handle) for number in STOP_SIGNALS}
 
 
+def restore(handlers: dict[int, object]) -> None:
+    """Put back the handlers ``install`` (or ``signal.getsignal``) returned."""
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
 def reset() -> None:
     global _pending
     _pending = False

@@ -234,8 +234,11 @@ def result_text(folder: Path) -> str:
 def test_report_steps_are_named_as_they_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trials = CASES["bn_removal"](2)
     report(trials, "bn_removal", tmp_path, progress=True)
-    lines = capsys.readouterr().out.splitlines()
+    shown = capsys.readouterr()
+    # On stderr: stdout is the report's answer, for a reader or a pipe.
+    lines = shown.err.splitlines()
+    assert shown.out == ""
     assert lines[0] == "report bn_removal-test [1/6] provenance"
     assert lines[-1] == "report bn_removal-test [6/6] writing report.html and report.md"
     report(trials, "bn_removal", tmp_path / "quiet")
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().err == ""

@@ -12,7 +12,7 @@ from finalbn.experiments import build_sweeps
 from finalbn.launch.base import SweepOptions
 from finalbn.launch.serial import SerialBackend
 from finalbn.overrides import Overrides, apply
-from finalbn.spec import SweepSpec
+from finalbn.spec import SweepSpec, own_name
 from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.refine import MINORITY, Refinement, check, next_values, refine_sweep, widened
 from finalbn.sweep_cli import run_script
@@ -20,8 +20,9 @@ from finalbn.tracking import NullTracker
 
 
 def smoke(seeds: int = 1) -> SweepSpec:
-    """The imbalance smoke sweep (minority 1 and 4), one seed: 4 trials, 2 per minority value."""
-    return apply(build_sweeps("imbalance_ratio", "smoke", None)[0], Overrides(seeds=seeds))
+    """The imbalance smoke sweep (minority 1 and 4), one seed: 4 trials, 2 per minority value, in the folder
+    the command line gives it (``--seeds 1``: its own)."""
+    return own_name(apply(build_sweeps("imbalance_ratio", "smoke", None)[0], Overrides(seeds=seeds)))
 
 
 def minority_values(spec: SweepSpec) -> tuple[int, ...]:

@@ -116,6 +116,10 @@ def _trial_record(run: RunRecord, plan: Plan, fetch: ArtifactFetcher) -> tuple[d
         **typed_params(run.params),
     }
     summary, note = _summary(fetch, trial_id)
+    # What else a trial's numbers depend on, as trials.parquet holds it (finalbn.sweep.tables).
+    record["code_fingerprint"] = run.code_fingerprint
+    record["precision"] = None if summary is None else summary.precision
+    record["threads"] = None if summary is None or summary.threads is None else summary.threads.torch
     if summary is not None:
         record["seconds"] = summary.seconds
         record.update(summary.test.values())

@@ -2,7 +2,8 @@
 
 The sweep's convention (``finalbn.sweep.progress``): a rich progress bar on a
 terminal, which goes away when the report is written, and one plain line per
-step otherwise, so CI logs and pipes stay readable.
+step otherwise, so CI logs stay readable. On stderr: stdout is the report's
+answer (its headline and where it is), for a reader or a pipe.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def report_steps(title: str, total: int, show: bool = True) -> Iterator[Step]:
     """Yields ``step(text)``: call it as each of ``total`` steps begins; ``show`` False says nothing."""
     if not show:
         yield lambda text: None
-    elif sys.stdout.isatty():
+    elif sys.stderr.isatty():
         with _bar(title, total) as step:
             yield step
     else:
@@ -28,16 +29,18 @@ def report_steps(title: str, total: int, show: bool = True) -> Iterator[Step]:
         def line(text: str) -> None:
             nonlocal count
             count += 1
-            print(f"{title} [{count}/{total}] {text}", flush=True)
+            print(f"{title} [{count}/{total}] {text}", file=sys.stderr, flush=True)
 
         yield line
 
 
 @contextmanager
 def _bar(title: str, total: int) -> Iterator[Step]:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bars = Progress(*columns, console=Console(stderr=True))
     task = bars.add_task(title, total=total)
     started = 0
 

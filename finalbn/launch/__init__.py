@@ -11,8 +11,9 @@ so naming one costs no import of the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from finalbn.errors import UserError
 from finalbn.launch.base import Backend
@@ -36,14 +37,27 @@ def serial_backend(name: str, args: argparse.Namespace) -> Backend:
 @BACKENDS.register("local")
 def local_backend(name: str, args: argparse.Namespace) -> Backend:
     """A private Ray instance on this machine, started for the sweep (RAY_ADDRESS is ignored)."""
-    # Ray binds its servers (GCS, raylet, workers, agents) to every interface unless the node's IP
-    # is loopback, and takes the loopback IP only where it thinks clusters are unsupported: this
-    # switch, read when ray is first imported (so before it). A private one-sweep Ray then listens
-    # on 127.0.0.1 only; its token authentication stays on (README: Security).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from finalbn.launch.ray_tune import RayTuneBackend
+    with _loopback_ray():
+        from finalbn.launch.ray_tune import RayTuneBackend
 
     return RayTuneBackend(name)
+
+
+@contextlib.contextmanager
+def _loopback_ray() -> Iterator[None]:
+    """Ray binds its servers (GCS, raylet, workers, agents) to every interface unless the node's IP is
+    loopback, and takes the loopback IP only where it thinks clusters are unsupported: this switch, read
+    once, when ray is first imported (a sweep command imports it here). A private one-sweep Ray then
+    listens on 127.0.0.1 only; its token authentication stays on (README: Security). Unset again after:
+    inherited by a later ``ray start`` (a cluster's node), the switch would refuse to start it."""
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    given = name in os.environ
+    os.environ.setdefault(name, "0")
+    try:
+        yield
+    finally:
+        if not given:
+            del os.environ[name]
 
 
 @BACKENDS.register("ray")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -95,6 +96,10 @@ class RayTuneBackend(DriverBound):
             os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         started_here = not ray.is_initialized()
+        # ray.init replaces the SIGTERM handler with its own (exit 1, or a C++ abort dump from the
+        # node's): a SIGTERM (finalbn cancel, a scheduler's stop) must stop the sweep as Ctrl-C does,
+        # runs KILLED and resumable. The handlers from before are back when the sweep ends.
+        before = {number: signal.getsignal(number) for number in interrupts.STOP_SIGNALS}
         if started_here:
             where = "a private Ray instance on this machine" if self.address is None else f"Ray at {self.address}"
             print(f"starting {where} for {len(jobs)} trials...", flush=True)
@@ -104,15 +109,13 @@ class RayTuneBackend(DriverBound):
                 log_to_driver=options.verbose,
                 logging_level=logging.INFO if options.verbose else logging.ERROR,
             )
-            # ray.init replaces the SIGTERM handler with its own (exit 1, or a C++ abort dump
-            # from the node's): a SIGTERM (finalbn cancel, a scheduler's stop) must stop the
-            # sweep as Ctrl-C does, runs KILLED and resumable.
             interrupts.install()
         try:
             _fit(self.name, spec, jobs, options, events)
         finally:
             if started_here:
                 ray.shutdown()
+            interrupts.restore(before)
 
 
 def search_space(axes: tuple[Axis, ...]) -> dict[str, Any]:

@@ -32,6 +32,8 @@ SWEEP_TAG = "finalbn.sweep"
 VERSION_TAG = "finalbn.version"
 COMMIT_TAG = "finalbn.git_commit"
 FINGERPRINT_TAG = "finalbn.dataset_fingerprint"
+# The fingerprint of the code on the trial's path (finalbn.provenance.code_fingerprint).
+CODE_TAG = "finalbn.code_fingerprint"
 ERROR_TAG = "finalbn.error"
 HEADLINE_TAG = "finalbn.report_headline"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -19,6 +19,7 @@ from typing import Any
 
 from finalbn.errors import UserError
 from finalbn.tracking.layout import (
+    CODE_TAG,
     COMMIT_TAG,
     ERROR_TAG,
     FINGERPRINT_TAG,
@@ -73,6 +74,11 @@ class RunRecord:
     @property
     def fingerprint(self) -> str | None:
         return self.tags.get(FINGERPRINT_TAG)
+
+    @property
+    def code_fingerprint(self) -> str | None:
+        """The code on the trial's path; None for runs logged before it was a tag."""
+        return self.tags.get(CODE_TAG)
 
     @property
     def error(self) -> str:

@@ -38,6 +38,7 @@ from finalbn.records import (
 )
 from finalbn.spec import SweepSpec
 from finalbn.tracking.layout import (
+    CODE_TAG,
     COMMIT_TAG,
     COUNT_TAGS,
     ERROR_TAG,
@@ -404,6 +405,7 @@ class MlflowTracker:
                 TRIAL_NAME_TAG: job.name,
                 NOTE_TAG: f"{job.name} (trial {job.trial_id})",
                 FINGERPRINT_TAG: job.fingerprint,
+                CODE_TAG: job.code.digest,
                 VERSION_TAG: finalbn.__version__,
                 COMMIT_TAG: job.git_commit,
             },
