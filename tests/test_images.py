@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data import tree_cfg
 
 from finalbn.config import SPLITS, DataConfig
 from finalbn.data import build_manifest, load_split_tensors
@@ -339,14 +340,8 @@ def bomb_tree(root: Path) -> DataConfig:
     bomb_png(root / "sick" / "huge.png", 30_000, 30_000)
     # 100 million pixels: between Pillow's limit and twice it, where Pillow only warns.
     bomb_png(root / "sick" / "large.png", 10_000, 10_000)
-    return DataConfig(
-        source="folder",
-        root=str(root),
-        majority=("good",),
-        minority=("sick",),
-        image_size=32,
-        **{f"{s}_majority": n for s, n in zip(SPLITS, (4, 2, 2), strict=True)},
-        **{f"{s}_minority": n for s, n in zip(SPLITS, (2, 1, 1), strict=True)},
+    return tree_cfg(
+        root, train_majority=4, val_majority=2, test_majority=2, train_minority=2, val_minority=1, test_minority=1
     )
 
 

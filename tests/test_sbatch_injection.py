@@ -218,7 +218,7 @@ REFUSED = [
     (["--account", "lab\x00"], "--account 'lab\\x00': only letters, digits"),
     (["--qos", "normal\x1b[2J"], "--qos 'normal\\x1b[2J': only letters, digits"),
     (["--sbatch", "mem=16G\ntouch PWNED"], "--sbatch mem '16G\\ntouch PWNED': only letters, digits"),
-    (["--sbatch", "comment=packjob"], "not the word 'packjob'"),
+    (["--sbatch", "comment=packjob"], "holding 'packjob'"),
     (["--sbatch", "mem\n=16G"], "use KEY=VALUE with an sbatch long option"),
     (["--sbatch", "Mem=16G"], "use KEY=VALUE with an sbatch long option"),
     (["--sbatch", "mem=1G", "--sbatch", "mem=2G"], "--sbatch mem is given twice ('1G', '2G')"),

@@ -148,11 +148,7 @@ def check_value(flag: str, value: str) -> str:
             f"{flag} {value!r}: only letters, digits and _ . , : = / @ + % - are allowed in sbatch values; "
             "give it without spaces, quotes or control characters"
         )
-    if (word := _HETJOB.search(value)) is not None:
-        raise UserError(
-            f"{flag} {value!r}: only letters, digits and _ . , : = / @ + % - are allowed in sbatch values, "
-            f"and not the word {word.group()!r} (sbatch starts a heterogeneous job's next component at it)"
-        )
+    _refuse_hetjob(flag, value)
     return value
 
 
@@ -179,12 +175,17 @@ def check_path(flag: str, text: str) -> str:
             f"{flag} {text!r}: sbatch reads a backslash in an #SBATCH line as an escape, even in quotes; "
             "use a folder and name without \\"
         )
+    _refuse_hetjob(flag, text)
+    return text
+
+
+def _refuse_hetjob(flag: str, text: str) -> None:
+    """sbatch starts a heterogeneous job's next component at an #SBATCH line holding these words."""
     if (word := _HETJOB.search(text)) is not None:
         raise UserError(
             f"{flag} {text!r}: sbatch starts a heterogeneous job's next component at an #SBATCH line holding "
-            f"{word.group()!r}; use a folder and name without that word"
+            f"{word.group()!r}; give it without that word"
         )
-    return text
 
 
 def check_results(out: Path) -> None:
