@@ -78,26 +78,32 @@ def test_ray_job_submit_runs_an_entrypoint(ray_two_nodes, tmp_path) -> None:  # 
 
 
 def test_a_sweep_with_backend_ray_places_trials_on_both_nodes(ray_two_nodes, tmp_path) -> None:  # noqa: F811
-    """The smoke sweep, unchanged, submitted to the running cluster with --backend ray."""
+    """The smoke sweep, unchanged, submitted to the running cluster with --backend ray, from a terminal
+    (a pseudo-terminal: rich's live display on, as a person runs it)."""
+    import shlex
     import sys
     import time
     from pathlib import Path
 
+    import pexpect
     import polars as pl
 
     repo = Path(__file__).resolve().parents[1]
     command = [sys.executable, str(repo / "sweeps" / "imbalance_ratio.py"), "--preset", "smoke"]
+    command += ["--backend", "ray", "--address", ray_two_nodes.address, "--out", str(tmp_path), "--no-tracking"]
     started = time.perf_counter()
-    done = subprocess.run(
-        [*command, "--backend", "ray", "--address", ray_two_nodes.address, "--out", str(tmp_path), "--no-tracking"],
-        capture_output=True,
-        text=True,
+    shown, status = pexpect.run(
+        " ".join(map(shlex.quote, command)),
         timeout=600,
+        withexitstatus=True,
         env=ray_two_nodes.env,
-        cwd=tmp_path,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        dimensions=(40, 120),
     )
     seconds = time.perf_counter() - started
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert status == 0, shown[-3000:]
+    assert "[8/8]" in shown and "Traceback" not in shown
     trials = pl.read_parquet(tmp_path / "imbalance_ratio-smoke" / "trials.parquet")
     assert trials.height == 8
     workers = [

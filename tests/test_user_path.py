@@ -234,6 +234,14 @@ def test_serial_sweep_train_and_report_work_in_a_terminal(tmp_path: Path) -> Non
     assert status == 0 and f"[{TRIALS}/{TRIALS}]" in drawn and "report:" in drawn, drawn[-3000:]
     status, drawn = finish(terminal([FINALBN, "train", "--epochs", "1", "--out", str(tmp_path / "runs")], tmp_path))
     assert status == 0 and "test" in drawn, drawn[-3000:]
+    analysis = REPO / "analysis"
+    for script in ("threshold.py", "batch_optimum.py"):
+        status, drawn = finish(terminal([sys.executable, str(analysis / script), "--help"], tmp_path))
+        assert status == 0 and "usage:" in drawn, drawn[-3000:]
+    status, drawn = finish(terminal([sys.executable, str(analysis / "threshold.py"), str(out / NAME)], tmp_path))
+    assert status == 0 and "f1_minority" in drawn, drawn[-3000:]
+    status, drawn = finish(terminal([FINALBN, "status", NAME, "--results-root", str(out)], tmp_path))
+    assert status == 0 and f"{NAME}: {TRIALS} trials: {TRIALS} done" in drawn, drawn[-3000:]
     report = [
         sys.executable,
         str(REPO / "analysis" / "report.py"),
