@@ -41,7 +41,7 @@ from finalbn.records import (
 )
 from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, SweepRecord, run_sweep, summary_table
-from finalbn.sweep.plan import plan, set_aside_damaged
+from finalbn.sweep.plan import plan, set_aside_unusable
 from finalbn.sweep.tables import write_tables
 from finalbn.tracking import MlflowTracker, NullTracker, log_report_files
 
@@ -153,7 +153,7 @@ def test_a_damaged_record_sets_the_trial_aside_with_its_reason(
     damage(victim.folder / name)
     with pytest.raises(RecordError, match=reason):
         read_finished(victim.folder, victim.trial_id, 2)
-    notes = set_aside_damaged(planned)
+    notes = set_aside_unusable(planned)
     assert len(notes) == 1 and victim.trial_id in notes[0] and reason in notes[0] and "\n" not in notes[0]
     assert not victim.folder.exists()
     [moved] = (sweep / SPEC.name / "damaged").glob(f"{victim.trial_id}-*[0-9]")

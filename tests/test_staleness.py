@@ -22,7 +22,7 @@ from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import CONFIG, SUMMARY, read_finished
 from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
-from finalbn.sweep.plan import plan, set_aside_stale
+from finalbn.sweep.plan import plan, set_aside_unusable
 from finalbn.sweep_cli import sweep_parser
 from finalbn.tracking import TRIAL_TAG, MlflowTracker, NullTracker
 
@@ -208,16 +208,16 @@ def test_a_trial_from_before_fingerprints_is_judged_by_its_commit_or_kept_and_sa
     for job in jobs:
         read_finished(job.folder, job.trial_id, 1)  # old records still validate
     monkeypatch.setattr(provenance, "changed_since", lambda commit: {changed: (RECIPE,), unchanged: ()}[commit])
-    assert set_aside_stale(jobs, keep=True) == [
+    assert set_aside_unusable(jobs, keep_stale=True) == [
         f"1 trial was computed by other code ({RECIPE} changed since): kept (--keep-stale); "
         "trials.parquet's code_fingerprint column tells them apart"
     ]
-    assert set_aside_stale(jobs)[0].startswith(f"1 trial was computed by other code ({RECIPE} changed since)")
+    assert set_aside_unusable(jobs)[0].startswith(f"1 trial was computed by other code ({RECIPE} changed since)")
     assert not jobs[0].folder.exists() and jobs[1].folder.exists()
 
     without_code(jobs[1].folder, "unknown")
     monkeypatch.setattr(provenance, "changed_since", lambda commit: None)
-    assert set_aside_stale(jobs) == [
+    assert set_aside_unusable(jobs) == [
         "1 trial was finished before finalbn recorded which code trains a trial, and git cannot compare their "
         f"commit with this code: kept; move their folders out of {jobs[1].folder.parent} to retrain them"
     ]

@@ -43,7 +43,7 @@ class SweepOptions:
     retries: int = 2
     # Show Ray's own logs and tables.
     verbose: bool = False
-    # Reuse finished trials computed by other code instead of retraining them (finalbn.sweep.plan.set_aside_stale).
+    # Reuse finished trials computed by other code instead of retraining them (finalbn.sweep.plan.set_aside_unusable).
     keep_stale: bool = False
 
 

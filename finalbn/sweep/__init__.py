@@ -13,7 +13,7 @@ _EXPORTS = {
     "SweepReport": "finalbn.sweep.driver",
     "run_sweep": "finalbn.sweep.driver",
     "is_finished": "finalbn.sweep.plan",
-    "set_aside_damaged": "finalbn.sweep.plan",
+    "set_aside_unusable": "finalbn.sweep.plan",
     "SweepRecord": "finalbn.sweep.record",
     "summary_table": "finalbn.sweep.tables",
     "write_tables": "finalbn.sweep.tables",

@@ -24,12 +24,10 @@ from finalbn.config import SPLITS, DataConfig, TrialConfig, trial_id, validate
 from finalbn.errors import UserError
 from finalbn.jobs import TrialJob
 from finalbn.records import (
-    CONFIG,
     SUMMARY,
     RecordError,
     TrialRecord,
     read_finished,
-    read_json,
     writable_folder,
     write_text,
 )
@@ -182,37 +180,17 @@ def is_finished(job: TrialJob) -> bool:
     return (job.folder / SUMMARY).exists()
 
 
-def set_aside_damaged(jobs: list[TrialJob]) -> list[str]:
-    """A finished-looking trial folder whose records do not validate (a file that
-    does not parse, a wrong type, a null, a missing key) is moved to
-    ``<sweep>/damaged/`` with the reason in a file beside it, kept for
-    inspection, so that the trial reruns; returns one note per folder."""
-    notes = []
-    for job in jobs:
-        if not is_finished(job):
-            continue
-        try:
-            read_finished(job.folder, job.trial_id, job.trial.config.train.epochs)
-        except RecordError as error:
-            damaged = _set_aside(job, DAMAGED, str(error))
-            notes.append(
-                f"trial {job.trial_id}: result folder unreadable ({error}); moved to {damaged}, it will be rerun"
-            )
-    return notes
-
-
 def set_aside_unusable(jobs: list[TrialJob], keep_stale: bool = False) -> list[str]:
-    """The finished folders a sweep must not reuse as they are: damaged ones, then those computed by other
-    code (kept with ``keep_stale``); a note per damaged folder, one line for the stale ones."""
-    return set_aside_damaged(jobs) + set_aside_stale(jobs, keep_stale)
+    """The finished folders a sweep must not reuse as they are, each finished folder read once:
 
-
-def set_aside_stale(jobs: list[TrialJob], keep: bool = False) -> list[str]:
-    """Finished trials whose code changed since they ran (a source file on their path, see
-    finalbn.provenance) are named in one line and moved to ``<sweep>/stale/`` with the reason beside
-    them, to be retrained; ``keep`` (--keep-stale) leaves them, and the tables' code_fingerprint column
-    then tells the code versions apart. Their MLflow runs go when they are retrained (the writer keeps
-    one run per trial).
+    - damaged: records that do not validate (a file that does not parse, a wrong type, a null, a
+      missing key); moved to ``<sweep>/damaged/`` with the reason in a file beside it, kept for
+      inspection, so that the trial reruns; a note per folder;
+    - stale: computed by other code (a source file on the trial's path changed since it ran, see
+      finalbn.provenance); named in one line and moved to ``<sweep>/stale/`` with the reason beside
+      them, to be retrained; ``keep_stale`` (--keep-stale) leaves them, and the tables'
+      code_fingerprint column then tells the code versions apart. Their MLflow runs go when they are
+      retrained (the writer keeps one run per trial).
 
     A trial finished before fingerprints were recorded is judged by git: the files on its path that
     differ between its recorded commit and the files here now (an uncommitted edit it ran with is not
@@ -220,26 +198,29 @@ def set_aside_stale(jobs: list[TrialJob], keep: bool = False) -> list[str]:
     so: retraining every result of an upgraded install unasked could cost days of compute for a risk its
     owner judges better, and the note says how to retrain them.
     """
+    notes: list[str] = []
     stale: list[tuple[TrialJob, list[str]]] = []
     unknown = 0
     for job in jobs:
         if not is_finished(job):
             continue
         try:
-            record = read_json(job.folder / CONFIG, TrialRecord)
-        except RecordError:
-            # Damaged since set_aside_damaged read it: the tables leave it out, the next run sets it aside.
+            record = read_finished(job.folder, job.trial_id, job.trial.config.train.epochs).record
+        except RecordError as error:
+            damaged = _set_aside(job, DAMAGED, str(error))
+            notes.append(
+                f"trial {job.trial_id}: result folder unreadable ({error}); moved to {damaged}, it will be rerun"
+            )
             continue
         changed = _changed_code(job, record)
         if changed is None:
             unknown += 1
         elif changed:
             stale.append((job, changed))
-    notes = []
     if stale:
         names = sorted({name for _, changed in stale for name in changed})
         what = f"{_trials(len(stale))} computed by other code ({_first(names)} changed since)"
-        if keep:
+        if keep_stale:
             notes.append(f"{what}: kept (--keep-stale); trials.parquet's code_fingerprint column tells them apart")
         else:
             for job, changed in stale:
