@@ -255,12 +255,6 @@ def disk_full(path: Path) -> UserError:
     )
 
 
-def disk_full_in(traceback: str) -> str | None:
-    """The disk-full line of a failed attempt's traceback (ours, or the OS's own), or None."""
-    line = fault_in(traceback)
-    return line if line is not None and line.startswith(f"{DISK_FULL}:") else None
-
-
 @dataclass(frozen=True)
 class Fault:
     """A failure every later trial would repeat: the sweep stops on it with one line (exit 2) instead of

@@ -33,7 +33,7 @@ from finalbn.records import (
     PREDICTIONS,
     SUMMARY,
     RecordError,
-    disk_full_in,
+    fault_in,
     read_failure,
     read_finished,
     write_json,
@@ -212,8 +212,9 @@ def test_a_failed_attempt_on_a_full_disk_stops_the_sweep(sweep: Path) -> None:
         record_failure(job, f"Traceback (most recent call last):\n  File x\n{ours}\n")
     # The attempt is still on record; the OS's own message (a write that bypassed finalbn) is recognised too.
     assert failed_attempts(job) == 1
-    assert disk_full_in("OSError: [Errno 28] No space left on device: '/r/x'").startswith("disk full: a trial")
-    assert disk_full_in("Traceback\nRuntimeError: CUDA out of memory\n") is None
+    assert fault_in("OSError: [Errno 28] No space left on device: '/r/x'").startswith("disk full: a trial")
+    # Another fault is told apart from a full disk.
+    assert fault_in("Traceback\nRuntimeError: CUDA out of memory\n").startswith("out of memory: a trial")
 
 
 def test_the_records_as_written_validate(trained: Path) -> None:
