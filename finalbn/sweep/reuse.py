@@ -24,10 +24,12 @@ def adopt_finished(jobs: list[TrialJob], root: Path) -> list[str]:
     Only folders with a summary.json (written last, so the trial finished) are copied; the driver
     then validates them like its own and sets damaged ones aside."""
     sources: Counter[str] = Counter()
+    own = {job.folder.parent.parent for job in jobs}
+    siblings = [sweep for sweep in sorted(root.iterdir()) if sweep not in own] if root.is_dir() else []
     for job in jobs:
         if (job.folder / SUMMARY).exists():
             continue
-        source = _finished_sibling(job, root)
+        source = _finished_sibling(job, siblings)
         if source is not None:
             _copy(source, job.folder)
             sources[source.parent.parent.name] += 1
@@ -37,11 +39,10 @@ def adopt_finished(jobs: list[TrialJob], root: Path) -> list[str]:
     ]
 
 
-def _finished_sibling(job: TrialJob, root: Path) -> Path | None:
-    own = job.folder.parent.parent
-    for sweep in sorted(root.iterdir()) if root.is_dir() else []:
+def _finished_sibling(job: TrialJob, siblings: list[Path]) -> Path | None:
+    for sweep in siblings:
         candidate = sweep / job.folder.parent.name / job.trial_id
-        if sweep != own and (candidate / SUMMARY).exists():
+        if (candidate / SUMMARY).exists():
             return candidate
     return None
 
