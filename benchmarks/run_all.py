@@ -15,10 +15,16 @@ from pathlib import Path
 # Run as a script from anywhere: the benchmarks package sits beside finalbn/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_cost_model, bench_feature_cache, bench_image_cache, bench_overhead  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_baselines,
+    bench_cost_model,
+    bench_feature_cache,
+    bench_image_cache,
+    bench_overhead,
+)
 from benchmarks.table import print_table  # noqa: E402
 
-BENCHMARKS = (bench_overhead, bench_image_cache, bench_feature_cache, bench_cost_model)
+BENCHMARKS = (bench_overhead, bench_image_cache, bench_feature_cache, bench_cost_model, bench_baselines)
 
 
 def main() -> None:

@@ -226,7 +226,7 @@ def _add_field(
     default = field.default if field.default is not dataclasses.MISSING else None
     # The help is the field's own comment in config.py; "%" is argparse's format character.
     doc = docs.get(field.name, "").replace("%", "%%")
-    help_text = f"{doc} [{section}.{field.name}; thesis default {default!r}]".strip()
+    help_text = f"{doc} [{section}.{field.name}; default {default!r}]".strip()
     metavar = {int: "N", float: "X"}.get(kind, "TEXT")
     # default=None everywhere: only flags the user typed override the base config.
     if kind is bool:

@@ -45,7 +45,8 @@ Output = Literal["softmax", "sigmoid"]
 Unfreeze = Literal["none", "bn", "all"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["onecycle", "constant"]
-Loss = Literal["cce", "bce"]
+Loss = Literal["cce", "bce", "logit_adjusted", "balanced_softmax", "focal"]
+Sampler = Literal["shuffle", "balanced"]
 Device = Literal["auto", "cpu", "cuda"]
 
 # The bounds of the numeric fields. validate() checks them, so flags, --config, --set and --axis all meet
@@ -79,6 +80,13 @@ MixupAlpha = Annotated[float, Field(ge=0, le=10, description="0 turns mixup off;
 # and the thesis' lr it halves them every 700 steps.
 WeightDecay = Annotated[float, Field(ge=0, le=1, description="0 turns weight decay off; fastai uses 1e-2")]
 Smoothing = Annotated[float, Field(ge=0, lt=1, description="at 1 every target would be uniform")]
+# Upper bounds a judgement call, 10x the papers' defaults (tau 1, gamma 2) and past Lin et al.'s largest
+# gamma (5): at 10, tau x log prior swamps the logits and (1 - p)^gamma silences every image not misclassified.
+Tau = Annotated[float, Field(ge=0, le=10, description="0 is plain cross-entropy; Menon et al. 2021 use 1")]
+FocalGamma = Annotated[float, Field(ge=0, le=10, description="0 is plain cross-entropy; Lin et al. 2017 use 2")]
+FocalAlpha = Annotated[
+    float, Field(gt=0, lt=1, description="minority weight, majority 1 - alpha; Lin et al. 2017 use 0.25")
+]
 
 
 @dataclass(frozen=True)
@@ -183,9 +191,24 @@ class TrainConfig:
     # WD: decoupled weight decay; fastai's default when on is 1e-2.
     weight_decay: WeightDecay = 0.0
     label_smoothing: Smoothing = 0.0
-    # "cce" (categorical cross-entropy) or "bce" (binary cross-entropy on
-    # one-hot targets, Table 4.8).
+    # "cce" (categorical cross-entropy), "bce" (binary cross-entropy on
+    # one-hot targets, Table 4.8), "logit_adjusted" (cross-entropy of logits +
+    # tau x log training prior, Menon et al. 2021), "balanced_softmax"
+    # (cross-entropy of logits + log training count, Ren et al. 2020) or
+    # "focal" (softmax focal loss, Lin et al. 2017).
     loss: Loss = "cce"
+    # Logit adjustment's tau: the loss "logit_adjusted" and the post-hoc la_
+    # metrics (test logits - tau x log training prior) both use it.
+    tau: Tau = 1.0
+    # Focal loss's gamma: (1 - p)^gamma scales each class's log-loss term.
+    focal_gamma: FocalGamma = 2.0
+    # Focal loss's alpha: the weight of the minority classes' terms (the
+    # majority's get 1 - alpha); none weighs every class 1.
+    focal_alpha: FocalAlpha | None = None
+    # Batch order: "shuffle" (every image once per epoch) or "balanced"
+    # (class-balanced resampling: images drawn with replacement, every class
+    # equally likely, as many batches per epoch as shuffle).
+    sampler: Sampler = "shuffle"
     seed: Seed = 0
     # "auto" (CUDA when present), "cpu" or "cuda".
     device: Device = "auto"
@@ -267,7 +290,14 @@ def trial_id(config: TrialConfig, manifest_fingerprint: str) -> str:
 
 # Fields added after trial ids were first issued, with the default that behaves as before:
 # left out of the hash at that default, so every existing trial keeps its id (and its results).
-ADDED_LATER: dict[tuple[str, str], Any] = {("train", "steps"): None, ("train", "cpu_amp"): False}
+ADDED_LATER: dict[tuple[str, str], Any] = {
+    ("train", "steps"): None,
+    ("train", "cpu_amp"): False,
+    ("train", "tau"): 1.0,
+    ("train", "focal_gamma"): 2.0,
+    ("train", "focal_alpha"): None,
+    ("train", "sampler"): "shuffle",
+}
 
 
 def hashed_fields(config: TrialConfig) -> dict[str, Any]:
@@ -301,8 +331,10 @@ def validate(config: TrialConfig) -> None:
         )
     if t.batch_size < 2 and m.final_norm == "bn":
         raise UserError(f"batch_size {t.batch_size} with final BN: BatchNorm needs batches of 2 or more")
-    if t.loss == "cce" and m.output == "sigmoid":
-        raise UserError("loss cce needs output softmax: use --output softmax or --loss bce")
+    if t.loss != "bce" and m.output == "sigmoid":
+        raise UserError(f"loss {t.loss} needs output softmax: use --output softmax or --loss bce")
+    if t.focal_alpha is not None and t.loss != "focal":
+        raise UserError(f"focal_alpha {t.focal_alpha} weighs only the focal loss: use --loss focal or drop it")
 
 
 def check_field(cls: type, name: str, value: Any, bounds: bool) -> None:

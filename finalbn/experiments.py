@@ -29,9 +29,10 @@ from typing import Any
 
 from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from finalbn.errors import UserError
+from finalbn.methods import METHODS, TRAINED_NAMES, baseline_contrasts, derived_arms, method_axis
 from finalbn.presets import EMBEDDED_MNIST, THESIS
 from finalbn.registry import Registry
-from finalbn.spec import Axis, SweepSpec
+from finalbn.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, Contrast, Derived, SweepSpec
 
 PRESETS = ("smoke", "laptop", "cpu", "paper")
 
@@ -226,7 +227,7 @@ def imbalance_ratio(preset: str, data: Data) -> list[SweepSpec]:
             f"{max(CPU_MINORITY) + 157} unhealthy images (train {max(CPU_MINORITY)} + val 7 + test 150), which "
             "Apple's folders hold (1,525), as do Pepper's (997) and Tomato's (1,350)."
         )
-    return [_spec("imbalance_ratio", preset, base, axes, "Figure 4.6", text)]
+    return [_spec("imbalance_ratio", preset, base, axes, "Figure 4.6", text, *_final_norm_arms())]
 
 
 @EXPERIMENTS.register("batch_size")
@@ -245,7 +246,11 @@ def batch_size(preset: str, data: Data) -> list[SweepSpec]:
         "worse, and suggests larger batches leave the minority under-represented in the BN statistics. "
         "Together with imbalance_ratio this makes the thesis' 430 runs."
     )
-    return [_spec("batch_size", preset, base, axes, "Figure 4.7", text)]
+    # No contrast: final BN is on in every trial (the base config's, not an axis), so there is no
+    # second arm to pair it with, and no axis label for a derived "removed" arm to hang on.
+    # Final BN is on in every trial (the base config), so its one comparison is with itself removed at test.
+    removal = (Contrast(FINAL_NORM, "bn", "removed"),), (REMOVED,)
+    return [_spec("batch_size", preset, base, axes, "Figure 4.7", text, *removal)]
 
 
 @EXPERIMENTS.register("factorial")
@@ -257,7 +262,11 @@ def factorial(preset: str, data: Data) -> list[SweepSpec]:
         factor_axes = (*(_factor_axis(name, True, base) for name in studied), _trunk_pass_axis(held))
     else:
         factor_axes = tuple(_factor_axis(name, name in studied, base) for name in FACTORS)
-    axes = (*_plant_axis(preset, base, small=("Apple",)), *factor_axes)
+    # cpu: 5 seeds per cell, the fewest whose intervals the analysis trusts (headline.FEW_SEEDS): with one run
+    # per configuration, as in the thesis, every factorial verdict could only read "inconclusive". Seed 0's
+    # trials are the one-run grid's, with the same ids.
+    seeds = (_seeds(5),) if preset == "cpu" else ()
+    axes = (*_plant_axis(preset, base, small=("Apple",)), *factor_axes, *seeds)
     text = (
         "Full factorial over six binary options, one run per configuration (Tables 4.3-4.4, Figure 4.5: "
         "ResNet34, 10 epochs, per plant): final BN (BN), class-weighted loss (WL), data augmentation (DA), "
@@ -269,11 +278,12 @@ def factorial(preset: str, data: Data) -> list[SweepSpec]:
         text += (
             f" The cpu preset runs the cacheable half, {' x '.join(studied)} per plant: {', '.join(held)} change "
             "what the trunk computes for an image (augmented or mixed inputs, BN layers that train), so they need "
-            "the trunk's forward pass every step and are left to the paper preset (off here)."
+            "the trunk's forward pass every step and are left to the paper preset (off here). Each configuration "
+            "runs 5 seeds here, not the thesis' one, so that every effect has an interval."
         )
     elif held:
         text += f" Held fixed at this scale (the sweep script's docstring says why): {', '.join(held)}."
-    return [_spec("factorial", preset, base, axes, "Tables 4.3-4.4, Figure 4.5", text)]
+    return [_spec("factorial", preset, base, axes, "Tables 4.3-4.4, Figure 4.5", text, *_final_norm_arms())]
 
 
 @EXPERIMENTS.register("headline")
@@ -300,7 +310,8 @@ def headline(preset: str, data: Data) -> list[SweepSpec]:
         "weighted loss, 10 runs each. The thesis reports unhealthy-class test F1 rising from 0.29-0.72 "
         "(plain) and 0.79-0.89 (weighted loss) to 0.96-0.98 with the final BN."
     )
-    return [_spec("headline", preset, base, axes, "Table 4.2, Figure 4.3", text)]
+    contrasts = (Contrast("variant", "final_BN", "plain"), Contrast("variant", "final_BN", "WL"))
+    return [_spec("headline", preset, base, axes, "Table 4.2, Figure 4.3", text, contrasts, (HEADLINE_REMOVED,))]
 
 
 @EXPERIMENTS.register("bn_removal")
@@ -315,7 +326,10 @@ def bn_removal(preset: str, data: Data) -> list[SweepSpec]:
         "metrics), which gives the table's third row from the same runs. The thesis finds removal keeps "
         "most of the minority-class gain (e.g. Apple unhealthy F1 0.22 without, 0.91 with, 0.83 removed)."
     )
-    return [_spec("bn_removal", preset, base, axes, "Table 4.6", text)]
+    # Table 4.6's three rows: with vs without, kept vs removed at test, and removed vs without.
+    contrasts, derived = _final_norm_arms()
+    contrasts += (Contrast(FINAL_NORM, "bn", "removed"), Contrast(FINAL_NORM, "removed", "none"))
+    return [_spec("bn_removal", preset, base, axes, "Table 4.6", text, contrasts, derived)]
 
 
 # learning_rate: the head's peak rate, half a decade apart around fastai v1's
@@ -351,7 +365,9 @@ def learning_rate(preset: str, data: str | None) -> list[SweepSpec]:
         f"(steps x batch / images); each trial is evaluated {base.train.epochs} times, evenly over its steps."
     )
     return [
-        _spec("learning_rate", preset, base, lr_axes, "issue 12 item 3 (no thesis table)", lr_text),
+        _spec(
+            "learning_rate", preset, base, lr_axes, "issue 12 item 3 (no thesis table)", lr_text, *_final_norm_arms()
+        ),
         _spec(
             "learning_rate",
             preset,
@@ -359,6 +375,7 @@ def learning_rate(preset: str, data: str | None) -> list[SweepSpec]:
             (sizes, final_norm, seeds),
             "Figure 4.7 at fixed steps",
             steps_text,
+            *_final_norm_arms(),
             analysis="batch_steps",
         ),
     ]
@@ -405,7 +422,7 @@ def _mnist_cnn(preset: str, base: TrialConfig) -> SweepSpec:
         "digits (3+5 vs 8). The thesis finds final BN lifts minority F1 by 0.25-0.36 with one majority "
         "class and helps nothing with two."
     )
-    return _spec("mnist", preset, base, axes, "Table 4.7", text, analysis="mnist_cnn")
+    return _spec("mnist", preset, base, axes, "Table 4.7", text, *_final_norm_arms(), analysis="mnist_cnn")
 
 
 def _mnist_fc(preset: str, base: TrialConfig) -> SweepSpec:
@@ -430,7 +447,98 @@ def _mnist_fc(preset: str, base: TrialConfig) -> SweepSpec:
         "hidden layer (first BN) and the final BN. The thesis finds softmax + CCE + final BN best "
         "(minority F1 0.88 vs 0.67 without) and final BN useless under sigmoid."
     )
-    return _spec("mnist", preset, base, (rows, _seeds(seeds)), "Table 4.8", text, analysis="mnist_fc")
+    return _spec(
+        "mnist", preset, base, (rows, _seeds(seeds)), "Table 4.8", text, _table_4_8_contrasts(rows), analysis="mnist_fc"
+    )
+
+
+def _table_4_8_contrasts(rows: Axis) -> tuple[Contrast, ...]:
+    """Each row with the final BN against the same row without it (four pairs; softmax-cce-firstbn has
+    no row without), the thesis' best first: softmax + CCE, minority F1 0.88 vs 0.67."""
+    labels = rows.labels
+    pairs = [Contrast("row", label, label.removesuffix("-finalbn")) for label in labels if label.endswith("-finalbn")]
+    pairs = [pair for pair in pairs if pair.control in labels]
+    return tuple(sorted(pairs, key=lambda pair: pair.control != "softmax-cce"))
+
+
+# The imbalance-ratio sweep of the strongest baselines, chosen before any result: plain, the thesis' weighted
+# loss, the logit-adjusted loss (the literature's principled prior correction) and final BN; with every
+# post-hoc arm of plain and final_bn. Ratios 0.005-0.1 vs 1,000, Figure 4.6's range, about 2x apart.
+RATIO_METHODS = ("plain", "weighted_loss", "logit_adjusted_loss", "final_bn")
+RATIO_MINORITY = (5, 10, 20, 50, 100)
+
+
+@EXPERIMENTS.register("baselines")
+def baselines(preset: str, data: Data) -> list[SweepSpec]:
+    """Final BN against the imbalanced-learning literature: every trained method of
+    finalbn.methods per plant and seed; the post-hoc methods are derived arms scored from their source's
+    trials. The cpu preset also runs the grid at lr 1e-3, and a second sweep over the imbalance ratio."""
+    base = _image_base(preset, data)
+    if preset == "paper":
+        # The headline sweep's backbone, so its plain, WL and final_BN trials are these' too.
+        base = base.replace(model={"backbone": "vgg19_bn"})
+    seeds = {"paper": 10, "cpu": 10, "laptop": _laptop_seeds(base), "smoke": 2}[preset]
+    # cpu: the thesis' rate (fastai's default) and TrainConfig's 1e-3, so that no verdict rests on one rate.
+    rates = (Axis("train.lr", (FASTAI_DEFAULT_LR, 1e-3)),) if preset == "cpu" else ()
+    axes = (*_plant_axis(preset, base, small=PLANTS), *rates, method_axis(TRAINED_NAMES), _seeds(seeds))
+    text = (
+        "Final BN against the standard remedies for class imbalance, at the thesis' 1% ratio per plant "
+        "(10 unhealthy vs 1,000 healthy in the paper and cpu presets). Trained: "
+        + "; ".join(_method_text(name) for name in TRAINED_NAMES)
+        + ". Scored from those trials' saved logits, no training of their own: "
+        + "; ".join(_method_text(arm.label) for arm in derived_arms(TRAINED_NAMES))
+        + ". Defaults are the papers', never tuned. Each method is compared with final BN, seeds paired "
+        "(a positive difference: the method beats final BN), under the balanced test set and under the training "
+        "prior (the *_natural metrics). plain, weighted_loss and final_bn are the headline sweep's plain, WL "
+        "and final_BN trials (same configs, same ids): run after it, they are reused, not retrained."
+    )
+    specs = [
+        _spec(
+            "baselines",
+            preset,
+            base,
+            axes,
+            "beyond the thesis",
+            text,
+            baseline_contrasts(TRAINED_NAMES),
+            derived_arms(TRAINED_NAMES),
+        )
+    ]
+    if preset == "cpu":
+        specs.append(_baselines_ratio(preset, base))
+    return specs
+
+
+def _baselines_ratio(preset: str, base: TrialConfig) -> SweepSpec:
+    axes = (Axis("data.train_minority", RATIO_MINORITY), method_axis(RATIO_METHODS), _seeds(5))
+    # PlantVillage: Apple, as in Figure 4.6 (the base config's plant); a user's folders are one data set.
+    plant = f"{base.data.plant}, " if base.data.source == "plantvillage" else ""
+    text = (
+        f"Minority-class test F1 of final BN and the strongest baselines ({', '.join(RATIO_METHODS)}, chosen "
+        f"before any result) against the imbalance ratio: {', '.join(map(str, RATIO_MINORITY))} unhealthy vs "
+        f"{base.data.train_majority} healthy ({min(RATIO_MINORITY) / base.data.train_majority:g}-"
+        f"{max(RATIO_MINORITY) / base.data.train_majority:g}, Figure 4.6's range), {plant}5 seeds, with the "
+        "post-hoc arms of plain and final_bn. Its 10-image trials are the baselines sweep's trials of the same "
+        "plant, rate and seeds (same ids): they are reused, not retrained."
+    )
+    return _spec(
+        "baselines",
+        preset,
+        base,
+        axes,
+        "beyond the thesis (Figure 4.6's ratios)",
+        text,
+        baseline_contrasts(RATIO_METHODS),
+        derived_arms(RATIO_METHODS),
+        name="baselines_ratio",
+    )
+
+
+def _method_text(name: str) -> str:
+    """E.g. "focal (Lin et al., ICCV 2017; gamma = 2, no alpha)"."""
+    method = METHODS.get(name)
+    cited = "; ".join(part for part in (method.reference, method.defaults) if part)
+    return f"{name} ({cited})" if cited else name
 
 
 # ------------------------------------------------------------------- helpers
@@ -504,6 +612,12 @@ def _absolute(data: str) -> str:
     return str(Path(data).expanduser().absolute())
 
 
+def _final_norm_arms() -> tuple[tuple[Contrast, ...], tuple[Derived, ...]]:
+    """A model.final_norm axis over bn and none: bn vs none, and the bn trials scored with the final BN
+    removed at test (their nobn_* metrics) as the derived arm "removed"."""
+    return (Contrast(FINAL_NORM, "bn", "none"),), (REMOVED,)
+
+
 def _seeds(count: int) -> Axis:
     return Axis("train.seed", tuple(range(count)), role="nuisance")
 
@@ -575,11 +689,15 @@ def _spec(
     axes: tuple[Axis, ...],
     reproduces: str,
     text: str,
+    contrasts: tuple[Contrast, ...] = (),
+    derived: tuple[Derived, ...] = (),
     analysis: str | None = None,
+    name: str | None = None,
 ) -> SweepSpec:
-    """``analysis``: the report section that reads the sweep (default: the experiment's name)."""
+    """``analysis``: the report section that reads the sweep (default: the experiment's name); ``name``:
+    the sweep's (default: the analysis'); ``contrasts``: the paired comparisons, the headline first."""
     return SweepSpec(
-        name=_name(analysis or experiment, preset, base),
+        name=_name(name or analysis or experiment, preset, base),
         base=base,
         axes=axes,
         description=f"{text} {_scale(preset, base)}",
@@ -587,6 +705,8 @@ def _spec(
         experiment=experiment,
         preset=preset,
         analysis=analysis or experiment,
+        contrasts=contrasts,
+        derived=derived,
     )
 
 

@@ -5,7 +5,8 @@
 labels of a joint axis (``--axis variant=plain,final_BN``); ``--seeds 3`` makes
 the seed axis 0, 1, 2. The result is an ordinary SweepSpec: its trials get ids
 from their resolved configs, so an override is a different trial, never a
-silent reuse, and sweep.json records the overrides given.
+silent reuse, and sweep.json records the overrides given. A contrast or derived
+arm whose labels an override drops from its axis is dropped with them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from finalbn.config import SECTIONS, check_name, expected, field_adapter, field_types
 from finalbn.errors import UserError
-from finalbn.spec import Axis, SweepSpec
+from finalbn.spec import Axis, Contrast, Derived, SweepSpec
 
 SEED = "train.seed"
 
@@ -50,7 +51,7 @@ def apply(spec: SweepSpec, overrides: Overrides) -> SweepSpec:
     _refuse_repeats(axis_pairs, set_pairs, overrides.seeds)
     axes = list(spec.axes)
     for name, values in axis_pairs:
-        axes = _with_axis(axes, name, values.split(","))
+        axes = _with_axis(axes, name, values.split(","), spec.derived)
     if overrides.seeds is not None:
         if overrides.seeds < 1:
             raise UserError(f"--seeds {overrides.seeds}: use 1 or more")
@@ -63,7 +64,15 @@ def apply(spec: SweepSpec, overrides: Overrides) -> SweepSpec:
         section, field = name.split(".", 1)
         changes.setdefault(section, {})[field] = parse_value(name, value)
     base = spec.base.replace(**changes) if changes else spec.base
-    return dataclasses.replace(spec, base=base, axes=tuple(axes), overrides=(*spec.overrides, *overrides.given()))
+    derived, contrasts = _arms_left(spec, axes)
+    return dataclasses.replace(
+        spec,
+        base=base,
+        axes=tuple(axes),
+        overrides=(*spec.overrides, *overrides.given()),
+        contrasts=contrasts,
+        derived=derived,
+    )
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -98,8 +107,25 @@ def _refuse_repeats(axes: list[tuple[str, str]], sets: list[tuple[str, str]], se
         raise UserError(f"--seeds and --axis {SEED} both set the seeds: keep one")
 
 
-def _with_axis(axes: list[Axis], name: str, values: list[str]) -> list[Axis]:
+def _arms_left(spec: SweepSpec, axes: list[Axis]) -> tuple[tuple[Derived, ...], tuple[Contrast, ...]]:
+    """The derived arms whose source is still on its axis, and the contrasts whose two arms still are."""
+    labels = {axis.name: {axis.label(i) for i in range(len(axis.values))} for axis in axes}
+    derived = tuple(arm for arm in spec.derived if arm.source in labels.get(arm.axis, ()))
+    for arm in derived:
+        labels[arm.axis].add(arm.label)
+    contrasts = tuple(c for c in spec.contrasts if {c.treated, c.control} <= labels.get(c.axis, set()))
+    return derived, contrasts
+
+
+def _with_axis(axes: list[Axis], name: str, values: list[str], derived: tuple[Derived, ...]) -> list[Axis]:
     existing = next((axis for axis in axes if axis.name == name), None)
+    for arm in derived:
+        if arm.axis == name and arm.label in values:
+            # Derived arms train nothing: they are scored from their source's trials.
+            raise UserError(
+                f"--axis {name}={','.join(values)}: {arm.label} is scored from {arm.source}'s trials: "
+                f"ask for {arm.source}"
+            )
     if existing is not None and existing.joint:
         labels = [existing.label(i) for i in range(len(existing.values))]
         unknown = [v for v in values if v not in labels]

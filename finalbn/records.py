@@ -69,7 +69,8 @@ class _Strict(BaseModel):
 
 
 class FinalMetrics(_Strict):
-    """A trial's final test metrics; every other key (``f1_<class>``, ``bn_*``, ``nobn_*``) must be a number too."""
+    """A trial's final test metrics; every other key (``f1_<class>``, ``bn_*``, the post-hoc ``la_*``, ``thr_*``
+    and ``nobn_*``) must be a number too."""
 
     __pydantic_extra__: dict[str, float]
     accuracy: float
@@ -82,6 +83,19 @@ class FinalMetrics(_Strict):
     auc: float = math.nan
     minority_prob_on_majority: float = math.nan
     minority_prob_on_minority: float = math.nan
+    # Written since issue 20 (finalbn.metrics.trial_metrics), read back the same way; so are the la_*, thr_*
+    # and nobn_* sets of post-hoc variants, among the other keys.
+    ap: float = math.nan
+    balanced_accuracy: float = math.nan
+    precision_minority: float = math.nan
+    recall_minority: float = math.nan
+    f1_minority_natural: float = math.nan
+    precision_minority_natural: float = math.nan
+    recall_minority_natural: float = math.nan
+    ap_natural: float = math.nan
+    ece_natural: float = math.nan
+    brier_natural: float = math.nan
+    accuracy_natural: float = math.nan
 
     def values(self) -> dict[str, float]:
         """Every metric the record holds, by name in sorted order (as summary.json stores them)."""

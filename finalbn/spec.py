@@ -45,6 +45,38 @@ class Axis:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """An arm scored from other trials' saved outputs, with no training of its own: the trials whose
+    axis ``axis`` has label ``source``, read through their final metrics under ``prefix`` (``nobn_``:
+    the final BN removed at test; ``thr_``: the decision threshold chosen on the validation split)."""
+
+    axis: str
+    label: str
+    source: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A paired comparison the sweep declares: ``treated`` against ``control``, two labels of axis
+    ``axis`` (a declared value or a derived arm), every other axis held fixed and seeds paired."""
+
+    axis: str
+    treated: str
+    control: str
+
+    def text(self) -> str:
+        return f"{self.treated} vs {self.control}"
+
+
+FINAL_NORM = "model.final_norm"
+# The arm every final-BN trial also gives: the final BN removed at test, read from its nobn_* metrics.
+REMOVED = Derived(FINAL_NORM, "removed", "bn", "nobn_")
+# The headline sweep's final_BN trials scored with the final BN removed at test.
+HEADLINE_REMOVED = Derived("variant", "final_BN_removed", "final_BN", "nobn_")
+
+
+@dataclass(frozen=True)
 class PlannedTrial:
     config: TrialConfig
     # Axis name -> readable label of this trial's value.
@@ -72,6 +104,10 @@ class SweepSpec:
     overrides: tuple[str, ...] = ()
     # data.train_minority values --refine added to that axis (finalbn.sweep.refine), in the order added.
     refined: tuple[int, ...] = ()
+    # The paired comparisons the analysis computes, the first one the sweep's headline; and the arms
+    # scored from other arms' trials (finalbn.methods' post-hoc methods, final BN removed at test).
+    contrasts: tuple[Contrast, ...] = ()
+    derived: tuple[Derived, ...] = ()
 
     def size(self) -> int:
         total = 1

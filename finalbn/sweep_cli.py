@@ -317,6 +317,11 @@ def dry_run(spec: SweepSpec, out: Path = Path("results")) -> str:
         labels = ", ".join(axis.label(i) for i in range(len(axis.values)))
         per_value = spec.size() // len(axis.values)
         lines.append(f"  {axis.name} [{axis.role}]: {labels}  ({len(axis.values)} values, {per_value} trials each)")
+    if spec.derived:
+        scored = ", ".join(f"{d.label} (from {d.source})" for d in spec.derived)
+        lines.append(f"  scored from trained runs' outputs, no training: {scored}")
+    if spec.contrasts:
+        lines.append(f"  compared, paired by seed: {'; '.join(c.text() for c in spec.contrasts)}")
     for device, where in (("cpu", "one CPU core, measured on a 2-core machine"), ("gpu", "one H100, assumed")):
         seconds = assumed_sweep_seconds([trial.config for trial in spec.trials()], device)
         lines.append(f"  estimated cost on {device}: {_duration(seconds)} ({seconds:.0f} trial-seconds; {where})")

@@ -9,8 +9,9 @@ Six binary factors, checked value first: BN (model.final_norm bn/none), WL
             ResNet34 on ImageNet weights, 1,000 + 10, 224 px, 10 epochs, batch 64;
             needs --data and a GPU. A trial's index within its plant is the
             thesis' Config Id (31 = BN alone, 29 = BN+UF, 49 = DA+MX+UF).
-    cpu     The factors a cached frozen trunk can run: plant (3) x BN x WL x WD = 24
-            trials. DA, MX and UF change what the trunk computes for an image
+    cpu     The factors a cached frozen trunk can run: plant (3) x BN x WL x WD x
+            train.seed 0-4 = 120 trials (5 seeds per cell, so every effect has an
+            interval; the thesis ran one). DA, MX and UF change what the trunk computes for an image
             (augmented or mixed inputs, BN layers that train), so they need the
             trunk's forward pass every step: held off (one fixed axis "held" says
             so in the dry run) and left to paper. Frozen EfficientNet-Lite0 on

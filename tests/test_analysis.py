@@ -38,7 +38,7 @@ from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_6, TABLE_4_7, TABLE_4_8
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.experiments import FACTORS, TABLE_4_8_ROWS, _row_label
-from finalbn.spec import Axis, SweepSpec, flatten
+from finalbn.spec import REMOVED, Axis, Contrast, SweepSpec, flatten
 from finalbn.sweep.record import SweepRecord
 from finalbn.tracking import TRIAL_TAG, log_report_files
 from finalbn.tracking.layout import ERROR_TAG, HEADLINE_TAG, PARENT_TAG
@@ -292,16 +292,22 @@ def test_table_4_2_carries_the_thesis_numbers_and_the_difference() -> None:
                 "f1_majority": value,
             }
         )
-    table = tb.table_4_2(pl.DataFrame(rows))
+    variants = Axis("variant", ({}, {}, {}), labels=("plain", "WL", "final_BN"))
+    contrasts = (Contrast("variant", "final_BN", "plain"), Contrast("variant", "final_BN", "WL"))
+    spec = SweepSpec("headline-test", TrialConfig(), (variants,), analysis="headline", contrasts=contrasts)
+    table = tb.table_4_2(pl.DataFrame(rows), spec)
     cell = table.filter(
         (pl.col("plant") == "Pepper") & (pl.col("column") == "WL") & pl.col("class").str.contains("minority")
     ).row(0, named=True)
     assert cell["thesis"] == TABLE_4_2["Pepper"]["minority"][1] == 0.8939
     assert cell["measured"] == pytest.approx(0.81) and cell["difference"] == pytest.approx(0.81 - 0.8939)
-    improvement = table.filter((pl.col("plant") == "Apple") & (pl.col("column") == "improvement")).row(0, named=True)
+    # The thesis' "BN total improvement" is the declared contrast final_BN - WL, paired by seed.
+    improvement = table.filter((pl.col("plant") == "Apple") & (pl.col("column") == "final_BN - WL")).row(0, named=True)
     assert improvement["measured"] == pytest.approx(0.15) and improvement["thesis"] == 0.1615
+    assert improvement["runs"] == 3
     wide = tb.wide(table, ["plant", "class"])
-    assert wide.height == 6 and "final_BN (thesis)" in wide.columns and "improvement (Δ)" in wide.columns
+    assert wide.height == 6 and "final_BN (thesis)" in wide.columns and "final_BN - WL (Δ)" in wide.columns
+    assert "final_BN - plain (Δ)" in wide.columns
 
 
 def test_tables_4_6_4_7_4_8_line_up_with_the_thesis_rows() -> None:
@@ -321,7 +327,14 @@ def test_tables_4_6_4_7_4_8_line_up_with_the_thesis_rows() -> None:
             for s in range(2)
         ]
     )
-    t46 = tb.table_4_6(removal)
+    norm = Axis("model.final_norm", ("none", "bn"))
+    removal_contrasts = (
+        Contrast("model.final_norm", "bn", "none"),
+        Contrast("model.final_norm", "bn", "removed"),
+        Contrast("model.final_norm", "removed", "none"),
+    )
+    removal_spec = SweepSpec("bn_removal-test", TrialConfig(), (norm,), contrasts=removal_contrasts, derived=(REMOVED,))
+    t46 = tb.table_4_6(removal, removal_spec)
     removed = t46.filter((pl.col("column") == "final BN removed at test") & pl.col("class").str.contains("minority"))
     assert removed["measured"][0] == pytest.approx(0.7)
     # MNIST laptop runs are compared with the thesis' Apple row, and say so.
@@ -345,7 +358,8 @@ def test_tables_4_6_4_7_4_8_line_up_with_the_thesis_rows() -> None:
             for n in ("none", "bn")
         ]
     )
-    t47 = tb.table_4_7(cnn)
+    cnn_spec = SweepSpec("mnist_cnn-test", TrialConfig(), (norm,), contrasts=removal_contrasts[:1])
+    t47 = tb.table_4_7(cnn, cnn_spec)
     assert t47.height == 6
     eight = t47.filter(pl.col("class") == "8")
     assert eight["thesis"].to_list() == list(TABLE_4_7["3v5+8"]["8"])
@@ -465,7 +479,16 @@ def imbalance_spec(name: str = "imbalance_ratio-custom") -> SweepSpec:
         Axis("model.final_norm", ("bn", "none")),
         Axis("train.seed", (0, 1, 2), role="nuisance"),
     )
-    return SweepSpec(name, base, axes, experiment="imbalance_ratio", preset="custom", analysis="imbalance_ratio")
+    return SweepSpec(
+        name,
+        base,
+        axes,
+        experiment="imbalance_ratio",
+        preset="custom",
+        analysis="imbalance_ratio",
+        contrasts=(Contrast("model.final_norm", "bn", "none"),),
+        derived=(REMOVED,),
+    )
 
 
 def write_record(folder: Path, spec: SweepSpec, trial_id) -> SweepRecord:
@@ -583,7 +606,9 @@ def test_a_folder_without_a_record_is_generic(tmp_path: Path) -> None:
     result = write_report(folder, gradcam=False)
     assert result.kind == "generic" and result.headline.startswith("Mean test minority F1 over 118 trials")
     assert any("no sweep.json" in note for note in result.notes)
-    assert "Final BN vs none, paired by seed" in result.html.read_text()
+    # Nothing declares a contrast either: none is guessed from the columns, and the report says so.
+    assert "Paired contrasts skipped: no contrast declared" in " ".join(result.notes)
+    assert "Declared contrasts, paired by seed" not in result.html.read_text()
     # A bare Parquet file elsewhere reads the same way.
     bare = tmp_path / "elsewhere" / "copy.parquet"
     bare.parent.mkdir()

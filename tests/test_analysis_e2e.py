@@ -8,11 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
-from browser import headless, require_chromium
-from matplotlib.image import imread
+from browser import colourful_pixels, render, require_chromium
 from mlflow.tracking import MlflowClient
 
 from finalbn.analysis.load import from_folder
@@ -27,17 +25,6 @@ from finalbn.tracking.layout import HEADLINE_TAG, PARENT_TAG
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-# Set by the probe script once the page has loaded: how many <img> decoded to a real picture.
-MARKER = re.compile(r"figures-loaded:(\d+)/(\d+)")
-# The probe copy shows only the figures, so the screenshot holds all of them and nothing else.
-PROBE = """<style>body > :not(figure) { display: none !important; }</style>
-<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images);
-  const ok = images.filter((img) => img.complete && img.naturalWidth > 0).length;
-  document.title = "figures-loaded:" + ok + "/" + images.length;
-});
-</script>"""
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +62,7 @@ def test_report_answers_the_sweep_and_draws_every_figure(result: ReportResult) -
     }
     html = result.html.read_text()
     assert html.count("data:image/png;base64,") == 5
-    for needle in ("Provenance", "trials finished", "Final BN vs none, paired by seed", "Per configuration"):
+    for needle in ("Provenance", "trials finished", "Declared contrasts, paired by seed", "Per configuration"):
         assert needle in html
     # The trials' own code version is shown, and the smoke sweep is complete.
     assert "0.1.0" in html and "partial" not in result.headline
@@ -120,26 +107,6 @@ def test_the_report_script_runs_on_the_folder(sweep: tuple[Path, str, object], t
 
 
 # ------------------------------------------------------------------ browser
-
-
-def render(html: Path, work: Path) -> tuple[tuple[int, int], np.ndarray]:
-    """Open ``html`` in headless Chromium: (images decoded, images in page) and a screenshot."""
-    page = work / f"probe-{html.stem}.html"
-    page.write_text(html.read_text().replace("</body>", PROBE + "</body>"))
-    # Virtual time lets the load handler run before the DOM is dumped.
-    flags = headless(work, "1200,4000", 5000)
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    found = MARKER.search(dom.stdout)
-    assert found, f"the probe never ran: {dom.stderr[-500:]}"
-    shot = work / f"{html.stem}.png"
-    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
-    return (int(found.group(1)), int(found.group(2))), imread(shot)
-
-
-def colourful_pixels(screenshot: np.ndarray) -> int:
-    """Pixels of strong colour: the plotted lines, bands and heat maps; text and tables are grey."""
-    rgb = screenshot[..., :3].astype(np.float64)
-    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 0.35).sum())
 
 
 def test_figures_render_in_headless_chromium(result: ReportResult, tmp_path: Path) -> None:

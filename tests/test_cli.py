@@ -190,8 +190,8 @@ NUMERIC = [(section, name) for section, name in NUMERIC if number_type(section, 
 
 def test_every_numeric_field_has_a_lower_and_an_upper_bound() -> None:
     # 6 counts, split_seed, image_size; final_bn_momentum; epochs, batch_size, steps, lr, mixup_alpha,
-    # weight_decay, label_smoothing, seed.
-    assert len(NUMERIC) == 17
+    # weight_decay, label_smoothing, tau, focal_gamma, focal_alpha, seed.
+    assert len(NUMERIC) == 20
     for section, name in NUMERIC:
         assert len(limits(section, name)) == 2 and set(limits(section, name)) not in ({"ge", "gt"}, {"le", "lt"})
 

@@ -15,22 +15,33 @@ from finalbn.config import DataConfig, validate
 from finalbn.data import build_manifest
 from finalbn.errors import UserError
 from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
-from finalbn.spec import SweepSpec
+from finalbn.spec import Contrast, SweepSpec
+from finalbn.sweep.record import inferred_arms
 from finalbn.train import uses_feature_cache
 
 REPO = Path(__file__).resolve().parents[1]
 # A path that does not exist: builders must declare without touching the file system.
 FAKE_ROOT = "/nonexistent/plantvillage"
-NAMES = ("imbalance_ratio", "batch_size", "factorial", "headline", "bn_removal", "learning_rate", "mnist")
+NAMES = (
+    "imbalance_ratio",
+    "batch_size",
+    "factorial",
+    "headline",
+    "bn_removal",
+    "learning_rate",
+    "mnist",
+    "baselines",
+)
 # The thesis' experiments on PlantVillage, the only ones with a cpu preset; learning_rate (two sweeps, the
-# rate varied) has one too, checked in test_learning_rate.py.
+# rate varied) and baselines (two sweeps, beyond the thesis) have one too, checked in test_learning_rate.py
+# and test_baselines_sweep.py.
 PLANTVILLAGE = NAMES[:5]
 # Every (experiment, preset, data) a user can ask for.
 CASES = [
     (name, preset, data)
     for name in NAMES
     for preset, data in (("smoke", None), ("laptop", None), ("laptop", FAKE_ROOT), ("paper", FAKE_ROOT))
-] + [(name, "cpu", FAKE_ROOT) for name in (*PLANTVILLAGE, "learning_rate")]
+] + [(name, "cpu", FAKE_ROOT) for name in (*PLANTVILLAGE, "learning_rate", "baselines")]
 
 
 def case_id(case: tuple[str, str, str | None]) -> str:
@@ -172,7 +183,7 @@ def test_bn_removal_paper_protocol() -> None:
 CPU_SIZES = {
     "imbalance_ratio": {"imbalance_ratio-cpu": 12 * 2 * 5},
     "batch_size": {"batch_size-cpu": 6 * 5},
-    "factorial": {"factorial-cpu": 3 * 2**3},
+    "factorial": {"factorial-cpu": 3 * 2**3 * 5},
     "headline": {"headline-cpu": 3 * 3 * 10},
     "bn_removal": {"bn_removal-cpu": 3 * 2 * 10},
 }
@@ -246,6 +257,8 @@ def test_cpu_factorial_runs_the_cacheable_factors_per_plant() -> None:
     for plant in ("Apple", "Pepper", "Tomato"):
         mine = [c for c in configs if c.data.plant == plant]
         assert len({tuple(field_value(c, FACTOR_CHECKED[n][0]) for n in ("BN", "WL", "WD")) for c in mine}) == 8
+        # 5 seeds per cell, so that every effect has an interval (issue 20).
+        assert len(mine) == 40 and {c.train.seed for c in mine} == set(range(5))
     for name in ("DA", "MX", "UF"):
         assert {field_value(c, FACTOR_CHECKED[name][0]) for c in configs} == {FACTOR_UNCHECKED[name]}
 
@@ -255,7 +268,7 @@ def test_cpu_factorial_dry_run_says_what_it_leaves_to_paper() -> None:
 
     [spec] = build_sweeps("factorial", "cpu", FAKE_ROOT)
     text = dry_run(spec)
-    assert "24 trials" in text
+    assert "120 trials" in text
     assert all(name in text for name in ("DA", "MX", "UF")) and "forward pass" in text and "paper" in text
     assert all(name in spec.description for name in ("DA", "MX", "UF"))
 
@@ -401,10 +414,12 @@ def test_sweep_names_are_unique_across_experiments_presets_and_data() -> None:
 
 @pytest.mark.parametrize("experiment", NAMES)
 def test_laptop_without_data_runs_on_embedded_mnist_within_budget(experiment: str) -> None:
+    # baselines: seven methods at the headline sweep's four seeds.
+    most = 7 * 4 if experiment == "baselines" else 24
     for spec in build_sweeps(experiment, "laptop", None):
         configs = [t.config for t in spec.trials()]
         assert {c.data.source for c in configs} == {"mnist"}
-        assert 8 <= len(configs) <= 24, spec.name
+        assert 8 <= len(configs) <= most, spec.name
 
 
 @pytest.mark.parametrize("data", [None, FAKE_ROOT])
@@ -478,6 +493,66 @@ def test_laptop_counts_fit_the_plantvillage_subset(plantvillage_root: Path) -> N
         build_manifest(data)
 
 
+# ------------------------------------------------------------ contrasts
+
+# Each sweep's headline contrast by its analysis, transcribed from the thesis (and issue 20); batch_size has
+# none: final BN is on in every trial, so there is no second arm.
+FINAL_BN_GAIN = Contrast("model.final_norm", "bn", "none")
+HEADLINE_CONTRASTS = {
+    "imbalance_ratio": FINAL_BN_GAIN,
+    # Final BN in every trial: the one comparison is with itself removed at test.
+    "batch_size": Contrast("model.final_norm", "bn", "removed"),
+    "factorial": FINAL_BN_GAIN,
+    "headline": Contrast("variant", "final_BN", "plain"),
+    "bn_removal": FINAL_BN_GAIN,
+    "learning_rate": FINAL_BN_GAIN,
+    "batch_steps": FINAL_BN_GAIN,
+    "mnist_cnn": FINAL_BN_GAIN,
+    "mnist_fc": Contrast("row", "softmax-cce-finalbn", "softmax-cce"),
+    "baselines": Contrast("method", "plain", "final_bn"),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_every_sweep_declares_contrasts_between_its_own_arms(case: tuple[str, str, str | None]) -> None:
+    for spec in build_sweeps(*case):
+        assert (spec.contrasts[0] if spec.contrasts else None) == HEADLINE_CONTRASTS[spec.analysis], spec.name
+        axes = {axis.name: {axis.label(i) for i in range(len(axis.values))} for axis in spec.axes}
+        for arm in spec.derived:
+            # An arm on a field no axis varies derives from the base config's value of it.
+            section, field = arm.axis.split(".", 1) if "." in arm.axis else ("", "")
+            if arm.axis not in axes and section:
+                axes[arm.axis] = {str(getattr(getattr(spec.base, section), field))}
+            assert arm.source in axes[arm.axis] and arm.label not in axes[arm.axis], arm
+            axes[arm.axis].add(arm.label)
+        for contrast in spec.contrasts:
+            assert contrast.treated != contrast.control
+            assert {contrast.treated, contrast.control} <= axes[contrast.axis], (spec.name, contrast)
+        assert len(set(spec.contrasts)) == len(spec.contrasts)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_an_older_record_infers_what_the_experiments_declare(case: tuple[str, str, str | None]) -> None:
+    """A sweep.json from before contrasts were recorded reads back as the declaration would: mnist_fc's rows and
+    the baselines' methods are new declarations, with no older records to read."""
+    for spec in build_sweeps(*case):
+        inferred = inferred_arms(spec.axes, spec.analysis)
+        if spec.analysis in ("mnist_fc", "baselines"):
+            assert inferred == ((), ())
+        else:
+            assert inferred == (spec.contrasts, spec.derived), spec.name
+
+
+def test_table_4_8_contrasts_pair_each_row_with_final_bn_with_the_same_row_without() -> None:
+    _, fc = build_sweeps("mnist", "smoke", None)
+    assert [c.text() for c in fc.contrasts] == [
+        "softmax-cce-finalbn vs softmax-cce",
+        "sigmoid-bce-finalbn vs sigmoid-bce",
+        "softmax-bce-finalbn vs softmax-bce",
+        "softmax-bce-firstbn-finalbn vs softmax-bce-firstbn",
+    ]
+
+
 # ------------------------------------------------------------------ errors
 
 
@@ -487,7 +562,7 @@ def test_paper_without_data_names_the_fix(experiment: str) -> None:
         build_sweeps(experiment, "paper", None)
 
 
-@pytest.mark.parametrize("experiment", PLANTVILLAGE)
+@pytest.mark.parametrize("experiment", [*PLANTVILLAGE, "learning_rate", "baselines"])
 def test_cpu_without_data_names_the_fix(experiment: str) -> None:
     with pytest.raises(UserError, match=r"^the cpu preset needs --data PATH, the PlantVillage root"):
         build_sweeps(experiment, "cpu", None)

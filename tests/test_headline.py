@@ -21,13 +21,27 @@ from finalbn.analysis.imbalance import imbalance_headline
 from finalbn.analysis.report import ReportResult, build_report
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.analysis.threshold import thresholds
+from finalbn.config import TrialConfig
+from finalbn.spec import REMOVED, Contrast, SweepSpec
 
 FOLDER = {"data.source": "folder", "data.root": "/home/me/digits", "data.minority": "three", "data.majority": "eight"}
 
 
+BN = Contrast("model.final_norm", "bn", "none")
+# The contrasts and derived arms each kind of sweep declares (finalbn.experiments); the others declare none.
+DECLARED = {
+    "imbalance_ratio": ((BN,), (REMOVED,)),
+    "learning_rate": ((BN,), (REMOVED,)),
+    "bn_removal": ((BN, Contrast(BN.axis, "bn", "removed"), Contrast(BN.axis, "removed", "none")), (REMOVED,)),
+    "headline": ((Contrast("variant", "final_BN", "plain"), Contrast("variant", "final_BN", "WL")), ()),
+}
+
+
 def report(trials: pl.DataFrame, analysis: str, out: Path, progress: bool = False) -> ReportResult:
-    """The report of a sweep whose record declares ``analysis``, from its table alone."""
-    data = SweepData(f"{analysis}-test", trials, None, "synthetic table", plan=Plan(analysis=analysis))
+    """The report of a sweep whose record declares ``analysis`` (and its contrasts), from its table alone."""
+    contrasts, derived = DECLARED.get(analysis, ((), ()))
+    spec = SweepSpec(f"{analysis}-test", TrialConfig(), (), analysis=analysis, contrasts=contrasts, derived=derived)
+    data = SweepData(f"{analysis}-test", trials, None, "synthetic table", plan=Plan(spec, analysis))
     return build_report(data, out, gradcam=False, progress=progress)
 
 
@@ -43,7 +57,7 @@ def sentences(result: ReportResult) -> list[str]:
 
 def test_two_seeds_lead_with_the_caveat_and_claim_no_resolved_gain() -> None:
     # A small gain at every ratio, two seeds of little noise: every 2-seed CI excludes zero (a 50% interval).
-    found = thresholds(imbalance_trials(lambda r: 0.03, seeds=2, noise=0.004))
+    found = thresholds(imbalance_trials(lambda r: 0.03, seeds=2, noise=0.004), BN)
     assert found[0].status == "beyond" and found[0].seeds == 2
     lines = imbalance_headline(found).sentences()
     needed = max(FEW_SEEDS, found[0].seeds_needed)
@@ -58,7 +72,7 @@ def test_two_seeds_lead_with_the_caveat_and_claim_no_resolved_gain() -> None:
 
 
 def test_enough_seeds_state_the_threshold_without_a_caveat() -> None:
-    found = thresholds(imbalance_trials(lambda r: 0.4 if r <= 0.04 else 0.0, seeds=6))
+    found = thresholds(imbalance_trials(lambda r: 0.4 if r <= 0.04 else 0.0, seeds=6), BN)
     lines = imbalance_headline(found).sentences()
     assert lines[0].startswith("Imbalance threshold: f1_minority: threshold between swept ratios 0.04 and 0.045")
     assert lines[0].endswith("; thesis: ~0.1.") and "resolved up to 0.04" in lines[0]

@@ -20,6 +20,7 @@ from finalbn.launch.serial import SerialBackend
 from finalbn.overrides import Overrides, apply
 from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import SUMMARY, Summary, read_json
+from finalbn.spec import Contrast
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.tracking import NullTracker
 from finalbn.train import train_trial, uses_feature_cache
@@ -155,7 +156,7 @@ def test_report_sections_for_both_sweeps(smoke_sweeps: Path) -> None:
     assert lr.kind == "learning_rate"
     caveat, finding = lr.headline.split("\n")
     assert caveat == "Learning rate x final BN: 2 seeds per learning rate: too few for reliable intervals; 5 needed."
-    assert finding.startswith("Learning rate x final BN: all: BN gain in minority F1 ")
+    assert finding.startswith("Learning rate x final BN: all: bn - none in minority F1 ")
     gains = pl.read_csv(lr.html.parent / "tables" / "lr_bn_gain.csv")
     assert set(gains["metric"]) == {"f1_minority", "auc", "minority_prob_on_majority"}
     assert gains["pairs"].to_list() == [2] * gains.height
@@ -176,6 +177,7 @@ def test_the_report_table_names_every_learning_rate_exactly() -> None:
             "f1_minority": [0.7, 0.6, 0.8, 0.75, 0.97, 0.7],
         }
     )
-    table = compact(lr_table(trials), ())
+    bn = Contrast("model.final_norm", "bn", "none")
+    table = compact(lr_table(trials, bn), bn, ())
     assert table["train.lr"].to_list() == ["0.0001", "0.0001", "0.0003", "0.0003", "0.003", "0.003"]
     assert table["f1_minority_mean"].to_list() == pytest.approx([0.7, 0.6, 0.8, 0.75, 0.97, 0.7])

@@ -19,8 +19,11 @@ from finalbn.analysis.threshold import (
     thresholds,
     with_ratio,
 )
+from finalbn.spec import Contrast
 
 MAJORITY = 1000
+# The contrast the synthetic tables hold: final BN against none.
+BN = Contrast("model.final_norm", "bn", "none")
 # Log-spaced, as the presets' grids are: ratios 0.005 to 0.16.
 MINORITY = (5, 10, 20, 40, 80, 160)
 
@@ -52,7 +55,7 @@ def step(at: float, size: float = 0.4):
 
 
 def test_a_known_step_is_bracketed_by_the_swept_ratios_around_it() -> None:
-    found = find_threshold(trials(step(0.04)), "f1_minority")
+    found = find_threshold(trials(step(0.04)), BN, "f1_minority")
     assert found.status == "found" and found.bracket == (0.04, 0.08)
     # The estimate is the bracket's centre on log ratio, not an interpolated crossing.
     assert found.estimate == pytest.approx(math.sqrt(0.04 * 0.08))
@@ -68,7 +71,7 @@ def test_a_known_step_is_bracketed_by_the_swept_ratios_around_it() -> None:
 @pytest.mark.parametrize("rng_seed", range(6))
 def test_the_interval_is_never_narrower_than_the_grid_around_the_estimate(rng_seed: int) -> None:
     # A noisy hinge: seeds move the bracket, the interval holds every bracket the seeds allow and the observed one.
-    found = find_threshold(trials(lambda r: max(0.0, 0.3 - 3 * r), seeds=4, noise=0.05, rng_seed=rng_seed))
+    found = find_threshold(trials(lambda r: max(0.0, 0.3 - 3 * r), seeds=4, noise=0.05, rng_seed=rng_seed), BN)
     assert found.status == "found"
     ratios = sorted(r / MAJORITY for r in MINORITY)
     assert found.low in ratios and (found.high is None or found.high in ratios)
@@ -78,7 +81,7 @@ def test_the_interval_is_never_narrower_than_the_grid_around_the_estimate(rng_se
 
 
 def test_a_grid_that_stops_before_the_drop_gives_no_number() -> None:
-    found = find_threshold(trials(step(0.5)), "f1_minority")
+    found = find_threshold(trials(step(0.5)), BN, "f1_minority")
     assert found.status == "beyond" and found.estimate is None and found.bracket is None and found.high is None
     text = found.describe()
     assert "no level-off within the swept range" in text and "threshold > 0.16" in text
@@ -86,13 +89,13 @@ def test_a_grid_that_stops_before_the_drop_gives_no_number() -> None:
 
 
 def test_no_gain_anywhere_is_said_so() -> None:
-    found = find_threshold(trials(lambda r: 0.0, noise=0.02), "f1_minority")
+    found = find_threshold(trials(lambda r: 0.0, noise=0.02), BN, "f1_minority")
     assert found.status == "no_gain" and found.bracket is None and found.low is None
-    assert "no resolved final-BN gain" in found.describe()
+    assert "no resolved gain of bn over none" in found.describe()
 
 
 def test_few_seeds_say_the_interval_is_unreliable_and_how_many_would_resolve_the_gain() -> None:
-    found = find_threshold(trials(step(0.04, size=0.05), seeds=3, noise=0.03), "f1_minority")
+    found = find_threshold(trials(step(0.04, size=0.05), seeds=3, noise=0.03), BN, "f1_minority")
     text = found.describe()
     assert "3 seed(s) per ratio (< 5): the intervals are unreliable" in text
     # The pooled within-ratio spread of the paired differences: two runs of noise 0.03 each.
@@ -111,8 +114,8 @@ def test_seeds_needed_matches_the_textbook_power_of_a_t_test() -> None:
 
 def test_a_stated_margin_in_f1_moves_the_bracket_and_is_labelled() -> None:
     curve = trials(lambda r: 0.4 if r <= 0.02 else 0.1 if r <= 0.04 else 0.0, noise=0.005)
-    assert find_threshold(curve).bracket == (0.04, 0.08)
-    found = find_threshold(curve, margin=0.2)
+    assert find_threshold(curve, BN).bracket == (0.04, 0.08)
+    found = find_threshold(curve, BN, margin=0.2)
     assert found.bracket == (0.02, 0.04) and "reaches the 0.2 F1 margin at 0.04" in found.describe()
 
 
@@ -120,18 +123,18 @@ def test_thresholds_per_group_and_the_brackets_refine_bisects() -> None:
     frame = pl.concat(
         [trials(step(0.02), **{"model.unfreeze": "none"}), trials(step(0.08), rng_seed=1, **{"model.unfreeze": "all"})]
     )
-    found = {(t.group["model.unfreeze"], t.metric): t for t in thresholds(frame, by=["model.unfreeze"])}
+    found = {(t.group["model.unfreeze"], t.metric): t for t in thresholds(frame, BN, by=["model.unfreeze"])}
     assert found[("none", "f1_minority")].bracket == (0.02, 0.04)
     assert found[("all", "f1_majority")].bracket == (0.08, 0.16)
     # In minority training images, minority F1 only, one per group.
-    assert minority_brackets(frame, by=["model.unfreeze"]) == [(20, 40), (80, 160)]
+    assert minority_brackets(frame, BN, by=["model.unfreeze"]) == [(20, 40), (80, 160)]
 
 
 def test_the_figure_has_a_log_ratio_axis_and_shades_the_bracket() -> None:
     frame = trials(step(0.04))
-    found = thresholds(frame)
+    found = thresholds(frame, BN)
     curves = aggregate(with_ratio(frame), [RATIO, "model.final_norm"], ["f1_minority", "f1_majority"])
-    figure = imbalance_figure(curves, found)
+    figure = imbalance_figure(curves, found, BN, "model.final_norm")
     axis = figure.axes[0]
     assert axis.get_xscale() == "log"
     labels = axis.get_legend_handles_labels()[1]

@@ -20,11 +20,12 @@ states that confound (or that ``train.steps`` held the steps equal).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from matplotlib.figure import Figure
 
 from finalbn.analysis import figures as fig
 from finalbn.analysis.headline import FEW_SEEDS, MAX_SEEDS, Headline, SeedCount, most_needed, seeds_to_ask
@@ -373,7 +374,7 @@ def batch_section(ctx: Context) -> Headline:
         chosen = [o for o in found if o.group == {k: str(v) for k, v in group_values.items()}]
         suffix = group_text(group_values) if group_values else ""
         ctx.save_figure(
-            fig.batch_figure(subset, chosen, title=f"{data.name} {suffix}".strip(), titles=titles),
+            batch_figure(subset, chosen, title=f"{data.name} {suffix}".strip(), titles=titles),
             "batch_size" + (f"_{len(ctx.doc.figures())}" if group_values else ""),
             f"Figure 4.7: test F1 of the {titles['f1_minority']} and the {titles['f1_majority']} against batch "
             f"size (log2 axis){f' at {suffix}' if suffix else ''} (mean over seeds, 95% bootstrap band); star: "
@@ -398,3 +399,41 @@ def _training_images(trials: pl.DataFrame) -> str:
         return ""
     totals = sorted(set((trials[columns[0]] + trials[columns[1]]).to_list()))
     return ", ".join(str(t) for t in totals)
+
+
+def batch_figure(
+    curves: pl.DataFrame, optima: Sequence[BatchOptimum], title: str = "", titles: Mapping[str, str] = fig.CLASS_TITLES
+) -> Figure:
+    """Figure 4.7: test F1 against batch size (log scale) with 95% CI, the optimum marked and its
+    interval (grid neighbours and seed noise) shaded."""
+    figure = Figure(figsize=(7, 4.2))
+    ax = figure.subplots()
+    batch = "train.batch_size"
+    for metric, color in (("f1_minority", fig.COLORS["treated"]), ("f1_majority", fig.COLORS["control"])):
+        if f"{metric}_mean" not in curves.columns:
+            continue
+        line = curves.sort(batch)
+        fig.band(ax, line[batch], line, metric, color, "-", titles[metric], marker="o")
+    for optimum in optima:
+        ax.axvspan(*optimum.interval, color="#27ae60", alpha=0.1)
+        ax.plot(
+            [optimum.best],
+            [optimum.mean],
+            marker="*",
+            ms=16,
+            color="#27ae60",
+            ls="none",
+            label=f"optimum {optimum.best} ({optimum.metric})",
+        )
+    ax.axvline(FIGURE_4_7_BEST_BATCH, color="grey", ls="--", lw=1, label="thesis: best at 64")
+    ax.set_xscale("log", base=2)
+    sizes = curves[batch].to_list()
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("test F1")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    if title:
+        ax.set_title(title)
+    return figure

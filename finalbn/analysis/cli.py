@@ -125,11 +125,17 @@ def threshold_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _threshold(args: argparse.Namespace) -> None:
+    from finalbn.analysis.contrasts import NO_CONTRAST, arms_of, headline_contrast
+    from finalbn.analysis.grid import AXIS
+    from finalbn.analysis.imbalance import studied
     from finalbn.analysis.threshold import thresholds
 
     data = load_source(args).data
-    groups = [c for c in data.scientific_axes() if c not in ("axis.data.train_minority", "axis.model.final_norm")]
-    for found in thresholds(data.trials, by=groups, margin=args.margin):
+    contrast = headline_contrast(data.spec)
+    if contrast is None:
+        raise UserError(f"{data.name}: {NO_CONTRAST}; pass a sweep folder whose sweep.json declares one")
+    groups = [c for c in data.scientific_axes() if c.removeprefix(AXIS) not in studied(contrast)]
+    for found in thresholds(arms_of(data.trials, data.spec).trials, contrast, by=groups, margin=args.margin):
         print(found.describe())
         with table_format():
             print(found.curve)
@@ -178,9 +184,10 @@ def gradcam_main(argv: Sequence[str] | None = None) -> int:
 def _gradcam(args: argparse.Namespace) -> None:
     import tempfile
 
-    from finalbn.analysis.compare import Comparison, choose_comparison
+    from finalbn.analysis.compare import Arm, Comparison, choose_comparison
     from finalbn.analysis.figures import save
     from finalbn.analysis.gradcam import gradcam_figure
+    from finalbn.spec import REMOVED, Contrast
 
     data = load_source(args).data
     if args.count < 1:
@@ -190,19 +197,18 @@ def _gradcam(args: argparse.Namespace) -> None:
         if trial is not None and trial not in known:
             raise UserError(f"trial {trial} is not a finished trial of {data.name}: see its trials.parquet")
     if args.trial:
-        without = [args.against] if args.against else [args.trial]
-        comparison = Comparison(
-            {"trial": args.trial},
-            "final BN",
-            "no final BN" if args.against else "final BN removed at test",
-            [args.trial],
-            without,
-            removed_at_test=args.against is None,
+        treated = Arm("final BN", [args.trial], "")
+        control = (
+            Arm("no final BN", [args.against], "")
+            if args.against
+            else Arm("final BN removed at test", [args.trial], REMOVED.prefix)
         )
+        contrast = Contrast("trial", treated.label, control.label)
+        comparison = Comparison(contrast, {"trial": args.trial}, treated, control)
     else:
         comparison = choose_comparison(data)
         if comparison is None:
-            raise UserError(f"{data.name} has no final-BN trial to explain: pass --trial ID")
+            raise UserError(f"{data.name} declares no contrast with both arms finished to explain: pass --trial ID")
     cache = args.cache or (data.folder / "analysis" / "models" if data.folder else Path(tempfile.mkdtemp()))
     out = args.out or (data.folder or Path("reports") / data.name) / "report" / "figures" / "gradcam.png"
     figure, caption = gradcam_figure(data, comparison, cache, count=args.count)

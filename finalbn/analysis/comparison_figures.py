@@ -1,5 +1,5 @@
-"""The report's with/without-final-BN figures: losses (4.3), softmax outputs (4.8), calibration (4.9),
-Grad-CAM (4.4), all of the one setting ``compare.choose_comparison`` picks."""
+"""The report's figures of the headline contrast's two arms: losses (4.3), softmax outputs (4.8), calibration
+(4.9), Grad-CAM (4.4), all of the one setting ``compare.choose_comparison`` picks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import polars as pl
 from finalbn.analysis import figures as fig
 from finalbn.analysis import tables as tb
 from finalbn.analysis.compare import Comparison, choose_comparison
+from finalbn.analysis.contrasts import NO_CONTRAST, headline_contrast
 from finalbn.analysis.sections import Context
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.analysis.thesis import FIGURE_4_9_BRIER
+from finalbn.experiments import FACTORS
 
 # One trial's test predictions: true class indices, class probabilities (images x classes), class names.
 PredictionSet = tuple[np.ndarray, np.ndarray, list[str]]
@@ -23,9 +25,14 @@ PredictionSet = tuple[np.ndarray, np.ndarray, list[str]]
 def comparison_figures(ctx: Context, gradcam: bool | None) -> None:
     """``gradcam``: None draws Figure 4.4 when it is cheap, True always, False never."""
     comparison = choose_comparison(ctx.data)
-    ctx.doc.heading("With and without final BN: losses, outputs, calibration, attention")
+    contrast = headline_contrast(ctx.data.spec)
+    compared = contrast.text() if contrast else "The headline contrast"
+    ctx.doc.heading(f"{compared}: losses, outputs, calibration, attention")
+    if contrast is None:
+        ctx.skip("Figures 4.3, 4.4, 4.8, 4.9", NO_CONTRAST)
+        return
     if comparison is None:
-        ctx.skip("Figures 4.3, 4.4, 4.8, 4.9", "the sweep has no final-BN run to compare")
+        ctx.skip("Figures 4.3, 4.4, 4.8, 4.9", f"no setting of the sweep holds both {contrast.text()}")
         return
     ctx.doc.paragraph(f"Compared: {comparison.describe()}.")
     _loss_figure(ctx, comparison)
@@ -38,15 +45,8 @@ def _loss_figure(ctx: Context, comparison: Comparison) -> None:
     if epochs is None or "train_loss" not in epochs.columns:
         ctx.skip("Figure 4.3 (loss curves)", "no per-epoch table (epochs.parquet or metrics.parquet artifacts)")
         return
-    arms = {comparison.without_label: comparison.without_trials}
-    trials = ctx.data.trials
-    if "axis.variant" in trials.columns and "WL" in trials["axis.variant"].to_list():
-        # Figure 4.3's middle panel: weighted loss at the same setting.
-        same = [pl.col(k) == v for k, v in comparison.fixed.items() if k != "train.weighted_loss"]
-        arms["weighted loss"] = trials.filter(pl.col("axis.variant") == "WL", *same)["trial_id"].to_list()
-    arms[comparison.with_label] = comparison.with_trials
-    if comparison.removed_at_test:
-        arms = {comparison.with_label: comparison.with_trials}
+    # A derived arm trained nothing of its own: its source's curves are already there.
+    arms = {arm.label: arm.trials for arm in comparison.arms() if not arm.derived}
     ctx.save_figure(
         fig.loss_figure(epochs, arms, title=ctx.data.name),
         "loss_curves",
@@ -57,8 +57,9 @@ def _loss_figure(ctx: Context, comparison: Comparison) -> None:
 def _prediction_figures(ctx: Context, comparison: Comparison) -> None:
     data = ctx.data
     minority, _ = tb.class_names(data.trials, require_metrics=False)
-    with_sets = _predictions(data, comparison.with_trials, "")
-    without_sets = _predictions(data, comparison.without_trials, "nobn_" if comparison.removed_at_test else "")
+    treated, control = comparison.treated, comparison.control
+    with_sets = _predictions(data, treated.trials, treated.prefix)
+    without_sets = _predictions(data, control.trials, control.prefix)
     if not with_sets or not without_sets or not minority:
         ctx.skip("Figures 4.8 and 4.9", "the trials' predictions.parquet files are not reachable")
         return
@@ -67,7 +68,7 @@ def _prediction_figures(ctx: Context, comparison: Comparison) -> None:
         ctx.skip("Figures 4.8 and 4.9", f"the predictions have no probability column for minority class {name!r}")
         return
     panels = {}
-    for label, sets in ((comparison.without_label, without_sets), (comparison.with_label, with_sets)):
+    for label, sets in ((control.label, without_sets), (treated.label, with_sets)):
         truth, probs, classes = sets[0]
         index = classes.index(name)
         panels[label] = (truth == index, probs[:, index])
@@ -77,35 +78,47 @@ def _prediction_figures(ctx: Context, comparison: Comparison) -> None:
         f"Figure 4.8: each test image's softmax output for class {name} (the minority) in the first seed's run of "
         "each arm, majority images first; black: the true class; dashed: 0.5.",
     )
-    arms = {comparison.without_label: _pooled(without_sets), comparison.with_label: _pooled(with_sets)}
-    if not comparison.removed_at_test:
-        removed = _predictions(data, comparison.with_trials, "nobn_")
-        if removed:
-            arms["final BN removed at test"] = _pooled(removed)
-    # The thesis' no-BN Brier is of a network trained without final BN, not of one with it removed at test.
-    thesis = {comparison.with_label: FIGURE_4_9_BRIER["bn"]}
-    marks = f"{FIGURE_4_9_BRIER['bn']} with final BN"
-    if not comparison.removed_at_test:
-        thesis[comparison.without_label] = FIGURE_4_9_BRIER["none"]
-        marks = f"{FIGURE_4_9_BRIER['none']} without and {marks}"
+    arms = {}
+    for arm in comparison.arms():
+        sets = _predictions(data, arm.trials, arm.prefix)
+        if sets:
+            arms[arm.label] = _pooled(sets)
+    thesis, marks = _thesis_brier(data, comparison)
     ctx.save_figure(
         fig.reliability_figure(arms, thesis, title=f"{data.name}: test images pooled over runs"),
         "reliability",
         f"Figure 4.9: reliability diagram ({fig.ECE_BINS} confidence bins; accuracy against top-label "
-        f"confidence) and Brier score per arm, test images pooled over the compared runs; dashed marks: the "
-        f"thesis' Brier {marks}.",
+        f"confidence) and Brier score per arm, test images pooled over the compared runs"
+        + (f"; dashed marks: the thesis' Brier {marks}." if marks else "."),
     )
 
 
+def _thesis_brier(data: SweepData, comparison: Comparison) -> tuple[dict[str, float], str]:
+    """The thesis' Figure 4.9 Brier scores, marked on the arms they are of: a trained arm with the final BN
+    (treated) and one without (control), as the thesis' factor declares them; none for any other contrast."""
+    field, on, off = FACTORS["BN"]
+    treated, control = comparison.treated, comparison.control
+    if treated.derived or control.derived or field not in data.trials.columns:
+        return {}, ""
+    values = {
+        arm.label: set(data.trials.filter(pl.col("trial_id").is_in(arm.trials))[field].to_list())
+        for arm in (treated, control)
+    }
+    if values[treated.label] != {on} or values[control.label] != {off}:
+        return {}, ""
+    thesis = {treated.label: FIGURE_4_9_BRIER["bn"], control.label: FIGURE_4_9_BRIER["none"]}
+    return thesis, f"{FIGURE_4_9_BRIER['none']} without and {FIGURE_4_9_BRIER['bn']} with final BN"
+
+
 def _predictions(data: SweepData, trial_ids: list[str], prefix: str) -> list[PredictionSet]:
-    """Each reachable trial's predictions under ``prefix`` ("nobn_": scored with the final BN removed)."""
+    """Each reachable trial's predictions under ``prefix`` (a derived arm's, "" for the trained model's)."""
     sets = []
     for trial_id in trial_ids:
         frame = data.predictions(trial_id)
         if frame is None:
             continue
         columns = [c for c in frame.columns if c.startswith(prefix + "prob_")]
-        if not columns or (prefix == "" and any(c.startswith("nobn_") for c in columns)):
+        if not columns:
             continue
         classes = [c.removeprefix(prefix + "prob_") for c in columns]
         sets.append((frame["label_index"].to_numpy(), frame.select(columns).to_numpy().astype(np.float64), classes))
@@ -124,11 +137,15 @@ def _gradcam(ctx: Context, comparison: Comparison, wanted: bool | None) -> None:
     if wanted is False:
         ctx.skip("Figure 4.4 (Grad-CAM)", "turned off (--no-gradcam)")
         return
-    if data.config(comparison.with_trials[0]).model.backbone == "fc128":
+    trained = [arm for arm in (comparison.control, comparison.treated) if cam.drawable(arm)]
+    if len(trained) < 2:
+        ctx.skip("Figure 4.4 (Grad-CAM)", "an arm is scored from another's outputs other than by removing the final BN")
+        return
+    if data.config(comparison.treated.trials[0]).model.backbone == "fc128":
         ctx.skip("Figure 4.4 (Grad-CAM)", "fc128 has no convolution to explain")
         return
     cache = (data.folder / "analysis" / "models") if data.folder is not None else Path(tempfile.mkdtemp())
-    ids = [comparison.with_trials[0]] + ([] if comparison.removed_at_test else [comparison.without_trials[0]])
+    ids = list(dict.fromkeys(arm.trials[0] for arm in trained))
     costly = [i for i in ids if cam.needs_retraining(data, i, cache) and not cam.cheap(data, i)]
     if wanted is None and costly:
         ctx.skip(

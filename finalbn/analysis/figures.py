@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from finalbn.analysis.thesis import FIGURE_4_6_THRESHOLD, FIGURE_4_7_BEST_BATCH
+from finalbn.analysis.thesis import FIGURE_4_6_THRESHOLD
 from finalbn.analysis.threshold import RATIO, Threshold
 from finalbn.metrics import ECE_BINS
 from finalbn.records import write_atomic
-
-if TYPE_CHECKING:
-    # Only a type here: batch registers a report section that draws with this module.
-    from finalbn.analysis.batch import BatchOptimum
+from finalbn.spec import Contrast
 
 DPI = 110
-COLORS = {"bn": "#c0392b", "none": "#2c3e50", "removed": "#7f8c8d"}
+# A contrast's treated arm, its control, and a third line (a derived arm, the majority class).
+COLORS = {"treated": "#c0392b", "control": "#2c3e50", "third": "#7f8c8d"}
 # Panel titles and legends per metric when the caller does not name the classes (classes.DataNames.titles).
 CLASS_TITLES = {"f1_minority": "minority class", "f1_majority": "majority class"}
 
@@ -40,14 +37,16 @@ def save(figure: Figure, path: Path) -> Path:
 def imbalance_figure(
     curves: pl.DataFrame,
     found: Sequence[Threshold],
+    contrast: Contrast,
+    arm: str,
     groups: Sequence[str] = (),
     title: str = "",
     titles: Mapping[str, str] = CLASS_TITLES,
 ) -> Figure:
-    """Figure 4.6: test F1 against the imbalance ratio, with and without final BN, 95% CI bands.
+    """Figure 4.6: test F1 against the imbalance ratio, the contrast's treated and control arm, 95% CI bands.
 
-    ``curves``: aggregate() output over ``ratio``, ``model.final_norm`` and ``groups``
-    with ``f1_minority_*`` and ``f1_majority_*`` columns. The threshold found for
+    ``curves``: aggregate() output over ``ratio``, the column ``arm`` holding the contrast's labels and
+    ``groups``, with ``f1_minority_*`` and ``f1_majority_*`` columns. The threshold found for
     each class is shaded, not drawn as a line: dark over the bracket of swept
     ratios holding it, light over its 95% interval, which is as precise as the
     grid and the seeds allow. The ratio axis is logarithmic, as the grids are.
@@ -61,11 +60,11 @@ def imbalance_figure(
         for index, group in enumerate(group_rows):
             subset = curves.filter(*[pl.col(k) == v for k, v in group.items()]) if group else curves
             suffix = "".join(f", {k.rsplit('.', 1)[-1]}={v}" for k, v in group.items())
-            for norm, label in (("bn", "final BN"), ("none", "no final BN")):
-                line = subset.filter(pl.col("model.final_norm") == norm).sort(RATIO)
+            for role, label in (("treated", contrast.treated), ("control", contrast.control)):
+                line = subset.filter(pl.col(arm).cast(pl.String) == label).sort(RATIO)
                 if line.height == 0:
                     continue
-                _band(ax, line[RATIO], line, metric, COLORS[norm], styles[index % 4], label + suffix)
+                band(ax, line[RATIO], line, metric, COLORS[role], styles[index % 4], label + suffix)
         for t in found:
             if t.metric == metric and t.bracket is not None:
                 where = "".join(f", {k.rsplit('.', 1)[-1]}={v}" for k, v in t.group.items())
@@ -86,44 +85,6 @@ def imbalance_figure(
         ax.legend(fontsize=7, loc="lower right")
     if title:
         figure.suptitle(title)
-    return figure
-
-
-def batch_figure(
-    curves: pl.DataFrame, optima: Sequence[BatchOptimum], title: str = "", titles: Mapping[str, str] = CLASS_TITLES
-) -> Figure:
-    """Figure 4.7: test F1 against batch size (log scale) with 95% CI, the optimum marked and its
-    interval (grid neighbours and seed noise) shaded."""
-    figure = Figure(figsize=(7, 4.2))
-    ax = figure.subplots()
-    batch = "train.batch_size"
-    for metric, color in (("f1_minority", COLORS["bn"]), ("f1_majority", COLORS["none"])):
-        if f"{metric}_mean" not in curves.columns:
-            continue
-        line = curves.sort(batch)
-        _band(ax, line[batch], line, metric, color, "-", titles[metric], marker="o")
-    for optimum in optima:
-        ax.axvspan(*optimum.interval, color="#27ae60", alpha=0.1)
-        ax.plot(
-            [optimum.best],
-            [optimum.mean],
-            marker="*",
-            ms=16,
-            color="#27ae60",
-            ls="none",
-            label=f"optimum {optimum.best} ({optimum.metric})",
-        )
-    ax.axvline(FIGURE_4_7_BEST_BATCH, color="grey", ls="--", lw=1, label="thesis: best at 64")
-    ax.set_xscale("log", base=2)
-    sizes = curves[batch].to_list()
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("test F1")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    if title:
-        ax.set_title(title)
     return figure
 
 
@@ -257,7 +218,7 @@ def gain_factor_figure(table: pl.DataFrame, title: str = "", titles: Mapping[str
     figure = Figure(figsize=(7, 3.8))
     ax = figure.subplots()
     width = 0.38
-    for index, (metric, color) in enumerate((("f1_minority", COLORS["bn"]), ("f1_majority", COLORS["none"]))):
+    for index, (metric, color) in enumerate((("f1_minority", COLORS["treated"]), ("f1_majority", COLORS["control"]))):
         rows = table.filter(pl.col("metric") == metric)
         values = [rows.filter(pl.col("option") == o)["gain_factor"].fill_null(float("nan")).to_list() for o in options]
         heights = [v[0] if v else float("nan") for v in values]
@@ -280,7 +241,7 @@ def brier_score(truth: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
 
 
-def _band(
+def band(
     ax: object, x: pl.Series, frame: pl.DataFrame, metric: str, color: str, style: str, label: str, marker: str = "o"
 ) -> None:
     xs = x.cast(pl.Float64).to_numpy()
@@ -294,5 +255,5 @@ def _band(
 
 
 def _arm_colors(count: int) -> list[str]:
-    palette = [COLORS["bn"], COLORS["none"], COLORS["removed"], "#27ae60", "#8e44ad", "#d35400"]
+    palette = [COLORS["treated"], COLORS["control"], COLORS["third"], "#27ae60", "#8e44ad", "#d35400"]
     return [palette[i % len(palette)] for i in range(count)]

@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from finalbn.analysis.compare import Comparison
+from finalbn.analysis.compare import Arm, Comparison
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.config import TrialConfig
 from finalbn.data import SplitTensors, build_manifest, load_split_tensors
 from finalbn.errors import UserError
 from finalbn.models import POOLS, FinalBNNet, create_model, without_final_norm
+from finalbn.spec import REMOVED
 
 # Backbones cheap enough to retrain on a CPU while a report is written.
 CHEAP_BACKBONES = ("simple_cnn",)
@@ -157,17 +158,21 @@ def normalised(tensors: SplitTensors, images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
+def drawable(arm: Arm) -> bool:
+    """A trained arm, or the arm of its trials with the final BN removed at test (a network of its own);
+    another derived arm scores the same network's outputs differently, which Grad-CAM does not show."""
+    return not arm.derived or arm.prefix == REMOVED.prefix
+
+
 def gradcam_figure(data: SweepData, comparison: Comparison, cache: Path, count: int = 4) -> tuple[Figure, str]:
-    """Minority-class maps on the first ``count`` minority test images, without (top) and with (bottom) final BN.
+    """Minority-class maps on the first ``count`` minority test images, control (top) and treated (bottom).
 
     Returns the figure and a caption saying which runs and where the weights came from.
     """
-    with_model = load_trial_model(data, comparison.with_trials[0], cache)
-    if comparison.removed_at_test:
-        without = copy.deepcopy(with_model)
-        without.model = without_final_norm(with_model.model)
-    else:
-        without = load_trial_model(data, comparison.without_trials[0], cache)
+    # Loaded once per trial: an arm with its final BN removed is its source's first run.
+    loaded: dict[str, TrialModel] = {}
+    with_model = _arm_model(data, comparison.treated, cache, loaded)
+    without = _arm_model(data, comparison.control, cache, loaded)
     tensors = with_model.data
     minority = tensors.minority[0]
     picks = torch.nonzero(tensors.y["test"] == minority).flatten()[:count]
@@ -176,8 +181,8 @@ def gradcam_figure(data: SweepData, comparison: Comparison, cache: Path, count: 
     raw = tensors.x["test"][picks]
     inputs = normalised(tensors, raw)
     rows = [
-        (comparison.without_label, *grad_cam(without.model, inputs, minority, without.config.model.output)),
-        (comparison.with_label, *grad_cam(with_model.model, inputs, minority, with_model.config.model.output)),
+        (comparison.control.label, *grad_cam(without.model, inputs, minority, without.config.model.output)),
+        (comparison.treated.label, *grad_cam(with_model.model, inputs, minority, with_model.config.model.output)),
     ]
     figure = Figure(figsize=(2.3 * len(picks), 2.4 * 3))
     axes = figure.subplots(3, len(picks), squeeze=False)
@@ -189,7 +194,19 @@ def gradcam_figure(data: SweepData, comparison: Comparison, cache: Path, count: 
             _show(axes[row][column], raw[column], cams[column])
             axes[row][column].set_title(f"{label}\nP({name})={probs[column, minority]:.2f}", fontsize=8)
     figure.suptitle(f"Grad-CAM of class {name} (minority)")
-    return figure, _caption(comparison, [with_model] + ([] if comparison.removed_at_test else [without]))
+    return figure, _caption(comparison, list(loaded.values()))
+
+
+def _arm_model(data: SweepData, arm: Arm, cache: Path, loaded: dict[str, TrialModel]) -> TrialModel:
+    """The network of an arm's first run: the trained one, or with its final BN removed for that derived arm."""
+    if arm.trials[0] not in loaded:
+        loaded[arm.trials[0]] = load_trial_model(data, arm.trials[0], cache)
+    trained = loaded[arm.trials[0]]
+    if not arm.derived:
+        return trained
+    removed = copy.deepcopy(trained)
+    removed.model = without_final_norm(trained.model)
+    return removed
 
 
 def _show(ax: object, image: torch.Tensor, cam: np.ndarray | None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from finalbn.analysis import figures as fig
+from finalbn.analysis.contrasts import NO_CONTRAST, arm_column, arms_of, headline_contrast
 from finalbn.analysis.grid import AXIS
 from finalbn.analysis.headline import Headline, SeedCount, most_needed
 from finalbn.analysis.load import from_folder
@@ -28,30 +29,46 @@ from finalbn.analysis.threshold import (
     thresholds,
     with_ratio,
 )
-from finalbn.spec import SweepSpec
+from finalbn.errors import UserError
+from finalbn.spec import Contrast, SweepSpec
 
-# The axes a threshold is computed over; every other scientific axis is a group of its own.
-STUDIED = {MINORITY, "model.final_norm"}
+
+def studied(contrast: Contrast) -> set[str]:
+    """The axes a threshold is computed over (the ratio and the contrast's); every other scientific axis
+    is a group of its own."""
+    return {MINORITY, contrast.axis}
 
 
 def refine_brackets(folder: Path, spec: SweepSpec) -> list[tuple[int, int]]:
     """What ``--refine`` bisects after a round: the minority-F1 threshold's bracket per group of the
     finished sweep in ``folder``, in minority training images."""
     data = from_folder(folder, spec)
-    groups = [c for c in data.scientific_axes() if c.removeprefix(AXIS) not in STUDIED]
-    return minority_brackets(data.trials, by=groups)
+    contrast = headline_contrast(data.spec)
+    if contrast is None:
+        raise UserError(f"--refine needs the sweep's headline contrast: {NO_CONTRAST}; declare one in the sweep")
+    groups = [c for c in data.scientific_axes() if c.removeprefix(AXIS) not in studied(contrast)]
+    return minority_brackets(arms_of(data.trials, data.spec).trials, contrast, by=groups)
 
 
 @SECTIONS.register("imbalance_ratio")
 def imbalance_section(ctx: Context) -> Headline:
     data, doc = ctx.data, ctx.doc
     doc.heading("Imbalance threshold (Figure 4.6)")
-    groups = ctx.groups(STUDIED)
-    found = thresholds(data.trials, by=groups)
+    contrast = headline_contrast(data.spec)
+    if contrast is None:
+        ctx.skip("The imbalance threshold", NO_CONTRAST)
+        return Headline("Imbalance threshold", (NO_CONTRAST,))
+    arms = arms_of(data.trials, data.spec)
+    for note in arms.notes():
+        ctx.doc.note(note)
+    trials = arms.trials
+    groups = ctx.groups(studied(contrast))
+    found = thresholds(trials, contrast, by=groups)
     table = threshold_table(found)
     ctx.save_table(table, "thresholds")
     doc.paragraph(
-        "Threshold = between the last swept ratio whose final-BN gain (paired by seed: final BN - none) has a 95% "
+        f"Gain = {contrast.treated} - {contrast.control} on {contrast.axis}, paired by seed and every other axis. "
+        "Threshold = between the last swept ratio whose gain has a 95% "
         "CI above zero and the next swept ratio, whose CI first includes zero: the grid resolves no more than this "
         "bracket, and the log midpoint is only its centre on the figure's log axis. The 95% interval repeats the "
         "rule on seed resamples and always holds the bracket (seed noise and grid resolution). Every ratio "
@@ -70,15 +87,18 @@ def imbalance_section(ctx: Context) -> Headline:
         ]
     ).select("metric", "group", RATIO, "pairs", "gain_mean", "gain_std", "gain_lo", "gain_hi", "resolved")
     ctx.save_table(gains, "gain_curve")
-    doc.table(gains, "Final-BN gain in test F1 per ratio (mean over seeds of the paired difference, 95% CI)")
-    curves = aggregate(with_ratio(data.trials), [RATIO, "model.final_norm", *groups], ["f1_minority", "f1_majority"])
+    doc.table(gains, f"Gain of {contrast.text()} in test F1 per ratio (mean paired difference over seeds, 95% CI)")
+    arm = arm_column(trials, contrast.axis)
+    compared = trials.filter(pl.col(arm).cast(pl.String).is_in([contrast.treated, contrast.control]))
+    curves = aggregate(with_ratio(compared), [RATIO, arm, *groups], ["f1_minority", "f1_majority"])
     ctx.save_table(curves, "f1_by_ratio")
     titles = ctx.names.titles()
     ctx.save_figure(
-        fig.imbalance_figure(curves, found, groups, title=data.name, titles=titles),
+        fig.imbalance_figure(curves, found, contrast, arm, groups, title=data.name, titles=titles),
         "imbalance_ratio",
         f"Figure 4.6: test F1 of the {' and '.join(titles[m] for m in ('f1_minority', 'f1_majority'))} against the "
-        "imbalance ratio (minority / majority training images, log axis) with and without final BN (mean over "
+        f"imbalance ratio (minority / majority training images, log axis), {contrast.treated} and "
+        f"{contrast.control} (mean over "
         "seeds, 95% bootstrap band"
         + (", one line style per group" if groups else "")
         + "); green, where a threshold lies within the swept range: the bracket of swept ratios holding it "

@@ -23,6 +23,7 @@ figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee
 figcaption { font-size: .85em; color: #555; }
 .headline { background: #eef6ee; border-left: 4px solid #27ae60; padding: .6em 1em; font-weight: 600; }
 .note { color: #8a6d3b; } .scroll { overflow-x: auto; }
+details { margin: .5em 0; } summary { cursor: pointer; font-weight: 600; font-size: .9em; }
 """
 
 
@@ -41,14 +42,19 @@ class Document:
     def note(self, text: str) -> None:
         self.blocks.append(("note", text))
 
-    def table(self, frame: pl.DataFrame, caption: str = "", digits: int = 3) -> None:
-        self.blocks.append(("table", (frame, caption, digits)))
+    def table(self, frame: pl.DataFrame, caption: str = "", digits: int = 3, folded: bool = True) -> None:
+        """``folded``: under a <details> that shows the caption; False for a table that is the answer itself."""
+        self.blocks.append(("table", (frame, caption, digits, folded)))
 
     def figure(self, path: Path, caption: str) -> None:
         self.blocks.append(("figure", (path, caption)))
 
     def figures(self) -> list[Path]:
         return [payload[0] for kind, payload in self.blocks if kind == "figure"]
+
+    def tables(self) -> list[tuple[str, pl.DataFrame]]:
+        """Every table with its caption, in document order."""
+        return [(payload[1], payload[0]) for kind, payload in self.blocks if kind == "table"]
 
     def html(self) -> str:
         blocks = [_html_payload(kind, payload) for kind, payload in self.blocks]
@@ -90,11 +96,13 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
 {% elif kind == "headline" %}<p class="headline">{% for sentence in item %}{{ sentence }}{% if not loop.last %}<br>
 {% endif %}{% endfor %}</p>
 {% elif kind == "table" %}
-{# Wide tables scroll inside their box instead of widening the page. #}
-<div class="scroll"><table>{% if item.caption %}<caption>{{ item.caption }}</caption>{% endif %}
+{# Tables are folded under their caption: the answer and its figure come first, the numbers on demand.
+   Wide tables scroll inside their box instead of widening the page. #}
+{% if item.folded %}<details><summary>{{ item.summary }}</summary>{% endif %}
+<div class="scroll"><table>{% if not item.folded %}<caption>{{ item.summary }}</caption>{% endif %}
 <thead><tr>{% for name in item.columns %}<th>{{ name }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in item.rows %}<tr>{% for css, text in row %}<td class="{{ css }}">{{ text }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table></div>
+{% endfor %}</tbody></table></div>{% if item.folded %}</details>{% endif %}
 {% else %}<figure><img alt="{{ item.caption }}" src="data:image/png;base64,{{ item.png }}">
 <figcaption>{{ item.caption }}</figcaption></figure>
 {% endif %}
@@ -107,9 +115,10 @@ _TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=
 def _html_payload(kind: str, payload: object) -> tuple[str, object]:
     """What the template needs of a block: text as is, tables as cell texts, figures as base64."""
     if kind == "table":
-        frame, caption, digits = payload
+        frame, caption, digits, folded = payload
         rows = [[("text" if isinstance(v, str) else "", cell(v, digits)) for v in row] for row in frame.iter_rows()]
-        return kind, {"caption": caption, "columns": frame.columns, "rows": rows}
+        summary = _summary(caption, frame)
+        return kind, {"summary": summary, "folded": folded, "columns": frame.columns, "rows": rows}
     if kind == "figure":
         path, caption = payload
         return kind, {"caption": caption, "png": base64.b64encode(Path(path).read_bytes()).decode("ascii")}
@@ -127,20 +136,29 @@ def _markdown_block(kind: str, payload: object, base: Path) -> str:
         # One finding per sentence, each on its own line.
         return "\n\n".join(f"**{sentence}**" for sentence in payload)
     if kind == "table":
-        frame, caption, digits = payload
-        return _markdown_table(frame, caption, digits)
+        frame, caption, digits, folded = payload
+        return _markdown_table(frame, caption, digits, folded)
     path, caption = payload
     relative = Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
     return f"![{caption}]({relative})\n\n*{caption}*"
 
 
-def _markdown_table(frame: pl.DataFrame, caption: str, digits: int) -> str:
+def _markdown_table(frame: pl.DataFrame, caption: str, digits: int, folded: bool) -> str:
     def escape(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"*{caption}*", ""] if caption else []
+    # Folded as in the HTML; GitHub and most Markdown viewers render <details>, the blank lines let the
+    # table inside stay Markdown.
+    summary = escape(_summary(caption, frame))
+    lines = [f"<details><summary>{summary}</summary>", ""] if folded else [f"*{summary}*", ""]
     lines.append("| " + " | ".join(escape(c) for c in frame.columns) + " |")
     lines.append("|" + "|".join("---" for _ in frame.columns) + "|")
     for row in frame.iter_rows():
         lines.append("| " + " | ".join(escape(cell(v, digits)) for v in row) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", "</details>"] if folded else lines)
+
+
+def _summary(caption: str, frame: pl.DataFrame) -> str:
+    """What a folded table shows closed: its caption and size."""
+    size = f"{frame.height} row{'' if frame.height == 1 else 's'}"
+    return f"{caption} ({size})" if caption else f"Table ({size})"

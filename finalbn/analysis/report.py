@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import finalbn
 from finalbn import tracking
 
 # Importing these modules registers their report sections.
-from finalbn.analysis import batch, factorial, imbalance, learning_rate, tables  # noqa: F401
+from finalbn.analysis import baselines, batch, factorial, imbalance, learning_rate, tables  # noqa: F401
 from finalbn.analysis.classes import DataNames
 from finalbn.analysis.comparison_figures import comparison_figures
 from finalbn.analysis.grid import GENERIC
@@ -38,7 +39,7 @@ from finalbn.analysis.seeds import fewest_runs, paired_sections, seed_aggregatio
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.errors import UserError
 from finalbn.provenance import git_commit
-from finalbn.records import write_text
+from finalbn.records import write_atomic, write_text
 from finalbn.spec import SweepSpec
 
 DOCS = "docs/analysis.md"
@@ -98,13 +99,15 @@ def build_report(data: SweepData, out: Path, gradcam: bool | None = None, progre
         headline_slot = len(doc.blocks)
         _overview(context)
         step(f"{kind} section")
+        section_start = len(doc.blocks)
         headline = SECTIONS.get(kind)(context)
+        section_figures = [block for block in doc.blocks[section_start:] if block[0] == "figure"]
         step("per configuration over seeds")
         seed_aggregation(context)
         if paired:
-            step("final BN vs none, paired by seed")
+            step("declared contrasts, paired by seed")
             paired_sections(context)
-        step("figures with and without final BN" + (", Grad-CAM" if gradcam else ""))
+        step("figures of the headline contrast" + (", Grad-CAM" if gradcam else ""))
         comparison_figures(context, gradcam)
         _methods(context)
         sentences = headline.sentences()
@@ -116,13 +119,47 @@ def build_report(data: SweepData, out: Path, gradcam: bool | None = None, progre
                 f"This sweep mixes {len(codes)} code versions (kept with --keep-stale): trials.parquet's "
                 "code_fingerprint column says which trial ran which.",
             )
-        doc.blocks.insert(headline_slot, ("headline", sentences))
+        _open_with_answer(doc, headline_slot, sentences, section_figures)
+        _write_tables(doc, tables_dir)
         step("writing report.html and report.md")
         html_path, md_path = out / "report.html", out / "report.md"
         # Atomic: a full disk leaves the last report whole and says so in one line.
         write_text(html_path, doc.html())
         write_text(md_path, doc.markdown(out))
     return ReportResult(html_path, md_path, "\n".join(sentences), kind, tuple(doc.figures()), tuple(context.notes))
+
+
+# What a report opens with: the answer in at most this many sentences, then one figure.
+OPENING_SENTENCES = 3
+
+
+def _open_with_answer(
+    doc: Document, slot: int, sentences: tuple[str, ...], section_figures: list[tuple[str, object]]
+) -> None:
+    """Put the answer first: at most OPENING_SENTENCES verdict sentences, then the section's first figure
+    (else the document's first), moved up from where it was drawn; further sentences follow as notes."""
+    lead = section_figures[0] if section_figures else next((b for b in doc.blocks if b[0] == "figure"), None)
+    opening: list[tuple[str, object]] = [("headline", sentences[:OPENING_SENTENCES])]
+    if lead is not None:
+        doc.blocks.remove(lead)
+        opening.append(lead)
+    opening += [("note", sentence) for sentence in sentences[OPENING_SENTENCES:]]
+    doc.blocks[slot:slot] = opening
+
+
+def _write_tables(doc: Document, folder: Path) -> None:
+    """Every table of the report also as CSV and Parquet in ``report/tables/``, numbered in document order and
+    named by its caption, so the numbers behind a folded table are one file away."""
+    for index, (caption, frame) in enumerate(doc.tables(), start=1):
+        stem = f"{index:02d}-{_slug(caption)}"
+        write_atomic(folder / f"{stem}.csv", frame.write_csv)
+        write_atomic(folder / f"{stem}.parquet", frame.write_parquet)
+
+
+def _slug(caption: str) -> str:
+    """A file-name part of a caption: lower-case words joined by dashes, at most 60 characters."""
+    words = re.findall(r"[a-z0-9.]+", caption.lower())
+    return "-".join(words)[:60].strip("-.") or "table"
 
 
 def log_report(result: ReportResult, experiment: str, tracking_uri: str) -> ReportResult:

@@ -1,14 +1,14 @@
-"""The report parts every sweep gets: final metrics per configuration over seeds, and final BN vs none
+"""The report parts every sweep gets: final metrics per configuration over seeds, and each declared contrast
 paired by seed (per data split), with their intervals."""
 
 from __future__ import annotations
 
 import polars as pl
 
-from finalbn.analysis.compare import IGNORED, NORM
+from finalbn.analysis.contrasts import NO_CONTRAST, arms_of, contrasts_of, paired
 from finalbn.analysis.grid import AXIS
 from finalbn.analysis.sections import MAX_ROWS, METRICS, Context, num
-from finalbn.analysis.stats import aggregate, paired_differences, summarise_differences
+from finalbn.analysis.stats import aggregate, summarise_differences
 from finalbn.analysis.sweep_data import NUISANCE, SweepData
 
 CONFIG = ("data.", "model.", "train.")
@@ -31,42 +31,52 @@ def seed_aggregation(ctx: Context) -> None:
 
 
 def paired_sections(ctx: Context) -> None:
-    """Final BN - none per seed and per data split (validation, test), with CIs.
+    """Every declared contrast, treated - control, per seed and per data split (validation, test), with CIs.
 
-    Pairs are runs equal in every other varying config field (e.g. the ratio;
-    for Table 4.8 the output, loss and first BN) and in the seed, so joint axes
-    that set the final BN together with other fields (headline variants, Table
-    4.8 rows) pair up by what they hold, not by their labels.
+    Pairs are runs equal in every other axis and in the seeds (``contrasts.paired``); the differences are
+    summarised per other scientific axis (the ratio, the plant). A derived arm's runs are its source's read
+    under its prefix; the validation split has no derived metrics, so derived arms pair on test only.
     """
-    trials = ctx.data.trials
-    factor, treated, control = NORM, "bn", "none"
-    if factor not in trials.columns or not {treated, control} <= set(trials[factor].to_list()):
+    declared = contrasts_of(ctx.data.spec)
+    if not declared:
+        ctx.skip("Paired contrasts", NO_CONTRAST)
         return
-    by = [c for c in trials.columns if c.startswith(CONFIG) and c not in IGNORED and trials[c].n_unique() > 1]
-    pair_on = [c for c in NUISANCE if c in trials.columns]
     frames = []
     for split, frame in split_tables(ctx.data).items():
-        for metric in ("f1_minority", "f1_majority"):
-            if metric in frame.columns:
-                pairs = paired_differences(frame, metric, factor, treated, control, pair_on=pair_on, by=by)
-                frames.append(pairs.with_columns(pl.lit(split).alias("split"), pl.lit(metric).alias("metric")))
-    if not frames:
-        return
-    pairs = pl.concat(frames, how="diagonal_relaxed")
+        arms = arms_of(frame, ctx.data.spec)
+        if split == "test":
+            for note in arms.notes():
+                ctx.doc.note(note)
+        for contrast in declared:
+            by = ctx.groups({contrast.axis})
+            for metric in ("f1_minority", "f1_majority"):
+                if metric in arms.trials.columns:
+                    pairs = paired(arms.trials, metric, contrast, by=by)
+                    frames.append(
+                        pairs.with_columns(
+                            pl.lit(contrast.text()).alias("contrast"),
+                            pl.lit(split).alias("split"),
+                            pl.lit(metric).alias("metric"),
+                        )
+                    )
+    pairs = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     if pairs.height == 0:
-        ctx.skip("Final BN vs none, paired by seed", "no run with final BN has a partner without it at equal settings")
+        ctx.skip("Paired contrasts", "no run of a declared contrast has a partner at equal settings and seed")
         return
     ctx.save_table(pairs, "paired_differences")
-    summary = summarise_differences(pairs, ["metric", "split", *by]).sort(["metric", "split", *by])
-    ctx.doc.heading("Final BN vs none, paired by seed")
+    by = [c for c in ctx.groups(set()) if c in pairs.columns]
+    keys = ["contrast", "metric", "split", *by]
+    summary = summarise_differences(pairs, keys).sort(keys)
+    ctx.doc.heading("Declared contrasts, paired by seed")
     ctx.doc.paragraph(
-        f"Pairs: runs equal in every setting and in {', '.join(pair_on) or 'nothing else'}, one with final BN and "
-        "one without; the difference is final BN minus none. Validation numbers are the last epoch's."
+        "Pairs: runs equal in every other axis and in the seed, one of each arm; the difference is treated minus "
+        "control. Validation numbers are the last epoch's."
     )
     ctx.doc.table(summary, "Mean paired difference with 95% CI", 4)
     if pairs.height <= MAX_ROWS:
-        shown = pairs.select("metric", "split", *by, *pair_on, "treated", "control", "difference")
-        ctx.doc.table(shown.sort(["metric", "split", *by, *pair_on]), "Per seed")
+        seeds = [c for c in NUISANCE if c in pairs.columns]
+        shown = pairs.select(*keys, *seeds, "treated", "control", "difference")
+        ctx.doc.table(shown.sort([*keys, *seeds]), "Per seed")
     else:
         ctx.doc.note(f"{pairs.height} per-seed pairs: see tables/paired_differences.csv")
 
@@ -79,7 +89,8 @@ def split_tables(data: SweepData) -> dict[str, pl.DataFrame]:
         val = last.select(
             "trial_id", *[pl.col(c).alias(c.removeprefix("val_")) for c in last.columns if c.startswith("val_")]
         )
-        keep = [c for c in data.trials.columns if not c.startswith(("f1_", "precision_", "recall_"))]
+        # The settings only: the test metrics, plain or under a derived arm's prefix, are not the validation's.
+        keep = ["trial_id", *(c for c in data.trials.columns if c.startswith((AXIS, *CONFIG)))]
         splits["val"] = data.trials.select(keep).join(val, on="trial_id", how="inner")
     return splits
 

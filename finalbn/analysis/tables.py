@@ -14,11 +14,13 @@ from __future__ import annotations
 import polars as pl
 
 from finalbn.analysis.classes import DataNames, Role
+from finalbn.analysis.contrasts import NO_CONTRAST, arm_column, arm_labels, arms_of, contrasts_of, paired
 from finalbn.analysis.headline import Headline, SeedCount
 from finalbn.analysis.sections import SECTIONS, Context, num
-from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
-from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_COLUMNS, TABLE_4_6, TABLE_4_7, TABLE_4_8
+from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate
+from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_ARMS, TABLE_4_6, TABLE_4_6_ARMS, TABLE_4_7, TABLE_4_8
 from finalbn.errors import UserError
+from finalbn.spec import Contrast, SweepSpec
 
 PLANT = "data.plant"
 CLASSES: dict[Role, str] = {"minority": "f1_minority", "majority": "f1_majority"}
@@ -33,63 +35,67 @@ SCHEMA = {
 }
 
 
-def table_4_2(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
-    """Headline sweep: test F1 per plant and class for plain, WL, final BN, and final BN - WL."""
-    _require(trials, ["axis.variant", *CLASSES.values()], "Table 4.2 (the headline sweep)")
+def table_4_2(trials: pl.DataFrame, spec: SweepSpec | None, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """Headline sweep: test F1 per plant and class of every arm on the headline contrast's axis, then each
+    declared contrast's paired difference (the thesis' "BN total improvement" is final_BN - WL)."""
+    contrasts = _declared(spec, "Table 4.2 (the headline sweep)")
+    _require(trials, list(CLASSES.values()), "Table 4.2 (the headline sweep)")
+    arms = arms_of(trials, spec).trials
     names = DataNames.of(trials)
     rows = []
-    for plant, ref, frame in _plants(trials, names):
+    for plant, ref, frame in _plants(arms, names):
         for cls, metric in CLASSES.items():
-            thesis = TABLE_4_2.get(ref, {}).get(cls)
-            label = names.label(cls)
-            cells = aggregate(frame, ["axis.variant"], [metric], boot)
-            for index, variant in enumerate(TABLE_4_2_COLUMNS[:3]):
-                cell = cells.filter(pl.col("axis.variant") == variant)
-                rows.append(_row(plant, ref, label, variant, cell, metric, thesis[index] if thesis else None))
-            # The thesis' "BN total improvement" is final BN minus WL; paired by seed here.
-            pairs = paired_differences(frame, metric, "axis.variant", "final_BN", "WL", pair_on=_seed(frame))
-            cell = aggregate(pairs, [], ["difference"], boot)
-            rows.append(
-                _row(plant, ref, label, "improvement", cell, "difference", thesis[3] if thesis else None, pairs.height)
-            )
+            printed = TABLE_4_2.get(ref or "", {}).get(cls)
+            thesis = {label: printed[i] for label, i in TABLE_4_2_ARMS.items()} if printed else {}
+            rows += _arm_rows(frame, contrasts[0].axis, spec, metric, plant, ref, names.label(cls), thesis, boot)
+            rows += _contrast_rows(frame, contrasts, metric, plant, ref, names.label(cls), thesis, 4, boot)
     return _frame(rows, extra={"column": pl.String})
 
 
-def table_4_6(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
-    """BN-removal sweep: no final BN, final BN, and final BN removed at test, per plant and class."""
-    _require(trials, ["model.final_norm", *CLASSES.values()], "Table 4.6 (the bn_removal sweep)")
-    if "nobn_f1_minority" not in trials.columns:
+def table_4_6(trials: pl.DataFrame, spec: SweepSpec | None, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """BN-removal sweep: every arm on the headline contrast's axis (no final BN, final BN, and the derived
+    arm of final BN removed at test) per plant and class, then each declared contrast's paired difference."""
+    contrasts = _declared(spec, "Table 4.6 (the bn_removal sweep)")
+    _require(trials, list(CLASSES.values()), "Table 4.6 (the bn_removal sweep)")
+    arms = arms_of(trials, spec)
+    unscored = [label for label, count in arms.dropped.items() if count and arms.trials.height == trials.height]
+    if unscored:
         raise UserError(
-            "Table 4.6 needs nobn_f1_minority (final-BN trials scored with the BN removed): "
-            "the sweep has no final-BN trial; rerun it with model.final_norm bn"
+            f"Table 4.6 needs the derived arm(s) {', '.join(unscored)}, and no trial has their metrics: "
+            "rerun the sweep so its trials score them"
         )
     names = DataNames.of(trials)
     rows = []
-    settings = (("no final BN", "none", ""), ("final BN", "bn", ""), ("final BN removed at test", "bn", "nobn_"))
-    for plant, ref, frame in _plants(trials, names):
-        for label, norm, prefix in settings:
-            subset = frame.filter(pl.col("model.final_norm") == norm)
-            for cls, metric in CLASSES.items():
-                cell = aggregate(subset, [], [prefix + metric], boot) if subset.height else pl.DataFrame()
-                healthy, unhealthy = TABLE_4_6[label].get(ref, (None, None)) if ref else (None, None)
-                thesis = unhealthy if cls == "minority" else healthy
-                rows.append(_row(plant, ref, names.label(cls), label, cell, prefix + metric, thesis))
+    for plant, ref, frame in _plants(arms.trials, names):
+        for cls, metric in CLASSES.items():
+            thesis = {
+                label: TABLE_4_6[row][ref][1 if cls == "minority" else 0]
+                for label, row in TABLE_4_6_ARMS.items()
+                if ref in TABLE_4_6[row]
+            }
+            axis = contrasts[0].axis
+            rows += _arm_rows(frame, axis, spec, metric, plant, ref, names.label(cls), thesis, boot, TABLE_4_6_ARMS)
+            rows += _contrast_rows(frame, contrasts, metric, plant, ref, names.label(cls), thesis, 2, boot)
     return _frame(rows, extra={"column": pl.String})
 
 
-def table_4_7(trials: pl.DataFrame, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
-    """MNIST CNN sweep: per-digit test F1 per setting, without and with final BN."""
-    _require(trials, ["axis.setting", "model.final_norm"], "Table 4.7 (the mnist_cnn sweep)")
+def table_4_7(trials: pl.DataFrame, spec: SweepSpec | None, boot: Bootstrap = DEFAULT) -> pl.DataFrame:
+    """MNIST CNN sweep: per-digit test F1 per setting, the headline contrast's control (the thesis' without
+    final BN) and treated arm (with)."""
+    contrast = _declared(spec, "Table 4.7 (the mnist_cnn sweep)")[0]
+    _require(trials, ["axis.setting"], "Table 4.7 (the mnist_cnn sweep)")
+    arms = arms_of(trials, spec).trials
+    column = arm_column(arms, contrast.axis)
     rows = []
-    for setting in trials["axis.setting"].unique(maintain_order=True).to_list():
-        frame = trials.filter(pl.col("axis.setting") == setting)
+    for setting in arms["axis.setting"].unique(maintain_order=True).to_list():
+        frame = arms.filter(pl.col("axis.setting") == setting)
         minority = set(_digits(frame, "data.minority"))
         for digit in _digits(frame, "data.minority") + _digits(frame, "data.majority"):
             metric = f"f1_{digit}"
             if metric not in frame.columns:
                 continue
-            for index, (norm, label) in enumerate((("none", "without final BN"), ("bn", "with final BN"))):
-                subset = frame.filter(pl.col("model.final_norm") == norm)
+            for index, label in enumerate((contrast.control, contrast.treated)):
+                subset = frame.filter(pl.col(column).cast(pl.String) == label)
                 cell = aggregate(subset, [], [metric], boot) if subset.height else pl.DataFrame()
                 thesis = TABLE_4_7.get(setting, {}).get(digit)
                 row = _row(
@@ -213,8 +219,61 @@ def _frame(rows: list[dict[str, object]], extra: dict[str, pl.DataType]) -> pl.D
     )
 
 
-def _seed(frame: pl.DataFrame) -> list[str]:
-    return [c for c in ("data.plant", "train.seed") if c in frame.columns]
+def difference_name(contrast: Contrast) -> str:
+    """A contrast's column in the thesis tables: ``final_BN - WL``."""
+    return f"{contrast.treated} - {contrast.control}"
+
+
+def _declared(spec: SweepSpec | None, what: str) -> tuple[Contrast, ...]:
+    declared = contrasts_of(spec)
+    if not declared:
+        raise UserError(f"{what}: {NO_CONTRAST}; pass the sweep's results folder with its sweep.json")
+    return declared
+
+
+def _arm_rows(
+    frame: pl.DataFrame,
+    axis: str,
+    spec: SweepSpec | None,
+    metric: str,
+    plant: str,
+    ref: str | None,
+    cls: str,
+    thesis: dict[str, float],
+    boot: Bootstrap,
+    shown: dict[str, str] | None = None,
+) -> list[dict[str, object]]:
+    """One cell per arm of ``axis`` present (declared order, derived arms after), named as ``shown`` says."""
+    column = arm_column(frame, axis)
+    rows = []
+    for label in arm_labels(frame, axis, spec):
+        cell = aggregate(frame.filter(pl.col(column).cast(pl.String) == label), [], [metric], boot)
+        name = (shown or {}).get(label, label)
+        rows.append(_row(plant, ref, cls, name, cell, metric, thesis.get(label) if ref else None))
+    return rows
+
+
+def _contrast_rows(
+    frame: pl.DataFrame,
+    contrasts: tuple[Contrast, ...],
+    metric: str,
+    plant: str,
+    ref: str | None,
+    cls: str,
+    thesis: dict[str, float],
+    digits: int,
+    boot: Bootstrap,
+) -> list[dict[str, object]]:
+    """One cell per declared contrast: treated - control paired by seed and every other axis; the thesis'
+    difference of its printed numbers (rounded as printed) where it has both arms."""
+    rows = []
+    for contrast in contrasts:
+        pairs = paired(frame, metric, contrast)
+        cell = aggregate(pairs, [], ["difference"], boot)
+        known = ref is not None and contrast.treated in thesis and contrast.control in thesis
+        expected = round(thesis[contrast.treated] - thesis[contrast.control], digits) if known else None
+        rows.append(_row(plant, ref, cls, difference_name(contrast), cell, "difference", expected, pairs.height))
+    return rows
 
 
 def _digits(frame: pl.DataFrame, column: str) -> list[str]:
@@ -234,22 +293,27 @@ def _require(trials: pl.DataFrame, columns: list[str], what: str) -> None:
 
 @SECTIONS.register("headline")
 def headline_section(ctx: Context) -> Headline:
-    table = table_4_2(ctx.data.trials)
+    if not contrasts_of(ctx.data.spec):
+        return _undeclared(ctx, "Table 4.2")
+    table = table_4_2(ctx.data.trials, ctx.data.spec)
     _thesis_table(ctx, table, "Table 4.2: plain vs weighted loss vs final BN", "table_4_2", ["plant", "class"])
-    return _minority_means(ctx, table, ("plain", "WL", "final_BN"), "plain 0.294, WL 0.795, final BN 0.956")
+    return _minority_means(ctx, table, "Table 4.2", "plain 0.294, WL 0.795, final BN 0.956")
 
 
 @SECTIONS.register("bn_removal")
 def bn_removal_section(ctx: Context) -> Headline:
-    table = table_4_6(ctx.data.trials)
+    if not contrasts_of(ctx.data.spec):
+        return _undeclared(ctx, "Table 4.6")
+    table = table_4_6(ctx.data.trials, ctx.data.spec)
     _thesis_table(ctx, table, "Table 4.6: final BN kept vs removed at test", "table_4_6", ["plant", "class"])
-    labels = ("no final BN", "final BN", "final BN removed at test")
-    return _minority_means(ctx, table, labels, "0.22, 0.91, 0.83")
+    return _minority_means(ctx, table, "Table 4.6", "0.22, 0.91, 0.83")
 
 
 @SECTIONS.register("mnist_cnn")
 def mnist_cnn_section(ctx: Context) -> Headline:
-    table = table_4_7(ctx.data.trials)
+    if not contrasts_of(ctx.data.spec):
+        return _undeclared(ctx, "Table 4.7")
+    table = table_4_7(ctx.data.trials, ctx.data.spec)
     _thesis_table(ctx, table, "Table 4.7: MNIST digit settings, simple CNN", "table_4_7", ["setting", "class"])
     first = table.filter(pl.col("class").str.contains("minority")).head(2)
     means = ", ".join(
@@ -285,10 +349,18 @@ def _thesis_table(ctx: Context, table: pl.DataFrame, heading: str, name: str, ke
     ctx.doc.table(table, "Long form with 95% CIs and run counts", 4)
 
 
-def _minority_means(ctx: Context, table: pl.DataFrame, columns: tuple[str, ...], thesis: str) -> Headline:
-    """Minority F1 per column, mean over seeds (and plants); beside the thesis' Apple row unless the data
-    is the user's own. With too few seeds per configuration, first that the intervals need more."""
+def _undeclared(ctx: Context, what: str) -> Headline:
+    ctx.skip(what, NO_CONTRAST)
+    return Headline(what, (NO_CONTRAST,))
+
+
+def _minority_means(ctx: Context, table: pl.DataFrame, label: str, thesis: str) -> Headline:
+    """Minority F1 per arm (the table's columns other than contrasts), mean over seeds (and plants); beside the
+    thesis' Apple row unless the data is the user's own. With too few seeds per configuration, first that the
+    intervals need more."""
     minority = table.filter(pl.col("class").str.ends_with("(minority)"))
+    differences = {difference_name(c) for c in contrasts_of(ctx.data.spec)}
+    columns = [c for c in minority["column"].unique(maintain_order=True).to_list() if c not in differences]
     values = {c: minority.filter(pl.col("column") == c)["measured"].mean() for c in columns}
     plants = minority["plant"].n_unique()
     over = "seeds and plants" if plants > 1 else "seeds"
@@ -298,7 +370,7 @@ def _minority_means(ctx: Context, table: pl.DataFrame, columns: tuple[str, ...],
         what = f"minority F1 on {ctx.names.data()}, mean over seeds"
     means = ", ".join(f"{k} {num(v)}" for k, v in values.items())
     reference = "" if ctx.names.own else f" (thesis, Apple: {thesis})"
-    return Headline.of("Table " + ("4.2" if "WL" in columns else "4.6"), [f"{what}: {means}{reference}"], _seeds(ctx))
+    return Headline.of(label, [f"{what}: {means}{reference}"], _seeds(ctx))
 
 
 def _seeds(ctx: Context) -> SeedCount:

@@ -16,6 +16,8 @@ TABLE_4_2: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "Tomato": {"minority": (0.5688, 0.8671, 0.9786, 0.1115), "majority": (0.7708, 0.9121, 0.9780, 0.0659)},
 }
 TABLE_4_2_COLUMNS = ("plain", "WL", "final_BN", "improvement")
+# The headline sweep's labels of those columns, and the same arms' names on a method axis (finalbn.methods).
+TABLE_4_2_ARMS = {"plain": 0, "WL": 1, "final_BN": 2, "weighted_loss": 1, "final_bn": 2}
 
 # Table 4.3: best configurations on Apple, ResNet34: class -> rows of
 # (Config Id, precision, recall, F1, epoch).
@@ -45,6 +47,8 @@ TABLE_4_6: dict[str, dict[str, tuple[float, float]]] = {
     "final BN": {"Apple": (0.92, 0.91), "Pepper": (0.94, 0.94), "Tomato": (0.98, 0.98)},
     "final BN removed at test": {"Apple": (0.74, 0.83), "Pepper": (0.75, 0.82), "Tomato": (0.78, 0.85)},
 }
+# The bn_removal sweep's labels of those rows (its final-norm values and its derived arm).
+TABLE_4_6_ARMS = {"none": "no final BN", "bn": "final BN", "removed": "final BN removed at test"}
 
 # Table 4.7: MNIST, simple CNN, minority at 1%. setting (finalbn label) ->
 # digit -> (without final BN, with final BN). Minority digits: the first of "3v8",

@@ -1,10 +1,13 @@
-"""The imbalance threshold: the minority ratio from which the final-BN gain can no longer be told from none.
+"""The imbalance threshold: the minority ratio from which a contrast's gain can no longer be told from none.
+
+The gain is the sweep's declared headline contrast, treated minus control (``finalbn.analysis.contrasts``;
+final BN minus none in the thesis' imbalance sweep).
 
 Stated no more precisely than the grid and the seeds allow (docs/analysis.md has the long form):
 
 1. Gain curve. At each swept ratio r (minority / majority training images),
    the gain is the mean over seeds of the paired difference
-   F1(final BN, seed s) - F1(no final BN, seed s), other settings equal, with
+   F1(treated, seed s) - F1(control, seed s), other settings equal, with
    its percentile-bootstrap 95% CI (the gain table's).
 2. Resolved. A ratio's gain is resolved while its CI lies above the margin:
    0 F1 by default (the gain is distinguishable from none), or a margin in F1
@@ -47,9 +50,11 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from finalbn.analysis.contrasts import paired
 from finalbn.analysis.headline import FEW_SEEDS, MAX_SEEDS, seeds_to_ask
-from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, paired_differences
+from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate
 from finalbn.errors import UserError
+from finalbn.spec import Contrast
 
 RATIO = "ratio"
 MINORITY = "data.train_minority"
@@ -66,6 +71,8 @@ Status = Literal["found", "beyond", "no_gain"]
 @dataclass(frozen=True)
 class Threshold:
     metric: str
+    # Whose gain: treated minus control.
+    contrast: Contrast
     # Other studied settings this threshold holds for, e.g. {"model.unfreeze": "none"}.
     group: dict[str, str]
     # In F1 units: a gain is resolved while its CI lies above it.
@@ -123,7 +130,8 @@ class Threshold:
         above = "" if self.margin == 0 else f" above the {_fmt(self.margin)} F1 margin"
         if self.status == "no_gain":
             why = self._no_gain_why()
-            return f"{name}: no resolved final-BN gain ({why}); largest mean gain {gain} at {_fmt(self.reported_ratio)}"
+            largest = f"largest mean gain {gain} at {_fmt(self.reported_ratio)}"
+            return f"{name}: no resolved {self._gain()} ({why}); {largest}"
         if self.status == "beyond":
             return (
                 f"{name}: no level-off within the swept range; gain resolved{above} at every ratio up to "
@@ -135,6 +143,9 @@ class Threshold:
             f"interval {_fmt(self.low)} to {_fmt(self.high, beyond=self.largest_ratio)}); gain {gain} resolved"
             f"{above} up to {_fmt(self.bracket[0])}"
         )
+
+    def _gain(self) -> str:
+        return f"gain of {self.contrast.treated} over {self.contrast.control}"
 
     def _where(self) -> str:
         return "".join(f" {k.rsplit('.', 1)[-1]}={v}" for k, v in self.group.items())
@@ -151,7 +162,7 @@ class Threshold:
         gain = f"{self.reported_gain:+.3f} F1"
         if self.status == "no_gain":
             return (
-                f"no resolved final-BN gain ({self._no_gain_why()}; largest mean gain {gain} at ratio "
+                f"no resolved {self._gain()} ({self._no_gain_why()}; largest mean gain {gain} at ratio "
                 f"{_fmt(self.reported_ratio)})"
             )
         if self.status == "beyond":
@@ -210,13 +221,10 @@ def with_ratio(trials: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def gain_pairs(
-    trials: pl.DataFrame, metric: str, by: Sequence[str] = (), pair_on: Sequence[str] = ("train.seed",)
-) -> pl.DataFrame:
-    """Paired final BN - none differences of ``metric`` per ratio (and ``by`` group) and seed."""
-    frame = with_ratio(trials)
-    pair_on = [c for c in pair_on if c in frame.columns]
-    return paired_differences(frame, metric, "model.final_norm", "bn", "none", pair_on=pair_on, by=[*by, RATIO])
+def gain_pairs(trials: pl.DataFrame, metric: str, contrast: Contrast, by: Sequence[str] = ()) -> pl.DataFrame:
+    """Paired treated - control differences of ``metric`` per ratio (and ``by`` group), paired by seed
+    and every other axis."""
+    return paired(with_ratio(trials), metric, contrast, by=[*by, RATIO])
 
 
 def first_unresolved(resolved: np.ndarray) -> np.ndarray:
@@ -227,18 +235,18 @@ def first_unresolved(resolved: np.ndarray) -> np.ndarray:
 
 def find_threshold(
     trials: pl.DataFrame,
+    contrast: Contrast,
     metric: str = "f1_minority",
     group: dict[str, str] | None = None,
     margin: float = MARGIN,
     boot: Bootstrap = DEFAULT,
-    pair_on: Sequence[str] = ("train.seed",),
 ) -> Threshold:
-    """The threshold of one gain curve: ``trials`` holds one group (other settings fixed)."""
-    pairs = gain_pairs(trials, metric, pair_on=pair_on)
+    """The threshold of one gain curve (``contrast``: treated - control): ``trials`` holds one group."""
+    pairs = gain_pairs(trials, metric, contrast)
     if pairs.height == 0:
         raise UserError(
-            f"no final BN / no final BN pairs for {metric}: the threshold needs trials with model.final_norm "
-            "bn and none at equal seeds"
+            f"no {contrast.text()} pairs for {metric}: the threshold needs trials of {contrast.axis} "
+            f"{contrast.treated} and {contrast.control} at equal seeds"
         )
     curve = aggregate(pairs.sort(RATIO), [RATIO], ["difference"], boot).sort(RATIO)
     curve = curve.rename({"n": "pairs", **{f"difference_{s}": f"gain_{s}" for s in ("mean", "std", "lo", "hi")}})
@@ -259,6 +267,7 @@ def find_threshold(
     bracket = (float(ratios[cut - 1]), float(ratios[cut])) if status == "found" else None
     return Threshold(
         metric=metric,
+        contrast=contrast,
         group=group or {},
         margin=float(margin),
         status=status,
@@ -282,6 +291,7 @@ def find_threshold(
 
 def thresholds(
     trials: pl.DataFrame,
+    contrast: Contrast,
     metrics: Sequence[str] = ("f1_minority", "f1_majority"),
     by: Sequence[str] = (),
     margin: float = MARGIN,
@@ -294,7 +304,7 @@ def thresholds(
         subset = trials.filter(*[pl.col(k) == v for k, v in group.items()]) if group else trials
         for metric in metrics:
             label = {k: str(v) for k, v in group.items()}
-            found.append(find_threshold(subset, metric, label, margin, boot))
+            found.append(find_threshold(subset, contrast, metric, label, margin, boot))
     return found
 
 
@@ -398,7 +408,7 @@ def _interval(ratios: np.ndarray, cuts: np.ndarray, cut: int, boot: Bootstrap) -
 
 
 def gain_p_value(pairs: pl.DataFrame, boot: Bootstrap = DEFAULT) -> float:
-    """One-sided sign-flip test of "final BN gains nothing at any ratio", over all pairs at once.
+    """One-sided sign-flip test of "the treated arm gains nothing at any ratio", over all pairs at once.
 
     Statistic: the mean paired gain over every ratio; its null distribution
     flips each pair's sign at random (exactly, every pattern, up to 2^14 pairs).
@@ -415,12 +425,14 @@ def gain_p_value(pairs: pl.DataFrame, boot: Bootstrap = DEFAULT) -> float:
     return float(np.mean((signs * values).mean(axis=1) >= values.mean() - 1e-12))
 
 
-def minority_brackets(trials: pl.DataFrame, by: Sequence[str], margin: float = MARGIN) -> list[tuple[int, int]]:
+def minority_brackets(
+    trials: pl.DataFrame, contrast: Contrast, by: Sequence[str], margin: float = MARGIN
+) -> list[tuple[int, int]]:
     """The minority-F1 threshold's brackets, per group, in minority training images (``data.train_minority``):
     what ``--refine`` bisects. Groups whose threshold is not within the swept range have none."""
     majority = trials["data.train_majority"].cast(pl.Float64)
     if majority.n_unique() != 1:
         raise UserError("--refine needs one data.train_majority across the sweep: the ratio is minority / majority")
     count = float(majority[0])
-    found = thresholds(trials, metrics=("f1_minority",), by=by, margin=margin)
+    found = thresholds(trials, contrast, metrics=("f1_minority",), by=by, margin=margin)
     return [(round(t.bracket[0] * count), round(t.bracket[1] * count)) for t in found if t.bracket is not None]

@@ -3,9 +3,12 @@
 Written before the first trial and updated when an invocation ends: the
 experiment, preset and analysis, every axis (name, role, values, labels), the
 base config, the data root and manifest fingerprints, the planned grid (trial
-id -> axis labels), the code version, and one entry per invocation (backend,
-counts, status). Analysis reads it instead of guessing the grid from folder
-names or the axes from run names.
+id -> axis labels), the declared contrasts and derived arms, the code version,
+and one entry per invocation (backend, counts, status). Analysis reads it
+instead of guessing the grid from folder names or the axes from run names.
+
+A record written before contrasts were recorded (``contrasts`` and ``derived``
+absent, read as None) gets them back from its axes: ``inferred_arms`` says how.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.records import RecordError, read_json, write_json
-from finalbn.spec import Axis, AxisRole, SweepSpec
+from finalbn.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, AxisRole, Contrast, Derived, SweepSpec
 
 RECORD_FILE = "sweep.json"
 # Bump when the layout changes; readers refuse other formats by name.
@@ -86,6 +89,10 @@ class SweepRecord:
     refined: list[int] = field(default_factory=list)
     invocations: list[Invocation] = field(default_factory=list)
     format: int = RECORD_FORMAT
+    # The declared contrasts (the first the headline) and derived arms; None in a record written before
+    # they were recorded (the format is the same: older finalbn versions read on without them).
+    contrasts: list[Contrast] | None = None
+    derived: list[Derived] | None = None
 
     @classmethod
     def of(cls, spec: SweepSpec, planned: dict[str, tuple[dict[str, str], str]], code: dict[str, str]) -> SweepRecord:
@@ -108,14 +115,19 @@ class SweepRecord:
             code=dict(code),
             overrides=list(spec.overrides),
             refined=list(spec.refined),
+            contrasts=list(spec.contrasts),
+            derived=list(spec.derived),
         )
 
     def spec(self) -> SweepSpec:
-        """The declaration this sweep ran, rebuilt exactly (no guessing from names)."""
+        """The declaration this sweep ran, rebuilt exactly (no guessing from names); an older record's
+        contrasts and derived arms inferred from its axes."""
+        axes = tuple(a.axis() for a in self.axes)
+        contrasts, derived = inferred_arms(axes, self.analysis)
         return SweepSpec(
             name=self.name,
             base=TrialConfig.from_dict(self.base),
-            axes=tuple(a.axis() for a in self.axes),
+            axes=axes,
             description=self.description,
             reproduces=self.reproduces,
             experiment=self.experiment,
@@ -123,6 +135,8 @@ class SweepRecord:
             analysis=self.analysis,
             overrides=tuple(self.overrides),
             refined=tuple(self.refined),
+            contrasts=contrasts if self.contrasts is None else tuple(self.contrasts),
+            derived=derived if self.derived is None else tuple(self.derived),
         )
 
     def begin(self, backend: str, skipped: int, pending: int) -> Invocation:
@@ -156,6 +170,35 @@ class SweepRecord:
                 "command to write it again"
             ) from None
         return record
+
+
+def inferred_arms(axes: tuple[Axis, ...], analysis: str) -> tuple[tuple[Contrast, ...], tuple[Derived, ...]]:
+    """The contrasts and derived arms of a sweep recorded before they were, from its axes (what the
+    experiments declared then, finalbn.experiments):
+
+    - a ``model.final_norm`` axis holding bn and none: bn vs none, and the derived arm ``removed`` (the
+      bn trials' nobn_* metrics); the bn_removal analysis also bn vs removed and removed vs none;
+    - a ``variant`` axis (the headline sweep): final_BN vs plain, then final_BN vs WL, those it holds, and
+      the derived arm ``final_BN_removed``;
+    - the batch_size analysis (final BN in every trial, no axis for it): bn vs removed.
+    Any other sweep gets none.
+    """
+    contrasts: list[Contrast] = []
+    derived: list[Derived] = []
+    for axis in axes:
+        labels = {axis.label(i) for i in range(len(axis.values))}
+        if axis.name == FINAL_NORM and {"bn", "none"} <= labels:
+            contrasts.append(Contrast(FINAL_NORM, "bn", "none"))
+            derived.append(REMOVED)
+            if analysis == "bn_removal":
+                contrasts += [Contrast(FINAL_NORM, "bn", "removed"), Contrast(FINAL_NORM, "removed", "none")]
+        elif axis.name == "variant" and "final_BN" in labels:
+            contrasts += [Contrast("variant", "final_BN", other) for other in ("plain", "WL") if other in labels]
+            derived.append(HEADLINE_REMOVED)
+    if analysis == "batch_size":
+        contrasts.append(Contrast(FINAL_NORM, "bn", "removed"))
+        derived.append(REMOVED)
+    return tuple(contrasts), tuple(derived)
 
 
 def _now() -> str:

@@ -24,10 +24,13 @@ from finalbn.data import Manifest, SplitTensors, load_split_tensors
 from finalbn.errors import UserError
 from finalbn.metrics import (
     calibration_metrics,
+    class_prior,
     classification_metrics,
     confusion,
     final_bn_metrics,
-    separation_metrics,
+    thresholded,
+    trial_metrics,
+    val_threshold,
 )
 from finalbn.models import FinalBNNet, create_model, without_final_norm
 from finalbn.train.checkpoint import EpochRow, Progress, resume, save_checkpoint
@@ -40,6 +43,7 @@ from finalbn.train.recipe import (
     make_optimizer,
     make_scheduler,
     mixup,
+    posthoc_logit_adjustment,
     round_steps,
     step_batches,
 )
@@ -57,8 +61,10 @@ class TrialResult:
     predictions: pl.DataFrame
     # Test confusion matrix of the final model: rows true, columns predicted.
     confusion: np.ndarray
-    # Test metrics of the final model; with a final BN also "nobn_*" keys,
-    # the same model evaluated with its final BN removed (thesis Table 4.6).
+    # Test metrics of the final model (finalbn.metrics.trial_metrics); the same set for
+    # its post-hoc variants: "la_*" (logit-adjusted, softmax output), "thr_*" (decision
+    # threshold chosen on val, with "thr_threshold") and with a final BN "nobn_*", the
+    # model evaluated with its final BN removed (thesis Table 4.6).
     final: dict[str, float]
     state_dict: dict[str, torch.Tensor]
     device: str
@@ -187,9 +193,9 @@ def _train_epoch(
     model.train()
     total, seen = 0.0, 0
     if t.steps is None:
-        order = batches(len(y_train), t.batch_size, generator)
+        order = batches(y_train, t.batch_size, generator, t.sampler)
     else:
-        order = step_batches(len(y_train), t.batch_size, generator, round_steps(t.steps, t.epochs, epoch))
+        order = step_batches(y_train, t.batch_size, generator, round_steps(t.steps, t.epochs, epoch), t.sampler)
     for index in order:
         batch = inputs.prepare(x_train[index])
         targets = F.one_hot(y_train[index], num_classes).float().to(device)
@@ -231,20 +237,49 @@ def _epoch_metrics(
 def _final_evaluation(
     config: TrialConfig, model: FinalBNNet, inputs: Inputs, data: SplitTensors
 ) -> tuple[dict[str, float], pl.DataFrame, np.ndarray]:
-    """Test metrics, per-image predictions and confusion matrix of the trained model;
-    with a final BN its learned scale/shift and statistics (bn_*), and the metrics and
-    predictions also of the model without it."""
+    """Test metrics, per-image predictions and confusion matrix of the trained model, and the
+    metrics of its post-hoc variants, scored from its logits with no training: logit-adjusted
+    (la_*, softmax output only) and thresholded on val (thr_*, when val has both groups); with
+    a final BN its learned scale/shift and statistics (bn_*), and the metrics and predictions
+    also of the model without it (nobn_*)."""
     output = config.model.output
-    test_probs = predict(model, inputs, "test", output)
+    test_logits = _logits(model, inputs, "test")
+    test_probs = _probabilities(test_logits, output).numpy()
     y_test = data.y["test"].numpy()
     final = _test_metrics(y_test, test_probs, data)
+    if output == "softmax":
+        adjusted = posthoc_logit_adjustment(test_logits, data.y["train"], config.train.tau)
+        final |= _prefixed("la_", _test_metrics(y_test, _probabilities(adjusted, output).numpy(), data))
+    final |= _thresholded_metrics(model, inputs, data, output, test_probs)
     predictions = _prediction_frame(data, test_probs, prefix="")
     if config.model.final_norm == "bn":
         final |= _final_bn_values(model, data)
         removed = predict(without_final_norm(model), inputs, "test", output)
-        final |= {f"nobn_{k}": v for k, v in _test_metrics(y_test, removed, data).items()}
+        final |= _prefixed("nobn_", _test_metrics(y_test, removed, data))
         predictions = pl.concat([predictions, _prediction_frame(data, removed, prefix="nobn_")], how="horizontal")
     return final, predictions, confusion(y_test, test_probs, len(data.classes))
+
+
+def _thresholded_metrics(
+    model: FinalBNNet, inputs: Inputs, data: SplitTensors, output: str, test_probs: np.ndarray
+) -> dict[str, float]:
+    """thr_*: the test metrics of decisions under the minority-score threshold chosen on val
+    (finalbn.metrics.val_threshold), and that threshold as thr_threshold; the probabilities are
+    the model's. None of them when val yields no threshold (no images of either group)."""
+    y_val = data.y["val"].numpy()
+    # An empty val split has no logits to compute.
+    if len(y_val) == 0:
+        return {}
+    threshold = val_threshold(y_val, predict(model, inputs, "val", output), data.minority)
+    if threshold is None:
+        return {}
+    decisions = thresholded(test_probs, data.minority, threshold)
+    metrics = _test_metrics(data.y["test"].numpy(), test_probs, data, predicted=decisions)
+    return _prefixed("thr_", metrics | {"threshold": threshold})
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
 
 
 def predict(model: FinalBNNet, inputs: Inputs, split: str, output: str) -> np.ndarray:
@@ -278,12 +313,11 @@ def _probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
     return logits.softmax(dim=1)
 
 
-def _test_metrics(y: np.ndarray, probs: np.ndarray, data: SplitTensors) -> dict[str, float]:
-    return (
-        classification_metrics(y, probs, data.classes, data.minority)
-        | calibration_metrics(y, probs)
-        | separation_metrics(y, probs, data.minority)
-    )
+def _test_metrics(
+    y: np.ndarray, probs: np.ndarray, data: SplitTensors, predicted: np.ndarray | None = None
+) -> dict[str, float]:
+    prior = class_prior(data.y["train"].numpy(), len(data.classes))
+    return trial_metrics(y, probs, data.classes, data.minority, prior, predicted)
 
 
 def _final_bn_values(model: FinalBNNet, data: SplitTensors) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The training recipe: loss, optimizer, schedule, DA, MX and the batch order.
+"""The training recipe: loss, optimizer, schedule, DA, MX and the batch order (shuffled or class-balanced).
 
 Each piece is a function of the config (and the generators the loop owns), so
 the same config and seed give the same steps wherever the trial runs.
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from finalbn.config import TrainConfig, TrialConfig
+from finalbn.config import Sampler, TrainConfig, TrialConfig
 from finalbn.data import SplitTensors
 from finalbn.models import FinalBNNet
 
@@ -27,13 +27,41 @@ JITTER = 0.2
 
 
 def make_criterion(config: TrialConfig, data: SplitTensors, device: torch.device) -> Criterion:
-    """Loss on logits and soft (one-hot, smoothed or mixed) targets."""
+    """Loss on logits and soft (one-hot, smoothed or mixed) targets; every loss takes WL's class
+    weights and label smoothing."""
     t, output = config.train, config.model.output
-    weight = class_weights(data.y["train"], len(data.classes)).to(device) if t.weighted_loss else None
+    num_classes = len(data.classes)
+    weight = class_weights(data.y["train"], num_classes).to(device) if t.weighted_loss else None
     smoothing = t.label_smoothing
+    log_prior = log_class_prior(data.y["train"], num_classes).to(device)
+    log_counts = torch.bincount(data.y["train"], minlength=num_classes).float().log().to(device)
+    alpha = focal_alphas(t.focal_alpha, num_classes, data.minority).to(device)
 
     def cce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, weight=weight, label_smoothing=smoothing)
+
+    def logit_adjusted(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Menon et al. (2021): the loss sees logits + tau x log prior, so the logits themselves
+        # learn scores for the class-balanced error, with no adjustment at test.
+        return cce(logits + t.tau * log_prior, targets)
+
+    def balanced_softmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Ren et al. (2020): softmax over n_c x exp(logit_c). With one label per image this
+        # equals logit_adjusted at tau 1, as log n_c and log prior_c differ by log n, a
+        # constant that softmax ignores; kept as its own definition, the paper's.
+        return cce(logits + log_counts, targets)
+
+    def focal(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Lin et al. (2017) over a softmax, written out: torchvision's sigmoid_focal_loss
+        # scores each class on its own sigmoid, not the softmax these models output.
+        # -sum_c target_c x alpha_c x (1 - p_c)^gamma x log p_c, with F.cross_entropy's
+        # label smoothing and WL weights, so at gamma 0 and no alpha it is cce.
+        soft = targets * (1 - smoothing) + smoothing / num_classes
+        log_p = logits.log_softmax(dim=1)
+        per_class = -soft * alpha * (1 - log_p.exp()).pow(t.focal_gamma) * log_p
+        if weight is not None:
+            per_class = per_class * weight
+        return per_class.sum(dim=1).mean()
 
     def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets = targets * (1 - smoothing) + smoothing / targets.shape[1]
@@ -44,7 +72,35 @@ def make_criterion(config: TrialConfig, data: SplitTensors, device: torch.device
         probs = logits.softmax(dim=1).clamp(1e-7, 1 - 1e-7)
         return F.binary_cross_entropy(probs, targets, weight=per_class)
 
-    return cce if t.loss == "cce" else bce
+    losses: dict[str, Criterion] = {
+        "cce": cce,
+        "bce": bce,
+        "logit_adjusted": logit_adjusted,
+        "balanced_softmax": balanced_softmax,
+        "focal": focal,
+    }
+    return losses[t.loss]
+
+
+def log_class_prior(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """log of the training class prior n_c / n: the logit-adjusted loss adds tau times it to
+    the logits, post-hoc logit adjustment subtracts it from them."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return (counts / counts.sum()).log()
+
+
+def posthoc_logit_adjustment(logits: torch.Tensor, train_labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Menon et al. (2021), post-hoc: a trained model's logits - tau x log training prior, whose
+    argmax estimates the class-balanced decision without retraining."""
+    return logits - tau * log_class_prior(train_labels, logits.shape[1]).to(logits.device)
+
+
+def focal_alphas(alpha: float | None, num_classes: int, minority: tuple[int, ...]) -> torch.Tensor:
+    """Focal loss's per-class alpha: ``alpha`` on the minority classes, 1 - alpha on the
+    majority ones, 1 everywhere without it."""
+    if alpha is None:
+        return torch.ones(num_classes)
+    return torch.tensor([alpha if c in minority else 1 - alpha for c in range(num_classes)])
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -139,21 +195,35 @@ def mixup(
     return lam * images + (1 - lam) * images[partner], lam * targets + (1 - lam) * targets[partner]
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffled index batches; a ragged last batch is dropped (fastai does too),
-    because a batch of one breaks BatchNorm in training mode."""
-    order = torch.randperm(n, generator=generator)
+def batches(
+    labels: torch.Tensor, batch_size: int, generator: torch.Generator, sampler: Sampler
+) -> Iterator[torch.Tensor]:
+    """One pass of index batches into ``labels`` (the training labels); a ragged last batch
+    is dropped (fastai does too), because a batch of one breaks BatchNorm in training mode.
+
+    "shuffle": every image once, in random order. "balanced": as many images, drawn with
+    replacement with probability 1 / (count of the image's class), so every class is equally
+    likely in every draw; the same number of batches as "shuffle" keeps the schedule's length.
+    """
+    n = len(labels)
     usable = _usable(n, batch_size)
+    if sampler == "balanced":
+        counts = torch.bincount(labels).float()
+        order = torch.multinomial(1 / counts[labels], usable, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator)
     for start in range(0, usable, batch_size):
         yield order[start : start + batch_size]
 
 
-def step_batches(n: int, batch_size: int, generator: torch.Generator, steps: int) -> Iterator[torch.Tensor]:
-    """Exactly ``steps`` index batches from successive shuffled passes. A pass is drawn only
-    when it is started, so the generator's state after the call fixes everything that follows
-    (a resumed trial draws what an uninterrupted one would); the rest of a pass cut off is unused."""
+def step_batches(
+    labels: torch.Tensor, batch_size: int, generator: torch.Generator, steps: int, sampler: Sampler
+) -> Iterator[torch.Tensor]:
+    """Exactly ``steps`` index batches from successive passes (see :func:`batches`). A pass is
+    drawn only when it is started, so the generator's state after the call fixes everything that
+    follows (a resumed trial draws what an uninterrupted one would); the rest of a pass cut off is unused."""
     while steps > 0:
-        for index in batches(n, batch_size, generator):
+        for index in batches(labels, batch_size, generator, sampler):
             yield index
             steps -= 1
             if steps == 0:
