@@ -22,6 +22,7 @@ TABLE = (REPO / "docs" / "bad-input.md").read_text()
 TRAIN = [sys.executable, "-m", "finalbn.cli", "train"]
 SWEEP = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py")]
 MNIST_SWEEP = [sys.executable, str(REPO / "sweeps" / "mnist.py")]
+BASELINES_SWEEP = [sys.executable, str(REPO / "sweeps" / "baselines.py")]
 
 # (case, command, arguments with {pv} = PlantVillage root and {tmp} = a scratch folder, message excerpt)
 CASES = [
@@ -108,6 +109,14 @@ CASES = [
         "data.image_size is 100000: use an integer >= 8 and <= 1,024",
     ),
     ("sigmoid with CCE", TRAIN, "--output sigmoid", "use --output softmax or --loss bce"),
+    ("sigmoid with a softmax loss", TRAIN, "--output sigmoid --loss focal", "loss focal needs output softmax"),
+    ("focal alpha without the focal loss", TRAIN, "--focal-alpha 0.25", "weighs only the focal loss"),
+    (
+        "a post-hoc method on the method axis",
+        BASELINES_SWEEP,
+        "--preset smoke --axis method=val_threshold",
+        "val_threshold is scored from plain's trials: ask for plain",
+    ),
     ("GPUs asked for, none present", SWEEP, "--preset smoke --gpus-per-trial 0.5", "has no CUDA GPU"),
     ("negative GPUs per trial", SWEEP, "--preset smoke --gpus-per-trial -1", "use auto or a number >= 0"),
     ("unreachable MLflow server", SWEEP, "--preset smoke --tracking-uri http://127.0.0.1:9/", "is unreachable"),
