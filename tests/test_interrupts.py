@@ -36,9 +36,12 @@ def test_a_swallowed_interrupt_still_exits_130(swallowed: list[type[BaseExceptio
         swallow_an_interrupt()
         reached.append("after")
 
+    # Whatever SIGINT did before is put back: Python's default handler in a terminal, SIG_IGN where a
+    # non-interactive shell started this process in the background (bash ignores SIGINT for such jobs).
+    before = signal.getsignal(signal.SIGINT)
     assert guarded(action, debug=False) == 130
     assert swallowed == [KeyboardInterrupt] and reached == ["after"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     # The next command starts clean.
     assert guarded(lambda: None, debug=False) == 0
 
