@@ -31,7 +31,7 @@ def sweep_seconds(experiment: str, out: Path, extra: list[str]) -> tuple[float, 
     """Wall time of one cpu sweep script run in this process, and the distinct trials it finished: a script may
     run several sweeps (baselines: the main grid and baselines_ratio, which copies in the main grid's trials with
     its ids), so trials are counted once per id over all of its sweep folders."""
-    from finalbn.sweep_cli import run_script
+    from finalbn.sweep.cli import run_script
 
     argv = ["--preset", "cpu", "--data", str(plantvillage_root()), "--out", str(out), "--no-tracking", *extra]
     started = time.perf_counter()

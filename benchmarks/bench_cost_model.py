@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from finalbn.costs import calibrate, epoch_work, makespan
-from finalbn.experiments import build_sweeps
+from finalbn.sweep.costs import calibrate, epoch_work, makespan
+from finalbn.sweep.experiments import build_sweeps
 
 
 def run(quick: bool = False) -> list[dict[str, object]]:

@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from finalbn.config import TrialConfig
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
+from finalbn.sweep.spec import Axis, SweepSpec
+from finalbn.train.presets import EMBEDDED_MNIST
 
 TARGET = 1.15
 

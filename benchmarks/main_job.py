@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 IMPORTS = {
     "import: driver (sweep, MLflow, Ray Tune)": "import finalbn.sweep.driver, finalbn.tracking.writer, ray.tune",
-    "import: trial worker (torch, finalbn.train)": "import finalbn.results, finalbn.train.loop",
+    "import: trial worker (torch, finalbn.train)": "import finalbn.train.results, finalbn.train.loop",
     "import: report (analysis, matplotlib)": "import finalbn.analysis.report",
 }
 RAY_START = (
@@ -73,10 +73,10 @@ def fresh_interpreter(code: str) -> float:
 
 def in_process(out: Path) -> tuple[list[tuple[str, float]], list[Any]]:
     import finalbn.train.loop as loop
-    from finalbn.experiments import build_sweeps
     from finalbn.launch.base import execute
     from finalbn.provenance import code_versions
     from finalbn.records import SUMMARY, Summary, read_json
+    from finalbn.sweep.experiments import build_sweeps
     from finalbn.sweep.plan import plan
     from finalbn.sweep.tables import write_tables
     from finalbn.tracking import MlflowTracker, default_tracking_uri

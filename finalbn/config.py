@@ -451,3 +451,11 @@ def field_docs(cls: type) -> dict[str, str]:
             docs[name] = " ".join(comment)
         comment = []
     return docs
+
+
+def class_counts(config: TrialConfig) -> tuple[int, int]:
+    """(majority classes, minority classes) the data config will produce."""
+    d = config.data
+    if d.source == "plantvillage":
+        return 1, 1
+    return len(d.majority), 1 if d.pool_minority else len(d.minority)

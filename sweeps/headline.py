@@ -25,7 +25,7 @@ Examples:
 
 import sys
 
-from finalbn.sweep_cli import run_script
+from finalbn.sweep.cli import run_script
 
 if __name__ == "__main__":
     sys.exit(run_script("headline", __doc__))

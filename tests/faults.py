@@ -23,8 +23,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import TRIAL_HOOK_ENV, failed_attempts
+from finalbn.sweep.jobs import TrialJob
 
 FAULT_ENV = "FINALBN_FAULT"
 # The file system or file a "readonly" or "remove" fault acts on.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from finalbn.console import guarded
 from finalbn.launch.ray_tune import RayTuneBackend
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import MlflowTracker
+from finalbn.train.presets import EMBEDDED_MNIST
 
 TRIALS = 12
 

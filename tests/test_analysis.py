@@ -37,9 +37,9 @@ from finalbn.analysis.stats import (
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_6, TABLE_4_7, TABLE_4_8
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
-from finalbn.experiments import FACTORS, TABLE_4_8_ROWS, _row_label
-from finalbn.spec import REMOVED, Axis, Contrast, SweepSpec, flatten
+from finalbn.sweep.experiments import FACTORS, TABLE_4_8_ROWS, _row_label
 from finalbn.sweep.record import SweepRecord
+from finalbn.sweep.spec import REMOVED, Axis, Contrast, SweepSpec, flatten
 from finalbn.tracking import TRIAL_TAG, log_report_files
 from finalbn.tracking.layout import ERROR_TAG, HEADLINE_TAG, PARENT_TAG
 

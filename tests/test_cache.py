@@ -20,9 +20,9 @@ from finalbn.data import build_manifest, load_split_tensors
 from finalbn.data.cache import cached_images, cached_rows
 from finalbn.errors import UserError
 from finalbn.models import create_model
-from finalbn.presets import EMBEDDED_MNIST
 from finalbn.train import TrialResult, train_trial
 from finalbn.train.features import Normalizer, cached_features, extract_features
+from finalbn.train.presets import EMBEDDED_MNIST
 
 SMALL = dict(train_majority=40, train_minority=8, val_majority=6, val_minority=3, test_majority=12, test_minority=12)
 

@@ -1,4 +1,4 @@
-"""Per-trial claims (finalbn.claims): real files, real owner processes, real dead pids.
+"""Per-trial claims (finalbn.sweep.claims): real files, real owner processes, real dead pids.
 
 The last test is a driver that meets a trial claimed by another live process:
 it trains the rest, waits on that one, and trains it when its owner dies.
@@ -19,20 +19,20 @@ from pathlib import Path
 
 import pytest
 
-from finalbn.claims import ClaimedElsewhere, Owner, acquire, hold, live_owner, trial_claim
-from finalbn.jobs import TrialJob
 from finalbn.launch.serial import SerialBackend
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.claims import ClaimedElsewhere, Owner, acquire, hold, live_owner, trial_claim
+from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import plan
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import NullTracker
+from finalbn.train.presets import EMBEDDED_MNIST
 
 # The file count_training appends to.
 TRAINING_LOG = "FINALBN_TRAINING_LOG"
 # A process that takes the claim named on its command line and keeps it until killed.
 HOLDER = (
-    "import sys, time; from pathlib import Path; from finalbn.claims import acquire; "
+    "import sys, time; from pathlib import Path; from finalbn.sweep.claims import acquire; "
     "acquire(Path(sys.argv[1]), heartbeat=0.2); print('held', flush=True); time.sleep(600)"
 )
 

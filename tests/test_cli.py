@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from finalbn.cli import SECTIONS, config_from_args, main, train_parser
+from finalbn.cli import main
 from finalbn.config import ModelConfig, TrialConfig, check_field, choice_fields, trial_id, validate
 from finalbn.errors import UserError
-from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
-from finalbn.presets import EMBEDDED_MNIST, THESIS
+from finalbn.sweep.experiments import EXPERIMENTS, PRESETS, build_sweeps
+from finalbn.train.cli import SECTIONS, config_from_args, train_parser
+from finalbn.train.presets import EMBEDDED_MNIST, THESIS
 
 REPO = Path(__file__).resolve().parents[1]
 

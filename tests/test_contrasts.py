@@ -15,7 +15,7 @@ from finalbn.analysis.report import build_report
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
-from finalbn.spec import REMOVED, Axis, Contrast, Derived, SweepSpec
+from finalbn.sweep.spec import REMOVED, Axis, Contrast, Derived, SweepSpec
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "finalbn" / "analysis"
 LABELS = ("plain", "WL", "final_BN", "focal")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from finalbn.costs import Calibration, calibrate, epoch_work, makespan, trials_per_gpu
-from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
-from finalbn.presets import EMBEDDED_MNIST
+from finalbn.sweep.costs import Calibration, calibrate, epoch_work, makespan, trials_per_gpu
+from finalbn.sweep.experiments import EXPERIMENTS, PRESETS, build_sweeps
+from finalbn.train.presets import EMBEDDED_MNIST
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -69,7 +69,7 @@ def test_gpu_auto_packing_degrades_to_cpu_without_a_gpu() -> None:
 
 
 def test_cached_frozen_trials_cost_one_extraction_per_split(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds, assumed_trial_seconds
+    from finalbn.sweep.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds, assumed_trial_seconds
 
     frozen = EMBEDDED_MNIST.replace(model={"backbone": "resnet18", "unfreeze": "none", "weights": "none"})
     seeds = [frozen.replace(train={"seed": seed}) for seed in range(5)]
@@ -86,8 +86,8 @@ def test_cached_frozen_trials_cost_one_extraction_per_split(monkeypatch: pytest.
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_presets_dry_run_costs_something(preset: str) -> None:
-    from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
-    from finalbn.sweep_cli import dry_run
+    from finalbn.sweep.cli import dry_run
+    from finalbn.sweep.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
 
     data = None if preset == "smoke" else "/data"
     for experiment in EXPERIMENTS.names():

@@ -198,8 +198,8 @@ def test_missing_wheel_through_the_cli_exits_2() -> None:
 def test_frozen_trial_on_real_plantvillage_trains_on_cached_features(
     plantvillage_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from finalbn.results import run_config
     from finalbn.train import uses_feature_cache
+    from finalbn.train.results import run_config
 
     monkeypatch.setenv("FINALBN_CACHE_DIR", str(tmp_path / "cache"))
     config = TrialConfig(

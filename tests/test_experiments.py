@@ -14,9 +14,9 @@ import pytest
 from finalbn.config import DataConfig, validate
 from finalbn.data import build_manifest
 from finalbn.errors import UserError
-from finalbn.experiments import EXPERIMENTS, PRESETS, build_sweeps
-from finalbn.spec import Contrast, SweepSpec
+from finalbn.sweep.experiments import EXPERIMENTS, PRESETS, build_sweeps
 from finalbn.sweep.record import inferred_arms
+from finalbn.sweep.spec import Contrast, SweepSpec
 from finalbn.train import uses_feature_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,7 +264,7 @@ def test_cpu_factorial_runs_the_cacheable_factors_per_plant() -> None:
 
 
 def test_cpu_factorial_dry_run_says_what_it_leaves_to_paper() -> None:
-    from finalbn.sweep_cli import dry_run
+    from finalbn.sweep.cli import dry_run
 
     [spec] = build_sweeps("factorial", "cpu", FAKE_ROOT)
     text = dry_run(spec)

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from finalbn.experiments import PRESETS, ClassFolders, build_sweeps
-from finalbn.sweep_cli import run_script
+from finalbn.sweep.cli import run_script
+from finalbn.sweep.experiments import PRESETS, ClassFolders, build_sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_EXPERIMENTS = ("imbalance_ratio", "batch_size", "factorial", "headline", "bn_removal")

@@ -22,13 +22,13 @@ from finalbn.analysis.report import ReportResult, build_report
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.analysis.threshold import thresholds
 from finalbn.config import TrialConfig
-from finalbn.spec import REMOVED, Contrast, SweepSpec
+from finalbn.sweep.spec import REMOVED, Contrast, SweepSpec
 
 FOLDER = {"data.source": "folder", "data.root": "/home/me/digits", "data.minority": "three", "data.majority": "eight"}
 
 
 BN = Contrast("model.final_norm", "bn", "none")
-# The contrasts and derived arms each kind of sweep declares (finalbn.experiments); the others declare none.
+# The contrasts and derived arms each kind of sweep declares (finalbn.sweep.experiments); the others declare none.
 DECLARED = {
     "imbalance_ratio": ((BN,), (REMOVED,)),
     "learning_rate": ((BN,), (REMOVED,)),

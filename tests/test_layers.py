@@ -5,9 +5,10 @@ functions, except ``if TYPE_CHECKING:`` blocks), so a lazy import cannot hide
 a layer break. Rules:
 
 - no import cycles among finalbn's modules;
-- trial code (config, data, models, train, metrics, results, records) imports nothing
-  of sweep, tracking, launch, analysis or the CLIs, and no Ray, MLflow or submitit
-  (``python -m`` entry points excepted);
+- trial code (config, data, models, train with its command line, metrics, records) imports nothing
+  of sweep, tracking, launch, analysis or the ``finalbn`` command, and no Ray, MLflow or submitit;
+- analysis trains and scores nothing itself: it imports no finalbn.train and no finalbn.metrics
+  (Grad-CAM retrains a missing model through ``python -m finalbn.train``);
 - data imports nothing of models, models nothing of data;
 - the sweep core (sweep, launch, tracking, spec, jobs) never imports analysis;
 - only finalbn.tracking imports mlflow.
@@ -30,7 +31,6 @@ TRIAL = (
     "finalbn.models",
     "finalbn.train",
     "finalbn.metrics",
-    "finalbn.results",
     "finalbn.records",
 )
 ORCHESTRATION = (
@@ -39,12 +39,13 @@ ORCHESTRATION = (
     "finalbn.launch",
     "finalbn.analysis",
     "finalbn.cli",
-    "finalbn.sweep_cli",
     "ray",
     "mlflow",
     "submitit",
 )
-SWEEP_CORE = ("finalbn.sweep", "finalbn.launch", "finalbn.tracking", "finalbn.spec", "finalbn.jobs")
+SWEEP_CORE = ("finalbn.sweep", "finalbn.launch", "finalbn.tracking")
+# What analysis reads trained models and scores through: their records, never the code that made them.
+TRAINING = ("finalbn.train", "finalbn.metrics")
 
 Graph = dict[str, set[str]]
 
@@ -143,14 +144,16 @@ def violations(graph: Graph) -> list[str]:
     problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(graph)]
     for module, targets in sorted(graph.items()):
         for target in sorted(targets):
-            # A __main__ module is an entry point (python -m): nothing imports it, it may call a CLI.
-            if within(module, TRIAL) and within(target, ORCHESTRATION) and not module.endswith(".__main__"):
+            if within(module, TRIAL) and within(target, ORCHESTRATION):
                 problems.append(f"trial code {module} imports {target}")
+            if within(module, ("finalbn.analysis",)) and within(target, TRAINING):
+                problems.append(f"analysis {module} imports training {target}")
             if within(module, ("finalbn.data",)) and within(target, ("finalbn.models",)):
                 problems.append(f"data {module} imports models {target}")
             if within(module, ("finalbn.models",)) and within(target, ("finalbn.data",)):
                 problems.append(f"models {module} imports data {target}")
-            if within(module, SWEEP_CORE) and within(target, ("finalbn.analysis",)):
+            # The sweep command (finalbn.sweep.cli) writes the report once its sweep ends: a command line, not the core.
+            if within(module, SWEEP_CORE) and module != "finalbn.sweep.cli" and within(target, ("finalbn.analysis",)):
                 problems.append(f"sweep core {module} imports analysis {target}")
             if target == "mlflow" and not within(module, ("finalbn.tracking",)):
                 problems.append(f"{module} imports mlflow: only finalbn.tracking talks to MLflow")
@@ -181,3 +184,16 @@ def test_a_planted_cycle_and_orchestration_import_are_caught(tmp_path: Path) -> 
     problems = violations(plant(tmp_path, "finalbn.config", "import finalbn.sweep.driver"))
     assert any(p.startswith("import cycle:") and "finalbn.config" in p for p in problems), problems
     assert "trial code finalbn.config imports finalbn.sweep.driver" in problems
+
+
+def test_the_arrows_that_once_ran_the_wrong_way_are_caught(tmp_path: Path) -> None:
+    """``python -m finalbn.train`` once reached the sweep's cost model through the command line, and the
+    analysis once took its reliability bins from finalbn.metrics and retrained through finalbn.train.results."""
+    entry = violations(plant(tmp_path / "entry", "finalbn.train.__main__", "from finalbn.sweep import costs"))
+    assert entry == ["trial code finalbn.train.__main__ imports finalbn.sweep.costs"]
+    metrics = violations(plant(tmp_path / "bins", "finalbn.analysis.figures", "from finalbn.metrics import ECE_BINS"))
+    assert metrics == ["analysis finalbn.analysis.figures imports training finalbn.metrics"]
+    results = violations(
+        plant(tmp_path / "cam", "finalbn.analysis.gradcam", "from finalbn.train.results import run_config")
+    )
+    assert results == ["analysis finalbn.analysis.gradcam imports training finalbn.train.results"]

@@ -15,15 +15,15 @@ from finalbn.analysis.report import write_report
 from finalbn.config import TrialConfig, trial_id, validate
 from finalbn.data import build_manifest
 from finalbn.errors import UserError
-from finalbn.experiments import LEARNING_RATES, SMOKE_DATA, build_sweeps
 from finalbn.launch.serial import SerialBackend
-from finalbn.overrides import Overrides, apply
-from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import SUMMARY, Summary, read_json
-from finalbn.spec import Contrast
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.experiments import LEARNING_RATES, SMOKE_DATA, build_sweeps
+from finalbn.sweep.overrides import Overrides, apply
+from finalbn.sweep.spec import Contrast
 from finalbn.tracking import NullTracker
 from finalbn.train import train_trial, uses_feature_cache
+from finalbn.train.presets import EMBEDDED_MNIST
 from finalbn.train.recipe import round_steps, steps_per_epoch
 
 FAKE_ROOT = "/nonexistent/plantvillage"

@@ -23,7 +23,6 @@ from sklearn.metrics import (
 from finalbn.config import TrialConfig, hashed_fields, trial_id, validate
 from finalbn.data import SplitTensors, build_manifest
 from finalbn.errors import UserError
-from finalbn.experiments import SMOKE_DATA
 from finalbn.metrics import (
     expected_calibration_error,
     natural_prior_metrics,
@@ -31,11 +30,12 @@ from finalbn.metrics import (
     trial_metrics,
     val_threshold,
 )
-from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import SUMMARY, FinalMetrics, Summary, read_json
-from finalbn.results import run_trial
+from finalbn.sweep.experiments import SMOKE_DATA
 from finalbn.train import train_trial
+from finalbn.train.presets import EMBEDDED_MNIST
 from finalbn.train.recipe import Criterion, batches, make_criterion, posthoc_logit_adjustment, step_batches
+from finalbn.train.results import run_trial
 
 # Training labels of the loss tests: 6 majority (class 0), 2 minority (class 1): prior 0.75 / 0.25.
 TRAIN = torch.tensor([0] * 6 + [1] * 2)

@@ -127,3 +127,11 @@ def test_final_bn_metrics_by_class_and_group() -> None:
     assert row["bn_scale_3"] == 2.0 and row["bn_shift_8"] == 0.5 and row["bn_var_5"] == 2.0
     assert row["bn_scale_minority"] == 3.0 and row["bn_scale_majority"] == 1.0
     assert row["bn_shift_minority"] == -0.5 and row["bn_mean_minority"] == 2.0
+
+
+def test_the_reliability_diagram_bins_are_the_recorded_eces() -> None:
+    """The analysis draws Figure 4.9 with its own copy of the bin count (it imports no scoring code)."""
+    from finalbn.analysis import figures
+    from finalbn.metrics import ECE_BINS
+
+    assert figures.ECE_BINS == ECE_BINS

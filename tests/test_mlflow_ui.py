@@ -19,9 +19,9 @@ import pytest
 from browser import headless, require_chromium
 from matplotlib.image import imread
 
-from finalbn.experiments import build_sweeps
 from finalbn.launch.serial import SerialBackend
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.experiments import build_sweeps
 from finalbn.tracking import MlflowTracker
 from finalbn.tracking.layout import RUNS_VIEW
 

@@ -11,10 +11,10 @@ import pytest
 
 from finalbn.config import trial_id
 from finalbn.errors import UserError
-from finalbn.experiments import build_sweeps
-from finalbn.overrides import Overrides, apply
+from finalbn.sweep.cli import run_script
+from finalbn.sweep.experiments import build_sweeps
+from finalbn.sweep.overrides import Overrides, apply
 from finalbn.sweep.record import SweepRecord
-from finalbn.sweep_cli import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 

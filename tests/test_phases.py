@@ -9,10 +9,10 @@ import pytest
 from test_sweep import sweep
 
 from finalbn.data import build_manifest
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep.progress import Outcome, Progress
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.train import train_trial
+from finalbn.train.presets import EMBEDDED_MNIST
 
 FROZEN = EMBEDDED_MNIST.replace(model={"unfreeze": "none", "head": "thesis"}, train={"epochs": 1, "device": "cpu"})
 

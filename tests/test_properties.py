@@ -31,8 +31,6 @@ from finalbn.data.images import MIN_SIDE, NAME_NOT_UTF8, inspect_file
 from finalbn.errors import UserError
 from finalbn.launch.slurm.submit import check_value, parse_time
 from finalbn.names import is_utf8, shown_path
-from finalbn.overrides import field_types, parse_value
-from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import (
     CONFIG,
     FAILURE,
@@ -46,9 +44,11 @@ from finalbn.records import (
     read_failure,
     read_finished,
 )
-from finalbn.results import run_config
 from finalbn.sweep import SweepRecord
-from finalbn.sweep_cli import AUTO, _gpus
+from finalbn.sweep.cli import AUTO, _gpus
+from finalbn.sweep.overrides import field_types, parse_value
+from finalbn.train.presets import EMBEDDED_MNIST
+from finalbn.train.results import run_config
 
 RECORDS = (CONFIG, SUMMARY, METRICS, PREDICTIONS)
 JSON_RECORDS = (CONFIG, SUMMARY)

@@ -22,10 +22,8 @@ import pytest
 from faults import tmpfs
 
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import failed_attempts, record_failure
 from finalbn.launch.serial import SerialBackend
-from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import (
     CONFIG,
     FAILURE,
@@ -39,11 +37,13 @@ from finalbn.records import (
     write_json,
     write_parquet,
 )
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, SweepRecord, run_sweep, summary_table
+from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import plan, set_aside_unusable
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.sweep.tables import write_tables
 from finalbn.tracking import MlflowTracker, NullTracker, log_report_files
+from finalbn.train.presets import EMBEDDED_MNIST
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = SweepSpec(

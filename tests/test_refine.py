@@ -8,14 +8,14 @@ import polars as pl
 import pytest
 
 from finalbn.errors import UserError
-from finalbn.experiments import build_sweeps
 from finalbn.launch.base import SweepOptions
 from finalbn.launch.serial import SerialBackend
-from finalbn.overrides import Overrides, apply
-from finalbn.spec import SweepSpec, own_name
+from finalbn.sweep.cli import run_script
+from finalbn.sweep.experiments import build_sweeps
+from finalbn.sweep.overrides import Overrides, apply
 from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.refine import MINORITY, Refinement, check, next_values, refine_sweep, widened
-from finalbn.sweep_cli import run_script
+from finalbn.sweep.spec import SweepSpec, own_name
 from finalbn.tracking import NullTracker
 
 

@@ -25,10 +25,10 @@ from test_records import real_store, tmpfs, truncated
 
 from finalbn.analysis.report import write_report
 from finalbn.launch.serial import SerialBackend
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import TRIAL_TAG, MlflowTracker
+from finalbn.train.presets import EMBEDDED_MNIST
 
 pytestmark = pytest.mark.slow
 

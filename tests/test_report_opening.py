@@ -13,7 +13,7 @@ from browser import colourful_pixels, render, require_chromium
 
 from finalbn.analysis.headline import MAX_CHARS
 from finalbn.analysis.report import OPENING_SENTENCES
-from finalbn.sweep_cli import run_script
+from finalbn.sweep.cli import run_script
 
 
 @pytest.fixture(scope="module")

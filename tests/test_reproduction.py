@@ -9,7 +9,7 @@ import pytest
 
 from finalbn.analysis.reproduction import PARTS, Interval, write_reproduction
 from finalbn.analysis.stats import paired_differences
-from finalbn.sweep_cli import run_script
+from finalbn.sweep.cli import run_script
 
 SMOKE = ["--preset", "smoke", "--backend", "serial", "--no-tracking"]
 

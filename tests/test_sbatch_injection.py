@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.launch.slurm import SlurmBackend, SlurmOptions, executor_parameters, sbatch_text
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions
+from finalbn.sweep.cli import run_script
+from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import plan
-from finalbn.sweep_cli import run_script
+from finalbn.sweep.spec import Axis, SweepSpec
+from finalbn.train.presets import EMBEDDED_MNIST
 
 JOB_ID = "4242"
 # Each would run a command if the script let a shell read it unquoted; PWNED* files show it.

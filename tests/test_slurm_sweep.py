@@ -22,11 +22,11 @@ from fixtures_slurm import slurm_cluster  # noqa: F401  (the fixture)
 from finalbn.config import TrialConfig
 from finalbn.data import Manifest
 from finalbn.launch.slurm import SlurmBackend, SlurmOptions, SlurmState
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import MlflowTracker
 from finalbn.train import checkpoint_epoch
+from finalbn.train.presets import EMBEDDED_MNIST
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py"), "--preset", "smoke"]

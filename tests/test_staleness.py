@@ -18,13 +18,13 @@ from mlflow.tracking import MlflowClient
 
 from finalbn import provenance
 from finalbn.launch.serial import SerialBackend
-from finalbn.presets import EMBEDDED_MNIST
 from finalbn.records import CONFIG, SUMMARY, read_finished
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.cli import sweep_parser
 from finalbn.sweep.plan import plan, set_aside_unusable
-from finalbn.sweep_cli import sweep_parser
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import TRIAL_TAG, MlflowTracker, NullTracker
+from finalbn.train.presets import EMBEDDED_MNIST
 
 RECIPE = "finalbn/train/recipe.py"
 # The functions under their caches: each test reads its own tree.
@@ -66,7 +66,7 @@ def test_an_edit_on_the_trial_path_changes_the_fingerprint_and_one_elsewhere_doe
     for elsewhere in (
         "finalbn/analysis/report.py",
         "finalbn/config.py",
-        "finalbn/results.py",
+        "finalbn/train/results.py",
         "finalbn/train/__main__.py",
     ):
         edit(root, elsewhere)

@@ -13,11 +13,11 @@ from pathlib import Path
 from faults import env
 
 from finalbn.launch.serial import SerialBackend
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
-from finalbn.status import render, sweep_status
 from finalbn.sweep import SweepOptions, SweepRecord, run_sweep
+from finalbn.sweep.spec import Axis, SweepSpec
+from finalbn.sweep.status import render, sweep_status
 from finalbn.tracking import NullTracker
+from finalbn.train.presets import EMBEDDED_MNIST
 
 REPO = Path(__file__).resolve().parents[1]
 

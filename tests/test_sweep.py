@@ -20,10 +20,10 @@ from mlflow.tracking import MlflowClient
 
 from finalbn.launch.ray_tune import RayTuneBackend
 from finalbn.launch.serial import SerialBackend
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep import SweepOptions, SweepRecord, run_sweep
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import TRIAL_TAG, MlflowTracker
+from finalbn.train.presets import EMBEDDED_MNIST
 
 TINY = EMBEDDED_MNIST.replace(train={"epochs": 2})
 
@@ -217,7 +217,7 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from test_sweep import spec
 
-from finalbn.claims import acquire, driver_claim
+from finalbn.sweep.claims import acquire, driver_claim
 from finalbn.provenance import code_versions
 from finalbn.records import read_metrics
 from finalbn.sweep.plan import plan

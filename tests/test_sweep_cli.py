@@ -38,8 +38,8 @@ def script(
     ],
 )
 def test_paper_dry_run_states_the_grid(name: str, counts: list[str]) -> None:
-    from finalbn.experiments import build_sweeps
-    from finalbn.sweep_cli import dry_run
+    from finalbn.sweep.cli import dry_run
+    from finalbn.sweep.experiments import build_sweeps
 
     text = "\n".join(dry_run(spec) for spec in build_sweeps(name, "paper", "/data"))
     for needle in counts:
@@ -79,7 +79,7 @@ def test_a_dry_run_names_weights_that_are_neither_shipped_nor_cached(
     with the prefetch command, as a real run refuses them, and nothing is downloaded or written."""
     from finalbn import network
     from finalbn.models import weights
-    from finalbn.sweep_cli import run_script
+    from finalbn.sweep.cli import run_script
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(network, "can_reach", lambda *a, **k: False)

@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 from test_sweep import runs, spec, sweep
 
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import TRIAL_HOOK_ENV
-from finalbn.overrides import Overrides, apply
-from finalbn.spec import own_name
-from finalbn.sweep_cli import dry_run
+from finalbn.sweep.cli import dry_run
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.overrides import Overrides, apply
+from finalbn.sweep.spec import own_name
 
 # The trial whose start deletes the folder of a trial finished before it.
 _DELETE_WHEN = "train_minority=6 final_norm=bn seed=0"
@@ -103,7 +103,7 @@ def test_strict_refuses_a_data_set_with_unreadable_files_before_anything_runs(
     import numpy as np
     from PIL import Image
 
-    from finalbn.sweep_cli import run_script
+    from finalbn.sweep.cli import run_script
 
     tree = tmp_path / "tree"
     rng = np.random.default_rng(0)

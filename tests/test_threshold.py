@@ -19,7 +19,7 @@ from finalbn.analysis.threshold import (
     thresholds,
     with_ratio,
 )
-from finalbn.spec import Contrast
+from finalbn.sweep.spec import Contrast
 
 MAJORITY = 1000
 # The contrast the synthetic tables hold: final BN against none.

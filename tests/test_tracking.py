@@ -15,9 +15,8 @@ from finalbn.config import Source, TrialConfig
 from finalbn.errors import UserError
 from finalbn.launch.serial import SerialBackend
 from finalbn.launch.slurm import SlurmBackend, SlurmOptions, submit
-from finalbn.presets import EMBEDDED_MNIST
-from finalbn.spec import Axis, SweepSpec, flatten
 from finalbn.sweep import SweepOptions, run_sweep
+from finalbn.sweep.spec import Axis, SweepSpec, flatten
 from finalbn.tracking import MlflowTracker, redact
 from finalbn.tracking.layout import (
     COUNT_TAGS,
@@ -33,6 +32,7 @@ from finalbn.tracking.layout import (
     with_unlogged_params,
 )
 from finalbn.tracking.reader import experiment_runs
+from finalbn.train.presets import EMBEDDED_MNIST
 
 
 def test_credentials_in_a_tracking_uri_never_reach_the_output() -> None:

@@ -19,7 +19,7 @@ from finalbn.analysis.grid import AXIS
 from finalbn.analysis.headline import Headline, SeedCount
 from finalbn.analysis.sections import SECTIONS, Context, group_text, num
 from finalbn.analysis.stats import aggregate, summarise_differences
-from finalbn.spec import Contrast
+from finalbn.sweep.spec import Contrast
 
 # The two deployment priors a minority F1 is read under: the balanced test set the thesis scores, and the
 # test set importance-weighted to the training prior (what a deployed detector meets).

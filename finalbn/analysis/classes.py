@@ -15,7 +15,7 @@ from typing import Literal
 
 import polars as pl
 
-from finalbn.spec import SweepSpec
+from finalbn.sweep.spec import SweepSpec
 
 Role = Literal["minority", "majority"]
 # The thesis' classes: PlantVillage's diseased leaves (minority) and healthy ones.

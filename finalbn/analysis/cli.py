@@ -187,7 +187,7 @@ def _gradcam(args: argparse.Namespace) -> None:
     from finalbn.analysis.compare import Arm, Comparison, choose_comparison
     from finalbn.analysis.figures import save
     from finalbn.analysis.gradcam import gradcam_figure
-    from finalbn.spec import REMOVED, Contrast
+    from finalbn.sweep.spec import REMOVED, Contrast
 
     data = load_source(args).data
     if args.count < 1:

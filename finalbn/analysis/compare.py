@@ -21,8 +21,8 @@ import polars as pl
 
 from finalbn.analysis.contrasts import PREFIX, arm_column, arm_labels, arms_of, headline_contrast
 from finalbn.analysis.sweep_data import NUISANCE, SweepData
-from finalbn.experiments import FACTORS
-from finalbn.spec import Contrast, SweepSpec, flatten
+from finalbn.sweep.experiments import FACTORS
+from finalbn.sweep.spec import Contrast, SweepSpec, flatten
 
 # Config columns that vary without being a setting: where the data lives, how runs are named.
 IGNORED = {"data.root", *NUISANCE}

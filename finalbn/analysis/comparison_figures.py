@@ -16,7 +16,7 @@ from finalbn.analysis.contrasts import NO_CONTRAST, headline_contrast
 from finalbn.analysis.sections import Context
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.analysis.thesis import FIGURE_4_9_BRIER
-from finalbn.experiments import FACTORS
+from finalbn.sweep.experiments import FACTORS
 
 # One trial's test predictions: true class indices, class probabilities (images x classes), class names.
 PredictionSet = tuple[np.ndarray, np.ndarray, list[str]]

@@ -18,7 +18,7 @@ from finalbn.analysis.grid import AXIS
 from finalbn.analysis.stats import paired_differences
 from finalbn.analysis.sweep_data import NUISANCE
 from finalbn.errors import UserError
-from finalbn.spec import Contrast, Derived, SweepSpec
+from finalbn.sweep.spec import Contrast, Derived, SweepSpec
 
 # Column of the arms table: "" for a trained arm's row, the derived arm's metric prefix for its rows
 # (what a figure reads the trial's predictions under).

@@ -32,7 +32,7 @@ from finalbn.analysis.sections import SECTIONS, Context
 from finalbn.analysis.tables import PLANT, class_names, plant_column
 from finalbn.analysis.thesis import FIGURE_4_5_BN, TABLE_4_3, TABLE_4_4
 from finalbn.errors import UserError
-from finalbn.experiments import FACTORS
+from finalbn.sweep.experiments import FACTORS
 
 POOLED = "pooled"
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from finalbn.config import TrialConfig
 from finalbn.data import SplitTensors, build_manifest, load_split_tensors
 from finalbn.errors import UserError
 from finalbn.models import POOLS, FinalBNNet, create_model, without_final_norm
-from finalbn.spec import REMOVED
+from finalbn.sweep.spec import REMOVED
 
 # Backbones cheap enough to retrain on a CPU while a report is written.
 CHEAP_BACKBONES = ("simple_cnn",)
@@ -71,15 +73,8 @@ def load_trial_model(data: SweepData, trial_id: str, cache: Path) -> TrialModel:
         weights, origin = _cached(cache, trial_id), "retrained, cached"
         retrained = _retrained_f1(cache / trial_id)
     if weights is None:
-        from finalbn.results import run_config
-
-        result, folder = run_config(config, cache, save_model=True)
-        if folder.name != trial_id:
-            raise UserError(
-                f"retraining trial {trial_id} gave trial id {folder.name}: its data changed since the sweep "
-                "(another manifest); rerun the sweep or keep model.pt with save_model"
-            )
-        weights, origin, retrained = folder / "model.pt", "retrained", float(result.final["f1_minority"])
+        weights, origin = _retrain(config, trial_id, cache), "retrained"
+        retrained = _retrained_f1(cache / trial_id)
     manifest = build_manifest(config.data)
     tensors = load_split_tensors(manifest, config.data)
     # Weights come from the state dict: no ImageNet file is needed to build the
@@ -219,6 +214,28 @@ def _show(ax: object, image: torch.Tensor, cam: np.ndarray | None) -> None:
         ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _retrain(config: TrialConfig, trial_id: str, cache: Path) -> Path:
+    """The trial trained again into ``cache/<trial id>/`` with its weights kept, by the trial command itself
+    (``python -m finalbn.train``): analysis reads what training wrote and imports no training code."""
+    cache.mkdir(parents=True, exist_ok=True)
+    spec = cache / f"{trial_id}.config.json"
+    spec.write_text(json.dumps(config.to_dict()))
+    command = [sys.executable, "-m", "finalbn.train", "--config", str(spec), "--out", str(cache)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+        raise UserError(
+            f"retraining trial {trial_id} for Grad-CAM failed ({' '.join(last)}): keep model.pt with save_model"
+        )
+    weights = cache / trial_id / "model.pt"
+    if not weights.exists():
+        raise UserError(
+            f"retraining trial {trial_id} gave another trial id: its data changed since the sweep "
+            "(another manifest); rerun the sweep or keep model.pt with save_model"
+        )
+    return weights
 
 
 def _retrained_f1(folder: Path) -> float | None:

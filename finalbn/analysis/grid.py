@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from finalbn.errors import UserError
-from finalbn.spec import SweepSpec
 from finalbn.sweep.record import RECORD_FILE, SweepRecord
+from finalbn.sweep.spec import SweepSpec
 
 # Prefix of the readable axis-label columns the driver writes (``axis.data.train_minority``).
 AXIS = "axis."

@@ -30,7 +30,7 @@ from finalbn.analysis.threshold import (
     with_ratio,
 )
 from finalbn.errors import UserError
-from finalbn.spec import Contrast, SweepSpec
+from finalbn.sweep.spec import Contrast, SweepSpec
 
 
 def studied(contrast: Contrast) -> set[str]:

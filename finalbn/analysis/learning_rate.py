@@ -25,7 +25,7 @@ from finalbn.analysis.headline import Headline, SeedCount
 from finalbn.analysis.sections import SECTIONS, Context, group_text, num
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate, summarise_differences
 from finalbn.errors import UserError
-from finalbn.spec import Contrast
+from finalbn.sweep.spec import Contrast
 
 LR = "train.lr"
 # Minority F1 first; then what explains it. Records written before these metrics existed lack them:

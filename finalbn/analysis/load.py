@@ -24,7 +24,7 @@ from finalbn.analysis.sweep_data import (
 )
 from finalbn.errors import UserError
 from finalbn.records import CONFIG, FAILURE, SUMMARY, RecordError, TrialRecord, read_failure, read_json
-from finalbn.spec import SweepSpec
+from finalbn.sweep.spec import SweepSpec
 
 __all__ = ["SweepData", "from_folder", "from_mlflow", "from_parquet", "load_sweep", "trials_from_epochs"]
 

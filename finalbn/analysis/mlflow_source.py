@@ -31,8 +31,8 @@ from finalbn.analysis.sweep_data import (
 )
 from finalbn.errors import UserError
 from finalbn.records import METRICS, SUMMARY, RecordError, Summary, read_metrics, read_summary
-from finalbn.spec import SweepSpec
 from finalbn.sweep.record import RECORD_FILE
+from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import ArtifactFetcher, RunRecord
 
 CONFIG = ("data.", "model.", "train.")

@@ -22,7 +22,7 @@ from finalbn.analysis.render import Document
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.analysis.tables import table_4_7, table_4_8
 from finalbn.analysis.verdicts import Finding, Interval, Part
-from finalbn.spec import Contrast
+from finalbn.sweep.spec import Contrast
 
 # A thesis difference in minority F1 above this is the claim of a gain; at or below it, of none.
 GAIN = 0.1

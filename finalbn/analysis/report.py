@@ -40,7 +40,7 @@ from finalbn.analysis.sweep_data import SweepData
 from finalbn.errors import UserError
 from finalbn.provenance import git_commit
 from finalbn.records import write_atomic, write_text
-from finalbn.spec import SweepSpec
+from finalbn.sweep.spec import SweepSpec
 
 DOCS = "docs/analysis.md"
 

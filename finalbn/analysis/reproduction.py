@@ -47,14 +47,14 @@ from finalbn.analysis.threshold import FEW_SEEDS, RATIO, Threshold, thresholds
 from finalbn.analysis.verdicts import Finding, Interval, Part, Verdict
 from finalbn.errors import UserError
 from finalbn.records import write_text
-from finalbn.spec import Contrast
+from finalbn.sweep.spec import Contrast
 
 PLANTS = ("Apple", "Pepper", "Tomato")
 PLANT = "data.plant"
 
 
 def sweep_name(experiment: str, preset: str) -> str:
-    """The results folder of an experiment's sweep at a preset (finalbn.experiments names them so)."""
+    """The results folder of an experiment's sweep at a preset (finalbn.sweep.experiments names them so)."""
     return f"{experiment}-{preset}"
 
 
@@ -556,7 +556,7 @@ def run_argv(script: str, data: str) -> list[str]:
 
 def run_cpu_sweeps(data: str, results: Path, extra: list[str]) -> None:
     """Every experiment of the document, preset cpu, into ``results``: a rerun resumes."""
-    from finalbn.sweep_cli import run_script
+    from finalbn.sweep.cli import run_script
 
     for experiment in dict.fromkeys(EXPERIMENT_OF.get(part, part) for part in PARTS):
         argv = [*run_argv(experiment, data), "--out", str(results), *extra]

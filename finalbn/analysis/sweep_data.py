@@ -21,7 +21,7 @@ from finalbn.analysis.grid import AXIS, Plan
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.records import CONFIG, PREDICTIONS, RecordError, TrialRecord, read_json, read_predictions
-from finalbn.spec import SweepSpec
+from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import ArtifactFetcher
 
 # Columns every analysis needs; a table without them is not a finalbn sweep table.

@@ -20,7 +20,7 @@ from finalbn.analysis.sections import SECTIONS, Context, num
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_ARMS, TABLE_4_6, TABLE_4_6_ARMS, TABLE_4_7, TABLE_4_8
 from finalbn.errors import UserError
-from finalbn.spec import Contrast, SweepSpec
+from finalbn.sweep.spec import Contrast, SweepSpec
 
 PLANT = "data.plant"
 CLASSES: dict[Role, str] = {"minority": "f1_minority", "majority": "f1_majority"}

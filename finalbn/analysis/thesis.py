@@ -16,7 +16,7 @@ TABLE_4_2: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "Tomato": {"minority": (0.5688, 0.8671, 0.9786, 0.1115), "majority": (0.7708, 0.9121, 0.9780, 0.0659)},
 }
 TABLE_4_2_COLUMNS = ("plain", "WL", "final_BN", "improvement")
-# The headline sweep's labels of those columns, and the same arms' names on a method axis (finalbn.methods).
+# The headline sweep's labels of those columns, and the same arms' names on a method axis (finalbn.sweep.methods).
 TABLE_4_2_ARMS = {"plain": 0, "WL": 1, "final_BN": 2, "weighted_loss": 1, "final_bn": 2}
 
 # Table 4.3: best configurations on Apple, ResNet34: class -> rows of

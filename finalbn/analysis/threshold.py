@@ -54,7 +54,7 @@ from finalbn.analysis.contrasts import paired
 from finalbn.analysis.headline import FEW_SEEDS, MAX_SEEDS, seeds_to_ask
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate
 from finalbn.errors import UserError
-from finalbn.spec import Contrast
+from finalbn.sweep.spec import Contrast
 
 RATIO = "ratio"
 MINORITY = "data.train_minority"

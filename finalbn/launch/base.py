@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from finalbn.claims import ClaimedElsewhere, Owner, hold, trial_claim
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.records import FAILURE, SUMMARY, RecordError, fault_in, read_failure, write_json
-from finalbn.spec import SweepSpec
+from finalbn.sweep.claims import ClaimedElsewhere, Owner, hold, trial_claim
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
 # "module:function" called with each job before it trains, in the worker: an
@@ -165,7 +165,7 @@ def execute(
     import torch
 
     from finalbn.data import Manifest
-    from finalbn.results import run_trial
+    from finalbn.train.results import run_trial
 
     torch.set_num_threads(max(1, threads))
     hook = os.environ.get(TRIAL_HOOK_ENV)

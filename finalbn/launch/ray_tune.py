@@ -31,8 +31,6 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Searcher
 
 from finalbn import interrupts
-from finalbn.claims import ClaimedElsewhere, Owner
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import (
     DriverBound,
     Finished,
@@ -43,7 +41,9 @@ from finalbn.launch.base import (
     execute,
     local_slots,
 )
-from finalbn.spec import Axis, SweepSpec, flatten
+from finalbn.sweep.claims import ClaimedElsewhere, Owner
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.spec import Axis, SweepSpec, flatten
 from finalbn.tracking import TaskTracking
 
 # The config key that carries a Tune trial's finalbn trial id.

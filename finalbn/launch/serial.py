@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import DriverBound, Finished, RunHandle, SweepOptions, TrialEvents, run_attempts
-from finalbn.spec import SweepSpec
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
 

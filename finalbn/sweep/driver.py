@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finalbn import interrupts
-from finalbn.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import Backend, SweepOptions
 from finalbn.provenance import code_versions
 from finalbn.records import fault_of
-from finalbn.spec import SweepSpec
+from finalbn.sweep.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
+from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import is_finished, plan, set_aside_unusable
 from finalbn.sweep.progress import DriverEvents, Outcome, Progress
 from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.reuse import adopt_finished
+from finalbn.sweep.spec import SweepSpec
 from finalbn.sweep.tables import summary_table, write_tables
 from finalbn.tracking import Tracker
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Literal
 from finalbn import provenance
 from finalbn.config import SPLITS, DataConfig, TrialConfig, trial_id, validate
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.records import (
     SUMMARY,
     RecordError,
@@ -31,7 +30,8 @@ from finalbn.records import (
     writable_folder,
     write_text,
 )
-from finalbn.spec import SweepSpec
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
     from finalbn.data import Manifest

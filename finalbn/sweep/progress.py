@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from finalbn import interrupts
-from finalbn.claims import Owner
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import record_failure
 from finalbn.records import Summary, read_json
+from finalbn.sweep.claims import Owner
+from finalbn.sweep.jobs import TrialJob
 from finalbn.tracking import Tracker
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.records import RecordError, read_json, write_json
-from finalbn.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, AxisRole, Contrast, Derived, SweepSpec
+from finalbn.sweep.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, AxisRole, Contrast, Derived, SweepSpec
 
 RECORD_FILE = "sweep.json"
 # Bump when the layout changes; readers refuse other formats by name.
@@ -174,7 +174,7 @@ class SweepRecord:
 
 def inferred_arms(axes: tuple[Axis, ...], analysis: str) -> tuple[tuple[Contrast, ...], tuple[Derived, ...]]:
     """The contrasts and derived arms of a sweep recorded before they were, from its axes (what the
-    experiments declared then, finalbn.experiments):
+    experiments declared then, finalbn.sweep.experiments):
 
     - a ``model.final_norm`` axis holding bn and none: bn vs none, and the derived arm ``removed`` (the
       bn trials' nobn_* metrics); the bn_removal analysis also bn vs removed and removed vs none;

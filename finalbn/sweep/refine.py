@@ -34,9 +34,9 @@ from pathlib import Path
 
 from finalbn.errors import UserError
 from finalbn.launch.base import Backend, SweepOptions
-from finalbn.spec import Axis, SweepSpec
 from finalbn.sweep.driver import SweepReport, run_sweep
 from finalbn.sweep.record import SweepRecord
+from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import Tracker
 
 MINORITY = "data.train_minority"

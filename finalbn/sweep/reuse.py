@@ -1,6 +1,6 @@
 """Finished trials reused across the sweeps of one results root.
 
-A sweep with overrides has its own folder (finalbn.spec.own_name), yet many of
+A sweep with overrides has its own folder (finalbn.sweep.spec.own_name), yet many of
 its trials are the preset sweep's: the same resolved config and data give the
 same trial id. Before planning what to run, a pending trial whose finished
 folder exists in a sibling sweep is copied in, so it is skipped, not trained
@@ -14,8 +14,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from finalbn.jobs import TrialJob
 from finalbn.records import SUMMARY
+from finalbn.sweep.jobs import TrialJob
 
 
 def adopt_finished(jobs: list[TrialJob], root: Path) -> list[str]:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from finalbn.jobs import TrialJob
 from finalbn.records import RecordError, read_finished, write_parquet
-from finalbn.spec import SweepSpec, flatten
+from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import is_finished
+from finalbn.sweep.spec import SweepSpec, flatten
 
 
 def write_tables(folder: Path, jobs: list[TrialJob]) -> None:

@@ -24,7 +24,7 @@ import filelock
 
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
-from finalbn.spec import PlannedTrial, SweepSpec, flatten
+from finalbn.sweep.spec import PlannedTrial, SweepSpec, flatten
 
 TRIAL_TAG = "finalbn.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -81,7 +81,7 @@ def config_params(config: TrialConfig) -> dict[str, str]:
 def with_unlogged_params(params: dict[str, str]) -> dict[str, str]:
     """A trial's config from its params, with the fields ``config_params`` left out at their default: every
     run, every field. Joint-axis labels (``trial_params``) are no field; analysis reads them from sweep.json."""
-    # A field is dotted ("train.lr"), a joint axis is not (finalbn.spec.Axis.joint).
+    # A field is dotted ("train.lr"), a joint axis is not (finalbn.sweep.spec.Axis.joint).
     fields = {key: value for key, value in params.items() if "." in key}
     return {key: _DEFAULTS[key] for key in SOURCE_FIELDS if key not in fields} | fields
 

@@ -24,7 +24,6 @@ import polars as pl
 
 import finalbn
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.records import (
     FAILURE,
     METRICS,
@@ -36,7 +35,8 @@ from finalbn.records import (
     read_json,
     read_metrics,
 )
-from finalbn.spec import SweepSpec
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking.layout import (
     CODE_TAG,
     COMMIT_TAG,

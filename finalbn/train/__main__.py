@@ -5,7 +5,7 @@ imports the package first; its names load lazily, so ``--help`` answers
 before torch is imported (the command imports it only to train).
 """
 
-from finalbn.cli import train_main
+from finalbn.train.cli import train_main
 
 if __name__ == "__main__":
     raise SystemExit(train_main())

@@ -23,8 +23,6 @@ from pathlib import Path
 import submitit
 
 from finalbn import interrupts
-from finalbn.claims import live_owner, trial_claim
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import RunHandle, SweepOptions, TrialEvents
 from finalbn.launch.slurm.state import STATE_FILE, SlurmState, Submission, live_trials, task_states
 from finalbn.launch.slurm.submit import (
@@ -43,7 +41,9 @@ from finalbn.launch.slurm.submit import (
 )
 from finalbn.launch.slurm.task import SweepTask
 from finalbn.records import RecordError, read_failure
-from finalbn.spec import SweepSpec
+from finalbn.sweep.claims import live_owner, trial_claim
+from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import TaskTracking
 
 
@@ -105,7 +105,7 @@ class SlurmBackend:
         tracking: TaskTracking | None,
         slurm_dir: Path,
     ) -> Submission:
-        from finalbn.costs import assumed_trial_seconds
+        from finalbn.sweep.costs import assumed_trial_seconds
 
         device = "gpu" if options.gpus_per_trial > 0 else "cpu"
         trial_seconds = max(assumed_trial_seconds(job.trial.config, device) for job in jobs)

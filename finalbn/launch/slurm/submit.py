@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finalbn.errors import UserError
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import SweepOptions
 from finalbn.names import is_utf8, shown_path
+from finalbn.sweep.jobs import TrialJob
 
 # A name that goes into an #SBATCH line (partition, account, qos, a --sbatch
 # value): no spaces, quotes or control characters, so it needs no quoting at all.

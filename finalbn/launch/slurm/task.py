@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import submitit
 
-from finalbn.claims import Owner
-from finalbn.jobs import TrialJob
 from finalbn.launch.base import record_failure, run_attempts
+from finalbn.sweep.claims import Owner
+from finalbn.sweep.jobs import TrialJob
 from finalbn.tracking import TaskTracker, TaskTracking, task_tracker
 
 

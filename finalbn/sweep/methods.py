@@ -14,7 +14,7 @@ from typing import Any
 
 from finalbn.errors import UserError
 from finalbn.registry import Registry
-from finalbn.spec import Axis, Contrast, Derived
+from finalbn.sweep.spec import Axis, Contrast, Derived
 
 # The joint axis whose labels are method names, and the method every other one is measured against.
 METHOD_AXIS = "method"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finalbn.provenance import CodeFingerprint
-from finalbn.spec import PlannedTrial
+from finalbn.sweep.spec import PlannedTrial
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from finalbn.config import TrialConfig, validate
+from finalbn.config import TrialConfig, class_counts, validate
 from finalbn.train import uses_feature_cache
 
 # Seconds per image for one forward pass at 224 px, by backbone and device.
@@ -97,14 +97,6 @@ def _images(config: TrialConfig) -> tuple[int, int]:
 
 def _scale(config: TrialConfig) -> float:
     return 1.0 if config.model.backbone in SMALL_INPUT_BACKBONES else (config.data.image_size / 224) ** 2
-
-
-def class_counts(config: TrialConfig) -> tuple[int, int]:
-    """(majority classes, minority classes) the data config will produce."""
-    d = config.data
-    if d.source == "plantvillage":
-        return 1, 1
-    return len(d.majority), 1 if d.pool_minority else len(d.minority)
 
 
 @dataclass(frozen=True)

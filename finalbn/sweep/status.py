@@ -134,7 +134,7 @@ def _in_flight(folder: Path, record: SweepRecord) -> set[str]:
 def _backends(record: SweepRecord) -> list:
     """The backends the sweep's invocations used, built with the command line's defaults."""
     from finalbn.launch import build_backend
-    from finalbn.sweep_cli import sweep_parser
+    from finalbn.sweep.cli import sweep_parser
 
     backends = []
     for name in dict.fromkeys(i.backend for i in record.invocations):

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from finalbn.config import SECTIONS, check_name, expected, field_adapter, field_types
 from finalbn.errors import UserError
-from finalbn.spec import Axis, Contrast, Derived, SweepSpec
+from finalbn.sweep.spec import Axis, Contrast, Derived, SweepSpec
 
 SEED = "train.seed"
 

@@ -29,10 +29,10 @@ from typing import Any
 
 from finalbn.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from finalbn.errors import UserError
-from finalbn.methods import METHODS, TRAINED_NAMES, baseline_contrasts, derived_arms, method_axis
-from finalbn.presets import EMBEDDED_MNIST, THESIS
 from finalbn.registry import Registry
-from finalbn.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, Contrast, Derived, SweepSpec
+from finalbn.sweep.methods import METHODS, TRAINED_NAMES, baseline_contrasts, derived_arms, method_axis
+from finalbn.sweep.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, Contrast, Derived, SweepSpec
+from finalbn.train.presets import EMBEDDED_MNIST, THESIS
 
 PRESETS = ("smoke", "laptop", "cpu", "paper")
 
@@ -471,7 +471,7 @@ RATIO_MINORITY = (5, 10, 20, 50, 100)
 @EXPERIMENTS.register("baselines")
 def baselines(preset: str, data: Data) -> list[SweepSpec]:
     """Final BN against the imbalanced-learning literature: every trained method of
-    finalbn.methods per plant and seed; the post-hoc methods are derived arms scored from their source's
+    finalbn.sweep.methods per plant and seed; the post-hoc methods are derived arms scored from their source's
     trials. The cpu preset also runs the grid at lr 1e-3, and a second sweep over the imbalance ratio."""
     base = _image_base(preset, data)
     if preset == "paper":

@@ -100,12 +100,12 @@ class SweepSpec:
     preset: str = ""
     # The analysis that reads it (a registered report section, finalbn.analysis.sections).
     analysis: str = "generic"
-    # Command-line overrides applied to the declaration (finalbn.overrides), as typed.
+    # Command-line overrides applied to the declaration (finalbn.sweep.overrides), as typed.
     overrides: tuple[str, ...] = ()
     # data.train_minority values --refine added to that axis (finalbn.sweep.refine), in the order added.
     refined: tuple[int, ...] = ()
     # The paired comparisons the analysis computes, the first one the sweep's headline; and the arms
-    # scored from other arms' trials (finalbn.methods' post-hoc methods, final BN removed at test).
+    # scored from other arms' trials (finalbn.sweep.methods' post-hoc methods, final BN removed at test).
     contrasts: tuple[Contrast, ...] = ()
     derived: tuple[Derived, ...] = ()
 

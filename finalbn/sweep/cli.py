@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from finalbn.console import OneLineParser, guarded, table_format
 from finalbn.errors import UserError
-from finalbn.experiments import PLANTS, PRESETS, ClassFolders, Data, build_sweeps
 from finalbn.names import is_utf8
-from finalbn.overrides import Overrides, apply
-from finalbn.spec import SweepSpec, own_name
+from finalbn.sweep.experiments import PLANTS, PRESETS, ClassFolders, Data, build_sweeps
+from finalbn.sweep.overrides import Overrides, apply
+from finalbn.sweep.spec import SweepSpec, own_name
 
 if TYPE_CHECKING:
     from finalbn.launch.base import Backend
@@ -300,7 +300,7 @@ def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
 
 def dry_run(spec: SweepSpec, out: Path = Path("results")) -> str:
     """The grid, the trials per axis value and a cost estimate, without training."""
-    from finalbn.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
+    from finalbn.sweep.costs import TRIAL_SETUP_SECONDS, assumed_sweep_seconds
 
     lines = [f"{spec.name} ({spec.reproduces or 'custom'}): {spec.size()} trials", f"  results: {out / spec.name}"]
     if spec.overrides:
@@ -341,7 +341,7 @@ def _duration(seconds: float) -> str:
 
 def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace) -> str:
     """The sweep's predicted wall time on ``workers`` trial slots, from one trial timed for two epochs here."""
-    from finalbn.costs import calibrate, epoch_work, makespan
+    from finalbn.sweep.costs import calibrate, epoch_work, makespan
 
     trials = list(spec.trials())
     probe = max(trials, key=lambda trial: epoch_work(trial.config)).config
@@ -426,7 +426,7 @@ def _answers(host: str, port: int) -> bool:
 
 def _warn_few_steps(specs: list[SweepSpec]) -> None:
     """One line for all the trials that make too few optimizer steps to learn (a warning: they still run)."""
-    from finalbn.costs import class_counts
+    from finalbn.config import class_counts
     from finalbn.train.recipe import MIN_STEPS, few_steps
 
     trials = [trial for spec in specs for trial in spec.trials()]
@@ -478,7 +478,7 @@ def _pack_gpus(specs: list[SweepSpec], backend: Backend) -> float:
     """--gpus-per-trial auto: 1/n of a GPU, n from the costliest trial's measured peak memory."""
     import torch
 
-    from finalbn.costs import calibrate, epoch_work, trials_per_gpu
+    from finalbn.sweep.costs import calibrate, epoch_work, trials_per_gpu
 
     if not backend.runs_here:
         raise UserError(
