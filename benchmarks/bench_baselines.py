@@ -10,7 +10,7 @@ final BN removed) trains nothing: its cost per trial is the scoring of one train
 timed directly on a finished trial's test and validation probabilities against that trial's own wall time.
 
 ``quick``: Apple only, 2 seeds (``--axis data.plant=Apple --seeds 2``): so few trials that each sweep's fixed
-start-up (a private Ray, the report) dominates its per-trial time, so its first ratio says little.
+start-up (the workers, MLflow, the report) dominates its per-trial time, so its first ratio says little.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def sweep_seconds(experiment: str, out: Path, extra: list[str]) -> tuple[float, 
     """Wall time of one cpu sweep script run in this process, and the distinct trials it finished: a script may
     run several sweeps (baselines: the main grid and baselines_ratio, which copies in the main grid's trials with
     its ids), so trials are counted once per id over all of its sweep folders."""
+    from finalbn.records.folders import SUMMARY, TRIALS
     from finalbn.sweep.cli import run_script
 
     argv = ["--preset", "cpu", "--data", str(plantvillage_root()), "--out", str(out), "--no-tracking", *extra]
@@ -39,7 +40,7 @@ def sweep_seconds(experiment: str, out: Path, extra: list[str]) -> tuple[float, 
     seconds = time.perf_counter() - started
     if code:
         raise SystemExit(f"the {experiment} cpu sweep exited {code}")
-    finished = {folder.name for folder in out.glob("*/trials/*") if (folder / "summary.json").exists()}
+    finished = {folder.name for folder in out.glob(f"*/{TRIALS}/*") if (folder / SUMMARY).exists()}
     return seconds, len(finished)
 
 

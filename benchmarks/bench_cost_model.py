@@ -21,6 +21,7 @@ from finalbn.sweep.experiments import build_sweeps
 
 def run(quick: bool = False) -> list[dict[str, object]]:
     from finalbn.launch.ray_tune import RayTuneBackend
+    from finalbn.records.folders import MLFLOW_ARTIFACTS
     from finalbn.sweep import SweepOptions, run_sweep
     from finalbn.tracking import MlflowTracker, default_tracking_uri
 
@@ -32,7 +33,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         started = time.perf_counter()
-        tracker = MlflowTracker(default_tracking_uri(out), artifact_root=out / "mlartifacts")
+        tracker = MlflowTracker(default_tracking_uri(out), artifact_root=out / MLFLOW_ARTIFACTS)
         report = run_sweep(spec, SweepOptions(out=out), RayTuneBackend("local"), tracker)
         actual = time.perf_counter() - started
     assert not report.failed, report.failed

@@ -2,8 +2,8 @@
 
 The same N small trials (embedded MNIST) run (a) one after another in a plain
 loop over ``train_trial`` in this process, one torch thread each, and (b) as a
-sweep of the tool (Ray Tune, MLflow to a SQLite store, trial folders, tables),
-one core per trial. The ideal sweep time is the loop's time divided by the
+sweep of the tool (``--backend local``: warm worker processes; MLflow to a SQLite
+store, trial folders, tables), one core per trial. The ideal sweep time is the loop's time divided by the
 cores; the ratio is sweep time / ideal (1.0 = no overhead at all).
 
 A third run, (c), is the same loop split over one plain process per core: no
@@ -72,7 +72,7 @@ def bare_processes(spec: SweepSpec, cores: int) -> float:
     """The loop's trials over one plain worker process per core, trials handed out in order."""
     configs = [trial.config for trial in spec.trials()]
     with ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        # Workers import torch and finalbn before the clock starts, as Ray's reused actors have.
+        # Workers import torch and finalbn before the clock starts.
         list(pool.map(_train_one, configs[:cores]))
         started = time.perf_counter()
         list(pool.map(_train_one, configs, chunksize=1))
@@ -80,13 +80,15 @@ def bare_processes(spec: SweepSpec, cores: int) -> float:
 
 
 def tool_sweep(spec: SweepSpec, out: Path) -> float:
-    from finalbn.launch.ray_tune import RayTuneBackend
+    from finalbn.launch import BackendOptions, build_backend
+    from finalbn.records.folders import MLFLOW_ARTIFACTS
     from finalbn.sweep import SweepOptions, run_sweep
     from finalbn.tracking import MlflowTracker, default_tracking_uri
 
     started = time.perf_counter()
-    tracker = MlflowTracker(default_tracking_uri(out), artifact_root=out / "mlartifacts")
-    report = run_sweep(spec, SweepOptions(out=out), RayTuneBackend("local"), tracker)
+    tracker = MlflowTracker(default_tracking_uri(out), artifact_root=out / MLFLOW_ARTIFACTS)
+    backend = build_backend("local", BackendOptions(out=out))
+    report = run_sweep(spec, SweepOptions(out=out), backend, tracker)
     assert not report.failed and len(report.finished) == spec.size(), report
     return time.perf_counter() - started
 
@@ -105,7 +107,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
         {
             "benchmark": f"orchestration overhead: {what}",
             "baseline": f"bare loop {loop:.1f} s / {cores} cores = {ideal:.1f} s",
-            "this tool": f"local sweep {sweep:.1f} s (Ray start and stop, MLflow, trial folders, tables)",
+            "this tool": f"local sweep {sweep:.1f} s (workers' start and stop, MLflow, trial folders, tables)",
             "ratio": sweep / ideal,
             "target": f"<= {TARGET}x",
         },

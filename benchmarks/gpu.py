@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 from finalbn.config import ModelConfig, TrainConfig  # noqa: E402
 from finalbn.models import create_model  # noqa: E402
+from finalbn.records.folders import TRIALS_TABLE  # noqa: E402
 from finalbn.train.recipe import amp_dtype  # noqa: E402
 
 NO_CUDA = "skipped: no CUDA device"
@@ -176,7 +177,7 @@ def _packing(k: int, cuda: bool) -> list[Row]:
             continue
         extra = ["--backend", "local", "--gpus-per-trial", f"{1 / per_gpu:g}", "--set", "train.device=cuda"]
         seconds, out = _sweep(experiment, preset, extra)
-        trials = pl.read_parquet(next(out.glob("*/trials.parquet"))).height
+        trials = pl.read_parquet(next(out.glob(f"*/{TRIALS_TABLE}"))).height
         rows.append(Row(name, "cuda", trials * 3600 / seconds, "trials/hour", f"{trials} trials in {seconds:.0f} s"))
     return rows
 
@@ -189,7 +190,7 @@ def _headline_on_gpu(data: Path | None, cuda: bool) -> Row:
         return Row(name, "cuda", None, "s", "skipped: no PlantVillage root (--data or FINALBN_PLANTVILLAGE)")
     extra = ["--data", str(data), "--axis", "data.plant=Apple", "--set", "train.device=cuda", "--backend", "serial"]
     seconds, out = _sweep("headline", "cpu", extra)
-    trials = pl.read_parquet(next(out.glob("*/trials.parquet")))
+    trials = pl.read_parquet(next(out.glob(f"*/{TRIALS_TABLE}")))
     means = trials.group_by("axis.variant").agg(pl.col("f1_minority").mean()).sort("axis.variant")
     f1 = ", ".join(f"{v} {f:.3f}" for v, f in means.iter_rows())
     return Row(name, "cuda", seconds, "s", f"{trials.height} trials incl. extraction; minority F1: {f1}")

@@ -76,6 +76,7 @@ def in_process(out: Path) -> tuple[list[tuple[str, float]], list[Any]]:
     from finalbn.launch.base import execute
     from finalbn.provenance import code_versions
     from finalbn.records import SUMMARY, Summary, read_json
+    from finalbn.records.folders import MLFLOW_ARTIFACTS
     from finalbn.sweep.experiments import build_sweeps
     from finalbn.sweep.plan import plan
     from finalbn.sweep.tables import write_tables
@@ -86,7 +87,7 @@ def in_process(out: Path) -> tuple[list[tuple[str, float]], list[Any]]:
     commit = code_versions()["git_commit"]
     planning, jobs = timed(lambda: plan(spec, folder, commit))
     uri = default_tracking_uri(out)
-    store, tracker = timed(lambda: MlflowTracker(uri, artifact_root=out / "mlartifacts"))
+    store, tracker = timed(lambda: MlflowTracker(uri, artifact_root=out / MLFLOW_ARTIFACTS))
     parent, _ = timed(lambda: tracker.start_sweep(spec, commit, pending=len(jobs), skipped=0))
     # The grid's cheapest and costliest trials, both final-norm settings at one seed.
     counts = [job.trial.config.data.train_minority for job in jobs]

@@ -19,12 +19,20 @@ from benchmarks import (  # noqa: E402
     bench_baselines,
     bench_cost_model,
     bench_feature_cache,
+    bench_head_sweep,
     bench_image_cache,
     bench_overhead,
 )
 from benchmarks.table import print_table  # noqa: E402
 
-BENCHMARKS = (bench_overhead, bench_image_cache, bench_feature_cache, bench_cost_model, bench_baselines)
+BENCHMARKS = (
+    bench_overhead,
+    bench_head_sweep,
+    bench_image_cache,
+    bench_feature_cache,
+    bench_cost_model,
+    bench_baselines,
+)
 
 
 def main() -> None:

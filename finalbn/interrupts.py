@@ -12,18 +12,37 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # The signals that stop a command as Ctrl-C does: SIGTERM is what schedulers and finalbn cancel send.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _pending = False
+# Inside ``deferred``: a stop is remembered and raised when the block ends, not in its middle.
+_deferring = False
 
 
 def handle(signum: int, frame: object) -> None:
     """The handler for SIGINT and SIGTERM (a scheduler's stop) while a command runs."""
     global _pending
     _pending = True
-    raise KeyboardInterrupt
+    if not _deferring:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A block a stop must not cut in two (an MLflow run created but not yet remembered, so never closed):
+    a stop that arrives inside it is raised as the block ends."""
+    global _deferring
+    before = _deferring
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = before
+    check()
 
 
 def install() -> dict[int, object]:

@@ -15,8 +15,9 @@ can move in that budget may decide the final-BN effect. Two sweeps:
     paper   lr {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2} x BN x 5 seeds x Apple, Pepper,
             Tomato = 180 trials (ResNet34 frozen, 224 px, GPU); batch_steps: batch
             {16, ..., 512} x BN x 5 seeds at 150 steps, Apple = 60 trials.
-    cpu     The same grids on a frozen EfficientNet-Lite0 whose features are cached:
-            only the head (± final BN) trains; needs --data, no GPU.
+    cpu     The same grids, 180 trials and batch_steps 60 trials, on a frozen
+            EfficientNet-Lite0 whose features are cached: only the head (± final BN)
+            trains; needs --data, no GPU.
     laptop  lr {1e-3, 3e-3, 1e-2} x BN x 2 seeds = 12 trials; batch_steps 6 sizes x BN
             x 2 seeds = 24 trials; simple CNN from scratch, embedded MNIST 3 vs 8
             without --data, that PlantVillage root's Apple at 32 px with it.

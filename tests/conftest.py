@@ -14,6 +14,9 @@ if "FINALBN_CACHE_DIR" not in os.environ:
     os.environ["FINALBN_CACHE_DIR"] = tempfile.mkdtemp(prefix="finalbn-test-cache-")
     atexit.register(shutil.rmtree, os.environ["FINALBN_CACHE_DIR"], ignore_errors=True)
 
+# The finished sweeps many files read, trained once per session (tests/fixtures_sweep.py).
+from fixtures_sweep import finished_sweep, imbalance_smoke, smoke_results  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def plantvillage_root() -> Path:

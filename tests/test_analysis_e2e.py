@@ -1,43 +1,35 @@
-"""A real smoke sweep (Ray Tune, MLflow in SQLite) analysed end to end, the report opened in headless Chromium."""
+"""A real smoke sweep (serial backend, MLflow in SQLite) analysed end to end, the report opened in headless
+Chromium. The analysis reads folders and runs, whichever backend trained them."""
 
 from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 from browser import colourful_pixels, render, require_chromium
+from fixtures_sweep import FinishedSweep
 from mlflow.tracking import MlflowClient
 
+from finalbn.analysis.cli import report_main
 from finalbn.analysis.load import from_folder
 from finalbn.analysis.mlflow_source import from_mlflow
 from finalbn.analysis.report import ReportResult, write_report
-from finalbn.launch.ray_tune import RayTuneBackend
-from finalbn.sweep import SweepOptions, run_sweep
-from finalbn.sweep.experiments import build_sweeps
-from finalbn.tracking import MlflowTracker
 from finalbn.tracking.layout import HEADLINE_TAG, PARENT_TAG
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, object]:
-    """The imbalance-ratio smoke sweep (8 trials, 2 epochs), tracked in a fresh SQLite store."""
-    root = tmp_path_factory.mktemp("analysis-e2e")
-    spec = build_sweeps("imbalance_ratio", "smoke", None)[0]
-    uri = f"sqlite:///{root / 'mlruns.db'}"
-    tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
-    # Half a core per trial: four trials at once on two cores.
-    report = run_sweep(spec, SweepOptions(out=root / "results", cpus_per_trial=0.5), RayTuneBackend("local"), tracker)
-    assert len(report.finished) == 8, report.failed
-    return report.folder, uri, spec
+def sweep(imbalance_smoke: FinishedSweep) -> tuple[Path, str, object]:
+    """The imbalance-ratio smoke sweep (8 trials, 2 epochs) in its SQLite store, the session's
+    (tests/fixtures_sweep.py). The report below adds itself to the sweep's folder and parent run, and
+    nothing else: the other readers of this sweep (MLflow's runs page, the Slurm comparison) see no
+    difference. Not a copy: a copied parent run keeps its id, under which MLflow has already cached
+    the original's artifact folder in this process (see fixtures_sweep.copy_sweep)."""
+    return imbalance_smoke.folder, imbalance_smoke.uri, imbalance_smoke.spec
 
 
 @pytest.fixture(scope="module")
@@ -91,18 +83,19 @@ def test_mlflow_and_the_folder_give_the_same_tables(sweep: tuple[Path, str, obje
     assert files.analysis == runs.analysis == "imbalance_ratio" and runs.planned() == files.planned() == 8
 
 
-def test_the_report_script_runs_on_the_folder(sweep: tuple[Path, str, object], tmp_path: Path) -> None:
+def test_the_report_script_runs_on_the_folder(
+    sweep: tuple[Path, str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """analysis/report.py's entry, in this process (test_user_path runs the script itself on a terminal)."""
     folder, _, _ = sweep
-    done = subprocess.run(
-        [sys.executable, str(REPO / "analysis" / "report.py"), str(folder), "--out", str(tmp_path), "--no-gradcam"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Imbalance threshold:")
-    assert f"report: {tmp_path / 'report.html'}" in done.stdout
+    monkeypatch.chdir(tmp_path)
+    assert report_main([str(folder), "--out", str(tmp_path), "--no-gradcam"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Imbalance threshold:")
+    assert f"report: {tmp_path / 'report.html'}" in out
     assert (tmp_path / "report.md").exists() and (tmp_path / "figures" / "imbalance_ratio.png").exists()
 
 

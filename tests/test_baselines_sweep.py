@@ -17,11 +17,12 @@ from test_folder_sweeps import folder_flags, write_digit_folders
 
 from finalbn.config import TrainConfig, trial_id, validate
 from finalbn.errors import UserError
+from finalbn.records.folders import SWEEP_RECORD as RECORD_FILE
 from finalbn.sweep.cli import dry_run, run_script
 from finalbn.sweep.experiments import ClassFolders, build_sweeps
 from finalbn.sweep.methods import METHODS, TRAINED_NAMES, baseline_contrasts, derived_arms, method_axis
 from finalbn.sweep.overrides import Overrides, apply
-from finalbn.sweep.record import RECORD_FILE, SweepRecord
+from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.spec import Contrast, Derived, SweepSpec
 from finalbn.train.presets import EMBEDDED_MNIST, THESIS
 

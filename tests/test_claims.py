@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends import serial
 
-from finalbn.launch.serial import SerialBackend
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.sweep.claims import ClaimedElsewhere, Owner, acquire, hold, live_owner, trial_claim
 from finalbn.sweep.jobs import TrialJob
@@ -150,7 +150,6 @@ def test_release_leaves_a_claim_taken_over_meanwhile(tmp_path: Path) -> None:
     assert Owner(**json.loads(path.read_text())).host == "node-7.cluster"
 
 
-@pytest.mark.slow
 def test_a_driver_waits_on_a_claimed_trial_and_trains_it_when_its_owner_dies(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -168,7 +167,7 @@ def test_a_driver_waits_on_a_claimed_trial_and_trains_it_when_its_owner_dies(
         seen: list[str] = []
         waiting = threading.Thread(target=_kill_when_waiting, args=(capfd, owner, seen), daemon=True)
         waiting.start()
-        report = run_sweep(spec, options, SerialBackend("serial"), NullTracker())
+        report = run_sweep(spec, options, serial(), NullTracker())
         waiting.join(timeout=60)
     finally:
         owner.kill()
@@ -186,3 +185,5 @@ def _kill_when_waiting(capfd: pytest.CaptureFixture[str], owner: subprocess.Pope
         time.sleep(0.2)
         seen.append(capfd.readouterr().out)
     owner.kill()
+    # Reaped: an unreaped child is a zombie, whose pid still answers, so its claim would only go stale in a minute.
+    owner.wait()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,6 @@ from PIL import Image
 from finalbn.sweep.cli import run_script
 from finalbn.sweep.experiments import PRESETS, ClassFolders, build_sweeps
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE_EXPERIMENTS = ("imbalance_ratio", "batch_size", "factorial", "headline", "bn_removal")
 # The smoke preset's largest need per class: majority 32 + 8 + 16, minority (imbalance_ratio) 4 + 2 + 16.
 SMOKE_MAJORITY, SMOKE_MINORITY = 56, 22
@@ -144,17 +141,14 @@ def test_an_unknown_class_folder_is_named_with_the_choices(digits: Path, capsys:
 
 
 @pytest.mark.slow
-def test_a_smoke_sweep_runs_on_class_folders(digits: Path, tmp_path: Path) -> None:
-    command = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py"), "--preset", "smoke", *folder_flags(digits)]
-    done = subprocess.run(
-        [*command, "--backend", "serial", "--no-tracking", "--out", str(tmp_path / "results")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "imbalance_ratio-smoke-folder: 8 trials, 0 finished earlier (skipped), 8 to run" in done.stdout
+def test_a_smoke_sweep_runs_on_class_folders(
+    digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    flags = ["--preset", "smoke", *folder_flags(digits), "--backend", "serial", "--no-tracking"]
+    assert cli("imbalance_ratio", *flags, "--out", str(tmp_path / "results")) == 0
+    out = capsys.readouterr().out
+    assert "imbalance_ratio-smoke-folder: 8 trials, 0 finished earlier (skipped), 8 to run" in out
     folder = tmp_path / "results" / "imbalance_ratio-smoke-folder"
     trials = pl.read_parquet(folder / "trials.parquet")
     assert trials.height == 8

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from faults import env, swallow_an_interrupt
+from fixtures_sweep import runs, spec, sweep
 from mlflow.tracking import MlflowClient
-from test_sweep import runs, spec, sweep
 
 from finalbn import interrupts
 from finalbn.console import guarded
@@ -52,21 +52,22 @@ def test_a_serial_sweep_stops_at_the_next_event_and_resumes(
     capsys: pytest.CaptureFixture[str],
     swallowed: list[type[BaseException]],
 ) -> None:
-    name = "swallowed"
+    # Four trials: the interrupt lands in the first, and the rest never start.
+    name, grid = "swallowed", spec("swallowed", minority_counts=(3,))
     for key, value in env("sigint:seed=0:1").items():
         monkeypatch.setenv(key, value)
-    assert guarded(lambda: sweep(spec(name), tmp_path), debug=False) == 130
+    assert guarded(lambda: sweep(grid, tmp_path), debug=False) == 130
     assert swallowed == [KeyboardInterrupt]
     out = capsys.readouterr().out
-    assert "interrupted: 0 trials finished in this run, 8 did not" in out
+    assert "interrupted: 0 trials finished in this run, 4 did not" in out
     folder = tmp_path / "results" / name
     assert not list(folder.glob("trials/*/summary.json"))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     assert sorted({r.info.status for r in runs(client, name)}) == ["KILLED"]
 
     monkeypatch.delenv("FINALBN_FAULT")
-    report, client = sweep(spec(name), tmp_path)
-    assert len(report.finished) == 8 and report.skipped == 0
+    report, client = sweep(grid, tmp_path)
+    assert len(report.finished) == 4 and report.skipped == 0
     assert not [r for r in runs(client, name) if r.info.status == "RUNNING"]
 
 

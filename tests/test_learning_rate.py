@@ -9,13 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from backends import serial
 
 from finalbn.analysis.learning_rate import compact, lr_table
 from finalbn.analysis.report import write_report
 from finalbn.config import TrialConfig, trial_id, validate
 from finalbn.data import build_manifest
 from finalbn.errors import UserError
-from finalbn.launch.serial import SerialBackend
 from finalbn.records import SUMMARY, Summary, read_json
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.sweep.experiments import LEARNING_RATES, SMOKE_DATA, build_sweeps
@@ -130,7 +130,7 @@ def smoke_sweeps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rates, steps = build_sweeps("learning_rate", "smoke", None)
     # Two batch sizes are enough for an optimum: 8 trials, as many as the learning-rate sweep.
     for spec in (rates, apply(steps, Overrides(axes=("train.batch_size=8,16",)))):
-        report = run_sweep(spec, SweepOptions(out=out), SerialBackend("serial"), NullTracker())
+        report = run_sweep(spec, SweepOptions(out=out), serial(), NullTracker())
         assert not report.failed
     return out
 

@@ -17,12 +17,9 @@ from pathlib import Path
 
 import pytest
 from browser import headless, require_chromium
+from fixtures_sweep import FinishedSweep
 from matplotlib.image import imread
 
-from finalbn.launch.serial import SerialBackend
-from finalbn.sweep import SweepOptions, run_sweep
-from finalbn.sweep.experiments import build_sweeps
-from finalbn.tracking import MlflowTracker
 from finalbn.tracking.layout import RUNS_VIEW
 
 pytestmark = pytest.mark.slow
@@ -32,15 +29,11 @@ SERVER_START_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """The imbalance-ratio smoke sweep (8 trials) in a SQLite store: (root, store URI, experiment id)."""
-    root = tmp_path_factory.mktemp("mlflow-ui")
-    spec = build_sweeps("imbalance_ratio", "smoke", None)[0]
-    uri = f"sqlite:///{root / 'mlruns.db'}"
-    tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
-    report = run_sweep(spec, SweepOptions(out=root / "results"), SerialBackend("serial"), tracker)
-    assert len(report.finished) == 8, report.failed
-    return root, uri, tracker.experiment_id
+def smoke(imbalance_smoke: FinishedSweep, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """The session's imbalance-ratio smoke sweep (8 trials, tests/fixtures_sweep.py), which the server only reads:
+    (a folder of this module's own for the server's files, store URI, experiment id)."""
+    experiment = imbalance_smoke.client().get_experiment_by_name(imbalance_smoke.spec.name)
+    return tmp_path_factory.mktemp("mlflow-ui"), imbalance_smoke.uri, experiment.experiment_id
 
 
 def free_port() -> int:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +12,6 @@ from finalbn.sweep.cli import run_script
 from finalbn.sweep.experiments import build_sweeps
 from finalbn.sweep.overrides import Overrides, apply
 from finalbn.sweep.record import SweepRecord
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def laptop(experiment: str = "imbalance_ratio"):
@@ -128,33 +123,15 @@ def test_a_repeated_axis_is_one_line_from_the_sweep_script(capsys: pytest.Captur
     )
 
 
-def test_the_dry_run_shows_the_overrides() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "sweeps" / "imbalance_ratio.py"),
-            "--dry-run",
-            "--seeds",
-            "3",
-            "--set",
-            "train.lr=3e-3",
-            "--axis",
-            "data.train_minority=3,30,90",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "overrides: --set train.lr=3e-3 --axis data.train_minority=3,30,90 --seeds 3" in done.stdout
-    assert "18 trials" in done.stdout and "train.seed [nuisance]: 0, 1, 2" in done.stdout
+def test_the_dry_run_shows_the_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--dry-run", "--seeds", "3", "--set", "train.lr=3e-3", "--axis", "data.train_minority=3,30,90"]
+    assert run_script("imbalance_ratio", None, argv) == 0
+    out = capsys.readouterr().out
+    assert "overrides: --set train.lr=3e-3 --axis data.train_minority=3,30,90 --seeds 3" in out
+    assert "18 trials" in out and "train.seed [nuisance]: 0, 1, 2" in out
 
 
-def test_no_flag_is_a_prefix_of_another() -> None:
-    epoch = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py"), "--dry-run", "--epoch", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert epoch.returncode == 2 and "unrecognized arguments: --epoch 1" in epoch.stderr
+def test_no_flag_is_a_prefix_of_another(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        run_script("imbalance_ratio", None, ["--dry-run", "--epoch", "1"])
+    assert refused.value.code == 2 and "unrecognized arguments: --epoch 1" in capsys.readouterr().err

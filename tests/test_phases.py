@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_sweep import sweep
+from fixtures_sweep import sweep
 
 from finalbn.data import build_manifest
 from finalbn.sweep.progress import Outcome, Progress

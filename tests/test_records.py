@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from backends import serial
 from faults import tmpfs
 
 from finalbn.errors import UserError
 from finalbn.launch.base import failed_attempts, record_failure
-from finalbn.launch.serial import SerialBackend
 from finalbn.records import (
     CONFIG,
     FAILURE,
@@ -57,7 +57,7 @@ SPEC = SweepSpec(
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``<out>/records/``: a finished two-trial sweep, trained once for the module."""
     out = tmp_path_factory.mktemp("trained")
-    report = run_sweep(SPEC, SweepOptions(out=out), SerialBackend("serial"), NullTracker())
+    report = run_sweep(SPEC, SweepOptions(out=out), serial(), NullTracker())
     assert len(report.finished) == 2
     return out
 
@@ -179,7 +179,7 @@ def test_a_wrong_typed_summary_is_retrained_and_the_summary_table_computes(sweep
     """The issue's case: f1_minority "0.9" used to make trials.parquet a string column and every later run fail."""
     planned = jobs(sweep)
     edit_json(planned[0].folder / SUMMARY, set_key("test", "f1_minority", value="0.9"))
-    report = run_sweep(SPEC, SweepOptions(out=sweep), SerialBackend("serial"), NullTracker())
+    report = run_sweep(SPEC, SweepOptions(out=sweep), serial(), NullTracker())
     assert report.finished == [planned[0].trial_id] and report.skipped == 1
     table = summary_table(report.folder, SPEC)
     assert table is not None and table["trials"].sum() == 2

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from backends import serial
 
 from finalbn.errors import UserError
-from finalbn.launch.base import SweepOptions
-from finalbn.launch.serial import SerialBackend
 from finalbn.sweep.cli import run_script
 from finalbn.sweep.experiments import build_sweeps
+from finalbn.sweep.options import SweepOptions
 from finalbn.sweep.overrides import Overrides, apply
 from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.refine import MINORITY, Refinement, check, next_values, refine_sweep, widened
@@ -68,7 +68,7 @@ def test_a_refined_sweep_adds_trials_and_a_rerun_trains_nothing_new(
 ) -> None:
     options = SweepOptions(out=tmp_path)
     refinement = Refinement(factor=1.5, budget=100)
-    report = refine_sweep(smoke(), options, SerialBackend("serial"), NullTracker(), refinement, upper_bracket)
+    report = refine_sweep(smoke(), options, serial(), NullTracker(), refinement, upper_bracket)
     # Bracket 1-4 -> midpoint 2; 2-4 -> 3 (round(sqrt 8)); 3-4 is narrower than 1.5: stop.
     assert minority_values(report.spec) == (1, 2, 3, 4) and report.spec.refined == (2, 3)
     assert len(report.finished) == 8 and report.failed == [] and report.total == 8
@@ -80,7 +80,7 @@ def test_a_refined_sweep_adds_trials_and_a_rerun_trains_nothing_new(
     assert pl.read_parquet(report.folder / "trials.parquet").height == 8
     assert len(list((report.folder / "trials").iterdir())) == 8
     # The same command again: the recorded points are reused, everything is skipped, nothing new is added.
-    again = refine_sweep(smoke(), options, SerialBackend("serial"), NullTracker(), refinement, upper_bracket)
+    again = refine_sweep(smoke(), options, serial(), NullTracker(), refinement, upper_bracket)
     assert again.finished == [] and again.skipped == 8 and again.spec.refined == (2, 3)
     # From the command line, with the analysis' own brackets: resumes, trains nothing within the spent budget.
     capsys.readouterr()

@@ -1,7 +1,10 @@
 """Real faults: a killed driver, Ctrl-C, dying workers, damaged state, two sweeps at once, a full disk,
 a corrupt MLflow store, wrong-typed and garbled trial records.
 
-Each sweep runs as its own process group; tests kill only what they started.
+What does not depend on the backend runs on the serial one: a driver killed for real, two drivers at
+once and the sweep commands as their own processes, the rest in this process. Real Ray is kept for
+what only Ray shows: a worker process that dies, and a Ctrl-C that must stop Ray's workers too.
+Each process runs as its own process group; tests kill only what they started.
 """
 
 from __future__ import annotations
@@ -13,39 +16,49 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+import sweep_driver
 from faults import env as fault_env
+from fixtures_sweep import FinishedSweep, copy_sweep, sweep
 from mlflow.tracking import MlflowClient
 from test_records import real_store, tmpfs, truncated
 
 from finalbn.analysis.report import write_report
-from finalbn.launch.serial import SerialBackend
-from finalbn.sweep import SweepOptions, run_sweep
-from finalbn.sweep.spec import Axis, SweepSpec
-from finalbn.tracking import TRIAL_TAG, MlflowTracker
-from finalbn.train.presets import EMBEDDED_MNIST
+from finalbn.sweep.cli import run_script
+from finalbn.tracking import TRIAL_TAG
 
 pytestmark = pytest.mark.slow
 
 DRIVER = Path(__file__).with_name("sweep_driver.py")
-TRIALS = 12
+TRIALS = sweep_driver.TRIALS
 EPOCHS = 3
 
 
-def start(name: str, root: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start(
+    name: str, root: Path, retries: int = 2, backend: str = "serial", env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """tests/sweep_driver.py as its own process (group), on ``backend``."""
     return subprocess.Popen(
-        [sys.executable, str(DRIVER), name, str(root / "results"), uri(root), *extra],
+        [sys.executable, str(DRIVER), name, str(root / "results"), uri(root), str(retries), backend],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
         start_new_session=True,
     )
+
+
+def here(name: str, root: Path, capsys: pytest.CaptureFixture[str], retries: int = 2) -> str:
+    """tests/sweep_driver.py's sweep on the serial backend in this process; what it printed."""
+    capsys.readouterr()
+    sweep_driver.main(name, str(root / "results"), uri(root), str(retries), "serial")
+    out, err = capsys.readouterr()
+    return out + err
 
 
 def uri(root: Path) -> str:
@@ -62,7 +75,7 @@ def wait_for_finished_trials(root: Path, name: str, count: int, timeout: float =
     deadline = time.monotonic() + timeout
     while len(list((root / "results" / name / "trials").glob("*/summary.json"))) < count:
         assert time.monotonic() < deadline, "the sweep made no progress"
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def reap(process: subprocess.Popen[str]) -> None:
@@ -92,12 +105,12 @@ def check_store(root: Path, name: str) -> None:
     assert set(epochs["trial_id"]) == set(trial_ids)
 
 
-def test_killed_driver_loses_nothing(tmp_path: Path) -> None:
+def test_killed_driver_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     process = start("killed", tmp_path)
     wait_for_finished_trials(tmp_path, "killed", 3)
     os.kill(process.pid, signal.SIGKILL)
     reap(process)
-    output = finish(start("killed", tmp_path))
+    output = here("killed", tmp_path, capsys)
     assert "finished earlier (skipped)" in output
     check_store(tmp_path, "killed")
     client = MlflowClient(uri(tmp_path))
@@ -109,8 +122,10 @@ def test_killed_driver_loses_nothing(tmp_path: Path) -> None:
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]
 
 
-def test_ctrl_c_stops_quickly_and_resumes(tmp_path: Path) -> None:
-    process = start("interrupted", tmp_path)
+def test_ctrl_c_stops_quickly_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C to a driver on Ray: it stops Ray's workers too, exits 130, leaves no run RUNNING; the
+    rerun (serial here: resuming does not depend on the backend) trains the rest."""
+    process = start("interrupted", tmp_path, backend="ray")
     wait_for_finished_trials(tmp_path, "interrupted", 2)
     sent = time.monotonic()
     os.kill(process.pid, signal.SIGINT)
@@ -123,13 +138,14 @@ def test_ctrl_c_stops_quickly_and_resumes(tmp_path: Path) -> None:
     client = MlflowClient(uri(tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    finish(start("interrupted", tmp_path))
+    assert "finished earlier (skipped)" in here("interrupted", tmp_path, capsys)
     check_store(tmp_path, "interrupted")
 
 
 def test_dying_workers_are_retried_until_every_trial_finishes(tmp_path: Path) -> None:
-    # Half the trials kill their worker process on the first attempt.
-    finish(start("crashing", tmp_path, env=fault_env("exit:p=0.5:1")))
+    # Half the trials kill their Ray worker process on the first attempt (the local backend's own dying
+    # workers: tests/test_pool.py).
+    finish(start("crashing", tmp_path, backend="ray", env=fault_env("exit:p=0.5:1")))
     check_store(tmp_path, "crashing")
     failures = [json.loads(p.read_text()) for p in (tmp_path / "results" / "crashing").glob("trials/*/failure.json")]
     assert 1 <= len(failures) < TRIALS
@@ -138,8 +154,13 @@ def test_dying_workers_are_retried_until_every_trial_finishes(tmp_path: Path) ->
     assert all("died" in f["traceback"].lower() for f in failures), failures[0]["traceback"]
 
 
-def test_without_retries_failures_are_recorded_and_rerun_alone(tmp_path: Path) -> None:
-    finish(start("no-retry", tmp_path, "0", env=fault_env("raise:p=0.3")))
+def test_without_retries_failures_are_recorded_and_rerun_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with monkeypatch.context() as faulty:
+        for key, value in fault_env("raise:p=0.3").items():
+            faulty.setenv(key, value)
+        here("no-retry", tmp_path, capsys, retries=0)
     folder = tmp_path / "results" / "no-retry"
     failed = {p.parent.name for p in folder.glob("trials/*/failure.json")}
     assert 1 <= len(failed) < TRIALS
@@ -152,20 +173,20 @@ def test_without_retries_failures_are_recorded_and_rerun_alone(tmp_path: Path) -
     for trial in failed:
         assert "fault injected" in json.loads((folder / "trials" / trial / "failure.json").read_text())["traceback"]
 
-    output = finish(start("no-retry", tmp_path, "0"))
+    output = here("no-retry", tmp_path, capsys, retries=0)
     n = len(failed)
     assert f"{TRIALS - n} finished earlier (skipped), {n} failed earlier (retried), {n} to run" in output
     check_store(tmp_path, "no-retry")
 
 
-def test_damaged_state_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
-    finish(start("damaged", tmp_path))
+def test_damaged_state_is_set_aside_and_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    here("damaged", tmp_path, capsys)
     folder = tmp_path / "results" / "damaged"
     first, second = sorted(folder.glob("trials/*/summary.json"))[:2]
     first.write_text('{"trial_id": "trunc')
     (second.parent / "metrics.parquet").write_bytes(b"not parquet at all")
     (folder / "epochs.parquet").write_bytes(b"garbage")
-    output = finish(start("damaged", tmp_path))
+    output = here("damaged", tmp_path, capsys)
     assert output.count("result folder unreadable") == 2
     assert f"{TRIALS - 2} finished earlier (skipped), 2 to run" in output
     assert len(list(folder.glob("damaged/*/config.json"))) == 2
@@ -182,14 +203,27 @@ def test_two_sweeps_share_one_store_and_results_folder(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ a full disk, a bad store, bad records
 
-SMOKE = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "imbalance_ratio.py"), "--preset"]
-SMOKE += ["smoke", "--backend", "serial"]
+FLAGS = ["--preset", "smoke", "--backend", "serial"]
+SMOKE = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "imbalance_ratio.py"), *FLAGS]
 SMOKE_TRIALS = 8
 
 
-def smoke(cwd: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    """The smoke sweep on the serial backend, its MLflow store the default one in ``cwd``."""
-    return subprocess.run([*SMOKE, "--out", str(out)], capture_output=True, text=True, cwd=cwd, timeout=500)
+@pytest.fixture
+def smoke(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[[Path, Path], subprocess.CompletedProcess[str]]:
+    """The smoke sweep command (serial backend) run in this process: ``smoke(cwd, out)``, its MLflow store
+    the default one in ``cwd``; its exit status and what it printed, as a finished process gives them."""
+
+    def run(cwd: Path, out: Path) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        argv = [*FLAGS, "--out", str(out)]
+        status = run_script("imbalance_ratio", None, argv)
+        printed = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, status, printed.out, printed.err)
+
+    return run
 
 
 def unreadable(folder: Path) -> list[str]:
@@ -225,7 +259,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
-def test_a_full_disk_stops_the_sweep_in_one_line_and_it_resumes(tmp_path: Path, small_disk: Path) -> None:
+def test_a_full_disk_stops_the_sweep_in_one_line_and_it_resumes(
+    tmp_path: Path, small_disk: Path, smoke: Callable[[Path, Path], subprocess.CompletedProcess[str]]
+) -> None:
     """512 KiB of --out holds a few trials: the sweep stops with the one line, exit 2, no torn file; with room
     the same command trains only what did not finish, once each."""
     first = smoke(tmp_path, small_disk)
@@ -253,7 +289,9 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_it_resumes(tmp_path: Path, 
     print(f"disk full: {finished} finished before it, {todo} after; runs RUNNING after the stop: {after_first}")
 
 
-def test_a_truncated_store_stops_the_sweep_command_before_any_trial(tmp_path: Path) -> None:
+def test_a_truncated_store_stops_the_sweep_command_before_any_trial(
+    tmp_path: Path, smoke: Callable[[Path, Path], subprocess.CompletedProcess[str]]
+) -> None:
     real_store(tmp_path / "whole.db")
     truncated(tmp_path / "whole.db", tmp_path / "mlruns.db")
     done = smoke(tmp_path, tmp_path / "results")
@@ -263,23 +301,13 @@ def test_a_truncated_store_stops_the_sweep_command_before_any_trial(tmp_path: Pa
     assert "Traceback" not in done.stderr and not list(tmp_path.glob("results/*/trials/*"))
 
 
-def test_wrong_typed_and_garbled_records_are_retrained_once(tmp_path: Path) -> None:
+def test_wrong_typed_and_garbled_records_are_retrained_once(finished_sweep: FinishedSweep, tmp_path: Path) -> None:
     """The issue's four: f1 as text, f1 null, no seconds, garbled predictions. Each trial is set aside with its
-    reason and trained again, the tables hold numbers, the report builds, MLflow keeps one run per trial."""
-    spec = SweepSpec(
-        name="records",
-        base=EMBEDDED_MNIST.replace(train={"epochs": 2}),
-        axes=(Axis("model.final_norm", ("bn", "none")), Axis("train.seed", (0, 1), role="nuisance")),
-    )
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-
-    def again() -> object:
-        tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
-        return run_sweep(spec, SweepOptions(out=tmp_path / "results"), SerialBackend("serial"), tracker)
-
-    first = again()
-    assert len(first.finished) == 4
-    folders = sorted((tmp_path / "results" / "records" / "trials").iterdir())
+    reason and trained again, the other trials are kept, the tables hold numbers, the report builds, MLflow
+    keeps one run per trial."""
+    copy = copy_sweep(finished_sweep, tmp_path)
+    every = sorted(copy.folder.glob("trials/*"))
+    folders = every[:4]
     damages = [
         ("summary.json", lambda r: r["test"].update(f1_minority="0.9")),
         ("summary.json", lambda r: r["test"].update(f1_minority=None)),
@@ -291,19 +319,18 @@ def test_wrong_typed_and_garbled_records_are_retrained_once(tmp_path: Path) -> N
         (folder / name).write_text(json.dumps(record))
     (folders[3] / "predictions.parquet").write_bytes(b"garbled" * 100)
 
-    second = again()
-    assert sorted(second.finished) == sorted(f.name for f in folders) and second.skipped == 0
-    damaged = tmp_path / "results" / "records" / "damaged"
-    reasons = sorted(p.read_text() for p in damaged.glob("*.reason.txt"))
+    second, client = sweep(copy.spec, copy.root)
+    assert sorted(second.finished) == [f.name for f in folders] and second.skipped == len(every) - 4
+    reasons = sorted(p.read_text() for p in (copy.folder / "damaged").glob("*.reason.txt"))
     assert len(reasons) == 4 and sum("valid number" in r for r in reasons) == 2
     assert any("seconds: Field required" in r for r in reasons) and any("Parquet" in r for r in reasons)
     trials = pl.read_parquet(second.folder / "trials.parquet")
-    assert trials.height == 4 and trials.schema["f1_minority"] == pl.Float64 and trials["seconds"].is_not_null().all()
+    assert trials.height == len(every) and trials.schema["f1_minority"] == pl.Float64
+    assert trials["seconds"].is_not_null().all()
     assert write_report(second.folder, gradcam=False).html.exists()
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("records").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(copy.spec.name).experiment_id])
     children = [r for r in runs if TRIAL_TAG in r.data.tags]
-    assert sorted(r.data.tags[TRIAL_TAG] for r in children) == sorted(f.name for f in folders)
+    assert sorted(r.data.tags[TRIAL_TAG] for r in children) == [f.name for f in every]
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 

@@ -13,16 +13,13 @@ from browser import colourful_pixels, render, require_chromium
 
 from finalbn.analysis.headline import MAX_CHARS
 from finalbn.analysis.report import OPENING_SENTENCES
-from finalbn.sweep.cli import run_script
 
 
-@pytest.fixture(scope="module")
-def baselines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The baselines smoke sweep: every trained method x 2 seeds on embedded MNIST, in-process, no Ray."""
-    results = tmp_path_factory.mktemp("results")
-    argv = ["--preset", "smoke", "--backend", "serial", "--no-tracking", "--out", str(results)]
-    assert run_script("baselines", None, argv) == 0
-    return results / "baselines-smoke"
+@pytest.fixture
+def baselines(smoke_results: Path) -> Path:
+    """The baselines smoke sweep: every trained method x 2 seeds on embedded MNIST, in-process, no Ray; the
+    session's (tests/fixtures_sweep.py), read only."""
+    return smoke_results / "baselines-smoke"
 
 
 class Outline(HTMLParser):

@@ -7,21 +7,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from finalbn.analysis.reproduction import PARTS, Interval, write_reproduction
+from finalbn.analysis.reproduction import PARTS, write_reproduction
 from finalbn.analysis.stats import paired_differences
-from finalbn.sweep.cli import run_script
+from finalbn.analysis.verdicts import Interval
 
-SMOKE = ["--preset", "smoke", "--backend", "serial", "--no-tracking"]
-
-
-@pytest.fixture(scope="module")
-def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The headline, bn_removal, baselines and mnist sweeps at the smoke preset (embedded MNIST): real trials,
-    seconds each."""
-    results = tmp_path_factory.mktemp("results")
-    for experiment in ("headline", "bn_removal", "baselines", "mnist"):
-        assert run_script(experiment, None, [*SMOKE, "--out", str(results)]) == 0
-    return results
+# smoke_results: the headline, bn_removal, baselines and mnist smoke sweeps, shared (tests/fixtures_sweep.py).
 
 
 def test_interval_verdicts_follow_the_sign_of_the_interval() -> None:

@@ -1,6 +1,6 @@
 """What reaches a Slurm batch script stays literal, or is refused in one line before anything is written.
 
-No Slurm daemons: ``SlurmBackend.launch`` runs for real through submitit, with
+No Slurm daemons: the Slurm executor's ``submit`` runs for real through submitit, with
 stand-ins for the Slurm client on PATH. ``sbatch`` keeps the script submitit
 wrote and answers a job id; ``srun``, when the script's body then runs under
 bash as slurmd would run it, records the arguments it was given. The
@@ -18,14 +18,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from backends import slurm
 
 from finalbn.errors import UserError
-from finalbn.launch.slurm import SlurmBackend, SlurmOptions, executor_parameters, sbatch_text
+from finalbn.launch.base import Launch
+from finalbn.launch.slurm import SlurmOptions, executor_parameters, sbatch_text
 from finalbn.sweep import SweepOptions
 from finalbn.sweep.cli import run_script
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import plan
 from finalbn.sweep.spec import Axis, SweepSpec
+from finalbn.tracking import NullTracker
 from finalbn.train.presets import EMBEDDED_MNIST
 
 JOB_ID = "4242"
@@ -138,9 +141,8 @@ def test_a_hostile_results_path_and_sweep_name_stay_literal_in_the_script(
     jobs = [replace(planned, trial=trial, trial_id=t, folder=folder / "trials" / t) for t in ("t0", "t1")]
 
     # Detached (no --wait): the handle never reports an event.
-    handle = SlurmBackend("slurm", SlurmOptions(partition="debug", trials_per_task=1)).launch(
-        spec, jobs, SweepOptions(out=out), None, None, []
-    )
+    launch = Launch(spec, SweepOptions(out=out), progress=None, tracker=NullTracker())
+    handle = slurm(SlurmOptions(partition="debug", trials_per_task=1)).executor(launch).submit(jobs)
 
     assert handle.detached
     slurm_dir = folder / "slurm"
@@ -248,8 +250,7 @@ def test_a_sweep_name_the_script_cannot_hold_is_refused_before_anything_is_writt
 ) -> None:
     out = tmp_path / "out"
     with pytest.raises(UserError, match="^sweep name ") as refused:
-        SlurmBackend("slurm", SlurmOptions()).launch(
-            one_trial_spec(name), [planned], SweepOptions(out=out), None, None, []
-        )
+        launch = Launch(one_trial_spec(name), SweepOptions(out=out), progress=None, tracker=NullTracker())
+        slurm(SlurmOptions()).executor(launch).submit([planned])
     assert "\n" not in str(refused.value)
     assert not out.exists() and not (slurm_client / "submitted.sh").exists()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from backends import serial
 from mlflow.tracking import MlflowClient
 
 from finalbn import provenance
-from finalbn.launch.serial import SerialBackend
 from finalbn.records import CONFIG, SUMMARY, read_finished
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.sweep.cli import sweep_parser
@@ -131,7 +131,7 @@ def test_a_rerun_after_a_code_change_names_the_stale_trials_and_retrains_them_or
     def sweep(minority: tuple[int, ...], keep_stale: bool = False):
         tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
         options = SweepOptions(out=out, keep_stale=keep_stale)
-        return run_sweep(spec(minority, norms=("bn",)), options, SerialBackend("serial"), tracker)
+        return run_sweep(spec(minority, norms=("bn",)), options, serial(), tracker)
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     first = sweep((3,))
@@ -181,7 +181,7 @@ def test_a_rerun_after_a_code_change_names_the_stale_trials_and_retrains_them_or
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
-    run_sweep(spec(), SweepOptions(out=out), SerialBackend("serial"), NullTracker())
+    run_sweep(spec(), SweepOptions(out=out), serial(), NullTracker())
     return out
 
 

@@ -15,52 +15,28 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from backends import ray
 from faults import env
-from mlflow.tracking import MlflowClient
+from fixtures_sweep import FinishedSweep, copy_sweep, runs, spec, sweep
 
-from finalbn.launch.ray_tune import RayTuneBackend
-from finalbn.launch.serial import SerialBackend
-from finalbn.sweep import SweepOptions, SweepRecord, run_sweep
-from finalbn.sweep.spec import Axis, SweepSpec
-from finalbn.tracking import TRIAL_TAG, MlflowTracker
-from finalbn.train.presets import EMBEDDED_MNIST
-
-TINY = EMBEDDED_MNIST.replace(train={"epochs": 2})
+from finalbn.sweep import SweepRecord
+from finalbn.tracking import TRIAL_TAG
 
 
-def spec(name: str, minority_counts: tuple[int, ...] = (3, 6)) -> SweepSpec:
-    return SweepSpec(
-        name=name,
-        base=TINY,
-        axes=(
-            Axis("data.train_minority", minority_counts),
-            Axis("model.final_norm", ("bn", "none")),
-            Axis("train.seed", (0, 1), role="nuisance"),
-        ),
-    )
+@pytest.fixture
+def finished(finished_sweep: FinishedSweep) -> tuple:
+    """The session's finished sweep (tests/fixtures_sweep.py), read only."""
+    return finished_sweep.root, finished_sweep.report, finished_sweep.client()
 
 
-def sweep(spec_: SweepSpec, root: Path, backend: object = None, **options: object) -> tuple:
-    uri = f"sqlite:///{root / 'mlruns.db'}"
-    tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
-    opts = SweepOptions(out=root / "results", **options)
-    report = run_sweep(spec_, opts, backend or SerialBackend("serial"), tracker)
-    return report, MlflowClient(uri)
+@pytest.fixture
+def copied(finished_sweep: FinishedSweep, tmp_path: Path) -> tuple:
+    """A copy of it for one test to rerun or change."""
+    copy = copy_sweep(finished_sweep, tmp_path / "copy")
+    return copy.root, copy.report, copy.client()
 
 
-def runs(client: MlflowClient, name: str) -> list:
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id])
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    root = tmp_path_factory.mktemp("sweep")
-    report, client = sweep(spec("smoke"), root)
-    return root, report, client
-
-
-def test_every_trial_finishes_once(finished: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_trial_finishes_once(finished: tuple) -> None:
     root, report, _ = finished
     assert report.total == 8 and len(report.finished) == 8 and report.failed == [] and report.skipped == 0
     epochs = pl.read_parquet(report.folder / "epochs.parquet")
@@ -103,8 +79,8 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(finished: tuple) -> None:
     assert {"config.json", "manifest.parquet", "predictions.parquet", "confusion.csv"} <= artifacts
 
 
-def test_rerun_trains_nothing_and_adds_no_child_run(finished: tuple) -> None:
-    root, first, _ = finished
+def test_rerun_trains_nothing_and_adds_no_child_run(copied: tuple) -> None:
+    root, first, _ = copied
     again, client = sweep(spec("smoke"), root)
     assert again.skipped == 8 and again.finished == [] and again.failed == []
     children = [r for r in runs(client, "smoke") if "mlflow.parentRunId" in r.data.tags]
@@ -115,10 +91,10 @@ def test_rerun_trains_nothing_and_adds_no_child_run(finished: tuple) -> None:
     assert pl.read_parquet(grown.folder / "trials.parquet").height == 12
 
 
-def test_finished_trial_without_a_finished_run_is_logged_again(finished: tuple) -> None:
+def test_finished_trial_without_a_finished_run_is_logged_again(copied: tuple) -> None:
     """A driver killed between a trial's last file and closing its run leaves the
     run KILLED; the next invocation logs that trial again from its folder."""
-    root, report, client = finished
+    root, report, client = copied
     victim = report.finished[0]
     [run] = [r for r in runs(client, "smoke") if r.data.tags.get(TRIAL_TAG) == victim]
     client.set_terminated(run.info.run_id, "KILLED")
@@ -186,9 +162,9 @@ def test_ray_tune_sees_the_axes_and_the_final_metrics(tmp_path: Path) -> None:
     """The same driver through real Ray Tune: Tune's own API opens the sweep with its axes."""
     from ray.tune import ExperimentAnalysis
 
-    # Half a core per trial: four trials run (and report) at once on two cores.
-    report, client = sweep(spec("tuned"), tmp_path, backend=RayTuneBackend("local"), cpus_per_trial=0.5)
-    assert len(report.finished) == 8 and report.failed == []
+    # Half a core per trial: the four trials run (and report) at once on two cores.
+    report, client = sweep(spec("tuned", minority_counts=(3,)), tmp_path, backend=ray(), cpus_per_trial=0.5)
+    assert len(report.finished) == 4 and report.failed == []
     [experiment] = (report.folder / "ray").iterdir()
     frame = ExperimentAnalysis(str(experiment)).dataframe()
     for column in (
@@ -205,7 +181,7 @@ def test_ray_tune_sees_the_axes_and_the_final_metrics(tmp_path: Path) -> None:
     by_id = dict(zip(frame["config/finalbn.trial_id"], frame["final_f1_minority"], strict=True))
     assert all(by_id[t] == pytest.approx(f) for t, f in zip(trials["trial_id"], trials["f1_minority"], strict=True))
     # The serial backend gives the same numbers as Ray for the same trials (same ids, same seeds).
-    assert len(runs(client, "tuned")) == 9
+    assert len(runs(client, "tuned")) == 5
 
 
 # A live driver between a trial's last file and closing its run, as under Ray: the worker releases the
@@ -215,7 +191,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[4])
-from test_sweep import spec
+from fixtures_sweep import spec
 
 from finalbn.sweep.claims import acquire, driver_claim
 from finalbn.provenance import code_versions
@@ -224,10 +200,10 @@ from finalbn.sweep.plan import plan
 from finalbn.tracking import MlflowTracker
 
 root, name, victim = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-swept, folder = spec(name, minority_counts=(3,)), root / "results" / name
+swept, folder = spec(name), root / "results" / name
 [job] = [j for j in plan(swept, folder, code_versions()["git_commit"]) if j.trial_id == victim]
 tracker = MlflowTracker(f"sqlite:///{root / 'mlruns.db'}", artifact_root=root / "artifacts")
-tracker.start_sweep(swept, "x", pending=1, skipped=3)
+tracker.start_sweep(swept, "x", pending=1, skipped=7)
 claim = acquire(driver_claim(folder), run=tracker.parent_id)
 for row in read_metrics(job.folder / "metrics.parquet", victim).drop("trial_id").to_dicts():
     tracker.log_epoch(job, row)
@@ -239,12 +215,12 @@ claim.release()
 """
 
 
-def test_a_driver_starting_while_another_closes_a_finished_trial_leaves_that_run_to_it(tmp_path: Path) -> None:
-    name = "window"
-    first, _ = sweep(spec(name, minority_counts=(3,)), tmp_path)
+def test_a_driver_starting_while_another_closes_a_finished_trial_leaves_that_run_to_it(copied: tuple) -> None:
+    root, first, _ = copied
+    name = first.spec.name
     victim = first.finished[0]
     other = subprocess.Popen(
-        [sys.executable, "-c", OTHER_DRIVER, str(tmp_path), name, victim, str(Path(__file__).parent)],
+        [sys.executable, "-c", OTHER_DRIVER, str(root), name, victim, str(Path(__file__).parent)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -253,8 +229,8 @@ def test_a_driver_starting_while_another_closes_a_finished_trial_leaves_that_run
         assert other.stdout is not None and other.stdin is not None
         other_parent = other.stdout.readline().strip()
         assert other_parent, "the other driver did not start"
-        again, client = sweep(spec(name, minority_counts=(3,)), tmp_path)
-        assert again.skipped == 4 and again.finished == []
+        again, client = sweep(spec(name), root)
+        assert again.skipped == 8 and again.finished == []
         # Neither killed under the other driver nor logged a second time.
         [open_run] = [r for r in runs(client, name) if r.data.tags.get(TRIAL_TAG) == victim]
         assert open_run.info.status == "RUNNING" and open_run.data.tags["mlflow.parentRunId"] == other_parent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_sweep import runs, spec, sweep
+from fixtures_sweep import FinishedSweep, copy_sweep, runs, spec, sweep
 
 from finalbn.launch.base import TRIAL_HOOK_ENV
 from finalbn.sweep.cli import dry_run
@@ -18,8 +18,8 @@ from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.overrides import Overrides, apply
 from finalbn.sweep.spec import own_name
 
-# The trial whose start deletes the folder of a trial finished before it.
-_DELETE_WHEN = "train_minority=6 final_norm=bn seed=0"
+# The trial whose start deletes the folder of a trial finished before it (the third of four).
+_DELETE_WHEN = "train_minority=3 final_norm=none seed=0"
 
 
 def delete_a_finished_folder(job: TrialJob) -> None:
@@ -36,40 +36,40 @@ def test_a_folder_deleted_while_the_sweep_runs_is_named_and_trained_again(
     name = "deleted"
     monkeypatch.setenv(TRIAL_HOOK_ENV, f"{__name__}:delete_a_finished_folder")
     monkeypatch.delenv("DELETED_TRIAL", raising=False)
-    report, client = sweep(spec(name), tmp_path)
+    report, client = sweep(spec(name, minority_counts=(3,)), tmp_path)
     deleted = os.environ["DELETED_TRIAL"]
     assert report.lost == [deleted] and deleted not in report.finished
     assert "1 finished trials have no readable result folder now" in capsys.readouterr().out
     trials = pl.read_parquet(report.folder / "trials.parquet")
-    assert trials.height == 7 and deleted not in trials["trial_id"].to_list()
+    assert trials.height == 3 and deleted not in trials["trial_id"].to_list()
     assert not [r for r in runs(client, name) if r.info.status == "RUNNING"]
 
     monkeypatch.delenv(TRIAL_HOOK_ENV)
-    again, client = sweep(spec(name), tmp_path)
-    assert again.finished == [deleted] and again.skipped == 7 and again.lost == []
-    assert pl.read_parquet(report.folder / "trials.parquet").height == 8
+    again, client = sweep(spec(name, minority_counts=(3,)), tmp_path)
+    assert again.finished == [deleted] and again.skipped == 3 and again.lost == []
+    assert pl.read_parquet(report.folder / "trials.parquet").height == 4
     children = [r for r in runs(client, name) if r.data.tags.get("finalbn.trial_id") == deleted]
     assert [r.info.status for r in children] == ["FINISHED"]
 
 
 def test_an_overridden_grid_has_its_own_folder_and_reuses_finished_trials(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    finished_sweep: FinishedSweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    preset = spec("grid")
-    first, _ = sweep(preset, tmp_path)
+    copy = copy_sweep(finished_sweep, tmp_path)
+    preset, first = copy.spec, copy.report
     before = (first.folder / "trials.parquet").read_bytes()
     wider = own_name(apply(preset, Overrides(axes=("data.train_minority=3,6,9",))))
-    assert wider.name == "grid+data.train_minority=3,6,9"
+    assert wider.name == "smoke+data.train_minority=3,6,9"
     assert f"results: {tmp_path / 'results' / wider.name}" in dry_run(wider, tmp_path / "results")
 
     report, client = sweep(wider, tmp_path)
     out = capsys.readouterr().out
-    assert "8 finished trials reused from grid (same config and data: same trial id)" in out
+    assert "8 finished trials reused from smoke (same config and data: same trial id)" in out
     assert report.skipped == 8 and len(report.finished) == 4
     assert pl.read_parquet(report.folder / "trials.parquet").height == 12
     # The preset's folder is untouched: its tables, and its MLflow experiment.
     assert (first.folder / "trials.parquet").read_bytes() == before
-    assert len([r for r in runs(client, "grid") if r.data.tags.get("finalbn.trial_id")]) == 8
+    assert len([r for r in runs(client, "smoke") if r.data.tags.get("finalbn.trial_id")]) == 8
     # The overridden sweep's experiment has one finished run per trial, reused ones included.
     children = [r for r in runs(client, wider.name) if r.data.tags.get("finalbn.trial_id")]
     assert len(children) == 12 and {r.info.status for r in children} == {"FINISHED"}
@@ -86,11 +86,11 @@ def test_own_names_are_deterministic_and_bounded() -> None:
     assert len(long.name) == 100 and "/" not in long.name
 
 
-def test_the_mlflow_client_sees_the_reused_runs_as_logged_from_folders(tmp_path: Path) -> None:
+def test_the_mlflow_client_sees_the_reused_runs_as_logged_from_folders(
+    finished_sweep: FinishedSweep, tmp_path: Path
+) -> None:
     """Reused trials are logged into the new experiment from their folders, with their metrics."""
-    preset = spec("base")
-    sweep(preset, tmp_path)
-    seeded = own_name(apply(preset, Overrides(seeds=1)))
+    seeded = own_name(apply(copy_sweep(finished_sweep, tmp_path).spec, Overrides(seeds=1)))
     report, client = sweep(seeded, tmp_path)
     assert report.skipped == 4 and report.finished == []
     children = [r for r in runs(client, seeded.name) if r.data.tags.get("finalbn.trial_id")]

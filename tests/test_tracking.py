@@ -7,14 +7,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from backends import crashing_serial, serial, slurm
 from matplotlib.image import imread
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from finalbn.config import Source, TrialConfig
 from finalbn.errors import UserError
-from finalbn.launch.serial import SerialBackend
-from finalbn.launch.slurm import SlurmBackend, SlurmOptions, submit
+from finalbn.launch.slurm import SlurmOptions, submit
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.sweep.spec import Axis, SweepSpec, flatten
 from finalbn.tracking import MlflowTracker, redact
@@ -104,7 +104,7 @@ def test_params_a_data_source_does_not_read_are_not_logged() -> None:
 def sweep(spec: SweepSpec, root: Path) -> tuple[object, MlflowClient]:
     uri = f"sqlite:///{root / 'mlruns.db'}"
     tracker = MlflowTracker(uri, artifact_root=root / "artifacts")
-    report = run_sweep(spec, SweepOptions(out=root / "results", retries=0), SerialBackend("serial"), tracker)
+    report = run_sweep(spec, SweepOptions(out=root / "results", retries=0), serial(), tracker)
     return report, MlflowClient(uri)
 
 
@@ -183,7 +183,7 @@ def test_a_refused_slurm_launch_records_no_run(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(submit.shutil, "which", lambda name: None)
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
-    backend = SlurmBackend("slurm", SlurmOptions())
+    backend = slurm(SlurmOptions())
     with pytest.raises(UserError, match="scontrol not found"):
         run_sweep(grid("refused"), SweepOptions(out=tmp_path / "results"), backend, tracker)
     assert MlflowClient(uri).get_experiment_by_name("refused") is None
@@ -211,18 +211,11 @@ def test_a_joint_axis_is_a_param_of_each_child_and_a_column(tmp_path: Path) -> N
     assert sorted(trials["axis.variant"].to_list()) == ["WL", "final_BN"]
 
 
-class _CrashingBackend(SerialBackend):
-    """Fails as Ray Tune did in a terminal (issue 19): inside launch, before any trial ran."""
-
-    def launch(self, *args: object, **kwargs: object) -> typing.NoReturn:
-        raise TypeError("cannot pickle '_thread.RLock' object")
-
-
 def test_a_crash_before_any_trial_leaves_no_empty_parent(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
     with pytest.raises(TypeError, match="pickle"):
-        run_sweep(grid("crash"), SweepOptions(out=tmp_path / "results"), _CrashingBackend("serial"), tracker)
+        run_sweep(grid("crash"), SweepOptions(out=tmp_path / "results"), crashing_serial(), tracker)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("crash")
     assert client.search_runs([experiment.experiment_id]) == []

@@ -110,26 +110,45 @@ def _descendants(root: int) -> list[int]:
     return tree
 
 
-def test_the_readme_main_command_runs_in_a_terminal_and_its_ray_listens_on_loopback_only(tmp_path: Path) -> None:
+def test_the_readme_main_command_runs_in_a_terminal_and_listens_on_no_port(tmp_path: Path) -> None:
     """``bash scripts/dev main`` (the smoke preset, to keep it short) with rich's live display on a terminal;
-    while its private Ray runs, every socket of the sweep's process tree listens on 127.0.0.1 only."""
+    while its workers train, no process of the sweep's tree listens on any TCP port (the workers talk to the
+    driver over socket pairs; MLflow is a SQLite file)."""
     out = tmp_path / "results"
     child = terminal(["bash", str(REPO / "scripts" / "dev"), "main", *sweep_args(out)[2:]], cwd=tmp_path)
     child.expect(r"done 1 ")
-    sockets = listening_sockets(child.pid)
+    tree, sockets = _descendants(child.pid), listening_sockets(child.pid)
     status, drawn = finish(child)
     assert status == 0, drawn[-3000:]
     assert not [word for word in CRASH if word in drawn]
-    # Ray's servers (GCS, raylet, workers, agents) were up: the check saw them.
-    assert len(sockets) >= 3, sockets
-    open_beyond = {pid: s for pid, s in sockets.items() if not all(_loopback(a) for a in s)}
-    assert not open_beyond, f"listening beyond loopback: {open_beyond}"
+    # The driver and its two workers were up when the check looked, and none of them listened.
+    assert len(tree) >= 3, tree
+    assert sockets == {}, f"listening: {sockets}"
     # The live display drew (cursor movement), and the table is the whole table, not squeezed to the terminal.
     assert "\x1b[" in drawn and f"[{TRIALS}/{TRIALS}]" in drawn
     assert "data.train_minority" in drawn and "minority F1" in drawn
     assert f"{NAME}: {TRIALS} trained, 0 skipped" in drawn
     assert {r.info.status for r in child_runs(out)} == {"FINISHED"} and len(child_runs(out)) == TRIALS
-    # The README's Ray Tune recipe, as written (relative path), on this sweep's folder.
+
+
+def test_a_private_ray_listens_on_loopback_only(tmp_path: Path) -> None:
+    """``--backend ray`` without a cluster's address: while its private Ray runs, every socket of the sweep's
+    process tree listens on 127.0.0.1 only; the README's Ray Tune recipe, as written, opens the sweep after."""
+    out = tmp_path / "results"
+    env_address = os.environ.pop("RAY_ADDRESS", None)
+    try:
+        child = terminal([*sweep_args(out, "--backend", "ray")], cwd=tmp_path)
+        child.expect(r"done 1 ")
+        sockets = listening_sockets(child.pid)
+        status, drawn = finish(child)
+    finally:
+        if env_address is not None:
+            os.environ["RAY_ADDRESS"] = env_address
+    assert status == 0, drawn[-3000:]
+    # Ray's servers (GCS, raylet, workers, agents) were up: the check saw them.
+    assert len(sockets) >= 3, sockets
+    open_beyond = {pid: s for pid, s in sockets.items() if not all(_loopback(a) for a in s)}
+    assert not open_beyond, f"listening beyond loopback: {open_beyond}"
     recipe = _readme_block("**Ray Tune's view.**").replace("imbalance_ratio-laptop", NAME)
     shown = subprocess.run(
         [sys.executable, "-c", f"{recipe}\nprint(len(frame), sorted(frame.columns)[:3])"],
@@ -140,6 +159,10 @@ def test_the_readme_main_command_runs_in_a_terminal_and_its_ray_listens_on_loopb
     assert shown.returncode == 0 and shown.stdout.startswith(f"{TRIALS} "), shown.stderr[-2000:]
 
 
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.rsplit(":", 1)[0]).is_loopback
+
+
 def _readme_block(after: str) -> str:
     """The first python code block of the README after the line holding ``after``."""
     text = (REPO / "README.md").read_text()
@@ -148,16 +171,12 @@ def _readme_block(after: str) -> str:
     return rest[start : rest.index("```", start)]
 
 
-def _loopback(address: str) -> bool:
-    return ipaddress.ip_address(address.rsplit(":", 1)[0]).is_loopback
-
-
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "finalbn cancel"])
 def test_a_local_sweep_stopped_by_a_person_exits_130_and_resumes(tmp_path: Path, stop: str) -> None:
     out = tmp_path / "results"
     child = terminal(sweep_args(out), cwd=tmp_path)
     child.expect(r"done 1 ")
-    ray_processes = [pid for pid in _descendants(child.pid) if pid != child.pid]
+    workers = [pid for pid in _descendants(child.pid) if pid != child.pid]
     if stop == "ctrl-c":
         child.sendintr()
     elif stop == "sigterm":
@@ -176,9 +195,9 @@ def test_a_local_sweep_stopped_by_a_person_exits_130_and_resumes(tmp_path: Path,
     # The invocation's parent run is KILLED; so is any trial's run that had begun (a run starts at its first epoch).
     states = [r.info.status for r in all_runs(out)]
     assert "FAILED" not in states and "RUNNING" not in states and "KILLED" in states, states
-    # The private Ray went with its sweep: none of the processes it ran is left.
-    assert len(ray_processes) >= 3
-    assert not _alive_after(ray_processes, seconds=15), f"left running {stopped_in:.0f} s after the stop"
+    # The workers went with their sweep: none of them is left.
+    assert len(workers) >= 2
+    assert not _alive_after(workers, seconds=15), f"left running {stopped_in:.0f} s after the stop"
 
     again = terminal(sweep_args(out), cwd=tmp_path)
     status, drawn = finish(again)

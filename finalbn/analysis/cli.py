@@ -18,6 +18,17 @@ from typing import TYPE_CHECKING
 
 from finalbn.console import OneLineParser, guarded, table_format
 from finalbn.errors import UserError
+from finalbn.records.folders import (
+    ANALYSIS_MODELS,
+    CONFIG,
+    FIGURES,
+    GRADCAM,
+    MLFLOW_STORE,
+    MODEL,
+    REPORT,
+    SWEEP_RECORD,
+    TRIALS_TABLE,
+)
 
 # The readers import the sweep driver and with it torch: loaded when a command runs, so --help answers at once.
 if TYPE_CHECKING:
@@ -32,13 +43,14 @@ class Source:
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", nargs="?", type=Path, help="a sweep folder (results/NAME) or its trials.parquet")
+    parser.add_argument("path", nargs="?", type=Path, help=f"a sweep folder (results/NAME) or its {TRIALS_TABLE}")
     parser.add_argument("--results", type=Path, help="same as PATH")
     parser.add_argument("--experiment", help="sweep name, e.g. imbalance_ratio-laptop: results/NAME or MLflow")
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow store to read --experiment from (default: $MLFLOW_TRACKING_URI, else ./mlruns.db if present)",
+        help="MLflow store to read --experiment from (default: $MLFLOW_TRACKING_URI, else "
+        f"./{MLFLOW_STORE} if present)",
     )
     parser.add_argument(
         "--results-root", type=Path, default=Path("results"), help="where --experiment looks for NAME/ first"
@@ -52,13 +64,13 @@ def load_source(args: argparse.Namespace) -> Source:
     path = args.results or args.path
     if path is not None and args.experiment:
         raise UserError("give either a results path or --experiment, not both")
-    default_store = Path.cwd() / "mlruns.db"
+    default_store = Path.cwd() / MLFLOW_STORE
     uri = args.tracking_uri or (f"sqlite:///{default_store}" if default_store.exists() else None)
     if path is not None:
         data = load_sweep(path)
         return Source(data, uri if _has_experiment(uri, data.mlflow_experiment) else None)
     if not args.experiment:
-        raise UserError("nothing to analyse: pass results/NAME, a trials.parquet path, or --experiment NAME")
+        raise UserError(f"nothing to analyse: pass results/NAME, a {TRIALS_TABLE} path, or --experiment NAME")
     folder = args.results_root / args.experiment
     if args.tracking_uri is None and folder.is_dir():
         data = from_folder(folder)
@@ -66,7 +78,7 @@ def load_source(args: argparse.Namespace) -> Source:
     if uri is None:
         raise UserError(
             f"unknown experiment {args.experiment!r}: no {folder} folder and no MLflow store "
-            "(./mlruns.db or --tracking-uri); run the sweep first or pass its results folder"
+            f"(./{MLFLOW_STORE} or --tracking-uri); run the sweep first or pass its results folder"
         )
     return Source(from_mlflow(args.experiment, uri), uri)
 
@@ -95,7 +107,7 @@ def _report(args: argparse.Namespace) -> None:
 
     source = load_source(args)
     data = source.data
-    out = args.out or (data.folder / "report" if data.folder is not None else Path("reports") / data.name)
+    out = args.out or (data.folder / REPORT if data.folder is not None else Path("reports") / data.name)
     result = build_report(data, out, gradcam=args.gradcam)
     if source.tracking_uri and not args.no_log:
         result = log_report(result, data.mlflow_experiment, source.tracking_uri)
@@ -133,7 +145,7 @@ def _threshold(args: argparse.Namespace) -> None:
     data = load_source(args).data
     contrast = headline_contrast(data.spec)
     if contrast is None:
-        raise UserError(f"{data.name}: {NO_CONTRAST}; pass a sweep folder whose sweep.json declares one")
+        raise UserError(f"{data.name}: {NO_CONTRAST}; pass a sweep folder whose {SWEEP_RECORD} declares one")
     groups = [c for c in data.scientific_axes() if c.removeprefix(AXIS) not in studied(contrast)]
     for found in thresholds(arms_of(data.trials, data.spec).trials, contrast, by=groups, margin=args.margin):
         print(found.describe())
@@ -168,15 +180,17 @@ def gradcam_main(argv: Sequence[str] | None = None) -> int:
         prog="python analysis/gradcam.py",
         description=(
             "Grad-CAM maps of the minority class for a trial with final BN and one without, side by side "
-            "(Figure 4.4). Trials are trained again from their config.json when no model.pt is kept."
+            f"(Figure 4.4). Trials are trained again from their {CONFIG} when no {MODEL} is kept."
         ),
     )
     add_source_arguments(parser)
     parser.add_argument("--trial", help="trial id with final BN (default: the report's choice)")
     parser.add_argument("--against", help="trial id without final BN (default: --trial with its BN removed)")
     parser.add_argument("--count", type=int, default=4, help="minority test images to show")
-    parser.add_argument("--out", type=Path, help="PNG path (default: <sweep folder>/report/figures/gradcam.png)")
-    parser.add_argument("--cache", type=Path, help="where retrained models go (default: <sweep>/analysis/models)")
+    parser.add_argument("--out", type=Path, help=f"PNG path (default: <sweep folder>/{REPORT}/{FIGURES}/{GRADCAM})")
+    parser.add_argument(
+        "--cache", type=Path, help=f"where retrained models go (default: <sweep>/{'/'.join(ANALYSIS_MODELS)})"
+    )
     args = parser.parse_args(argv)
     return guarded(lambda: _gradcam(args), debug=args.debug)
 
@@ -195,7 +209,7 @@ def _gradcam(args: argparse.Namespace) -> None:
     known = set(data.trials["trial_id"].to_list())
     for trial in (args.trial, args.against):
         if trial is not None and trial not in known:
-            raise UserError(f"trial {trial} is not a finished trial of {data.name}: see its trials.parquet")
+            raise UserError(f"trial {trial} is not a finished trial of {data.name}: see its {TRIALS_TABLE}")
     if args.trial:
         treated = Arm("final BN", [args.trial], "")
         control = (
@@ -209,8 +223,8 @@ def _gradcam(args: argparse.Namespace) -> None:
         comparison = choose_comparison(data)
         if comparison is None:
             raise UserError(f"{data.name} declares no contrast with both arms finished to explain: pass --trial ID")
-    cache = args.cache or (data.folder / "analysis" / "models" if data.folder else Path(tempfile.mkdtemp()))
-    out = args.out or (data.folder or Path("reports") / data.name) / "report" / "figures" / "gradcam.png"
+    cache = args.cache or (data.folder.joinpath(*ANALYSIS_MODELS) if data.folder else Path(tempfile.mkdtemp()))
+    out = args.out or (data.folder or Path("reports") / data.name) / REPORT / FIGURES / GRADCAM
     figure, caption = gradcam_figure(data, comparison, cache, count=args.count)
     print(f"{save(figure, out)}: {caption}")
 

@@ -16,6 +16,7 @@ from finalbn.analysis.contrasts import NO_CONTRAST, headline_contrast
 from finalbn.analysis.sections import Context
 from finalbn.analysis.sweep_data import SweepData
 from finalbn.analysis.thesis import FIGURE_4_9_BRIER
+from finalbn.records.folders import ANALYSIS_MODELS, EPOCHS_TABLE, METRICS, PREDICTIONS
 from finalbn.sweep.experiments import FACTORS
 
 # One trial's test predictions: true class indices, class probabilities (images x classes), class names.
@@ -43,7 +44,7 @@ def comparison_figures(ctx: Context, gradcam: bool | None) -> None:
 def _loss_figure(ctx: Context, comparison: Comparison) -> None:
     epochs = ctx.data.epochs
     if epochs is None or "train_loss" not in epochs.columns:
-        ctx.skip("Figure 4.3 (loss curves)", "no per-epoch table (epochs.parquet or metrics.parquet artifacts)")
+        ctx.skip("Figure 4.3 (loss curves)", f"no per-epoch table ({EPOCHS_TABLE} or {METRICS} artifacts)")
         return
     # A derived arm trained nothing of its own: its source's curves are already there.
     arms = {arm.label: arm.trials for arm in comparison.arms() if not arm.derived}
@@ -61,7 +62,7 @@ def _prediction_figures(ctx: Context, comparison: Comparison) -> None:
     with_sets = _predictions(data, treated.trials, treated.prefix)
     without_sets = _predictions(data, control.trials, control.prefix)
     if not with_sets or not without_sets or not minority:
-        ctx.skip("Figures 4.8 and 4.9", "the trials' predictions.parquet files are not reachable")
+        ctx.skip("Figures 4.8 and 4.9", f"the trials' {PREDICTIONS} files are not reachable")
         return
     name = minority[0]
     if any(name not in classes for _, _, classes in with_sets + without_sets):
@@ -144,7 +145,7 @@ def _gradcam(ctx: Context, comparison: Comparison, wanted: bool | None) -> None:
     if data.config(comparison.treated.trials[0]).model.backbone == "fc128":
         ctx.skip("Figure 4.4 (Grad-CAM)", "fc128 has no convolution to explain")
         return
-    cache = (data.folder / "analysis" / "models") if data.folder is not None else Path(tempfile.mkdtemp())
+    cache = data.folder.joinpath(*ANALYSIS_MODELS) if data.folder is not None else Path(tempfile.mkdtemp())
     ids = list(dict.fromkeys(arm.trials[0] for arm in trained))
     costly = [i for i in ids if cam.needs_retraining(data, i, cache) and not cam.cheap(data, i)]
     if wanted is None and costly:

@@ -18,6 +18,7 @@ from finalbn.analysis.grid import AXIS
 from finalbn.analysis.stats import paired_differences
 from finalbn.analysis.sweep_data import NUISANCE
 from finalbn.errors import UserError
+from finalbn.records.folders import SWEEP_RECORD
 from finalbn.sweep.spec import Contrast, Derived, SweepSpec
 
 # Column of the arms table: "" for a trained arm's row, the derived arm's metric prefix for its rows
@@ -25,7 +26,7 @@ from finalbn.sweep.spec import Contrast, Derived, SweepSpec
 PREFIX = "metric_prefix"
 # A derived arm's row counts when its trial has this metric under the arm's prefix.
 PRIMARY = "f1_minority"
-NO_CONTRAST = "no contrast declared (the sweep's sweep.json names no treated vs control pair): nothing is guessed"
+NO_CONTRAST = f"no contrast declared (the sweep's {SWEEP_RECORD} names no treated vs control pair): nothing is guessed"
 
 
 @dataclass(frozen=True)

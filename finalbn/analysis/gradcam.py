@@ -38,6 +38,7 @@ from finalbn.config import TrialConfig
 from finalbn.data import SplitTensors, build_manifest, load_split_tensors
 from finalbn.errors import UserError
 from finalbn.models import POOLS, FinalBNNet, create_model, without_final_norm
+from finalbn.records.folders import MODEL, SUMMARY
 from finalbn.sweep.spec import REMOVED
 
 # Backbones cheap enough to retrain on a CPU while a report is written.
@@ -58,7 +59,7 @@ class TrialModel:
 
 
 def needs_retraining(data: SweepData, trial_id: str, cache: Path) -> bool:
-    return data.trial_file(trial_id, "model.pt") is None and not (cache / trial_id / "model.pt").exists()
+    return data.trial_file(trial_id, MODEL) is None and not (cache / trial_id / MODEL).exists()
 
 
 def cheap(data: SweepData, trial_id: str) -> bool:
@@ -68,7 +69,7 @@ def cheap(data: SweepData, trial_id: str) -> bool:
 def load_trial_model(data: SweepData, trial_id: str, cache: Path) -> TrialModel:
     """The trained model of one trial: its model.pt, or trained again from its config into ``cache``."""
     config = data.config(trial_id)
-    weights, origin, retrained = data.trial_file(trial_id, "model.pt"), "model.pt", None
+    weights, origin, retrained = data.trial_file(trial_id, MODEL), MODEL, None
     if weights is None and _cached(cache, trial_id) is not None:
         weights, origin = _cached(cache, trial_id), "retrained, cached"
         retrained = _retrained_f1(cache / trial_id)
@@ -227,26 +228,26 @@ def _retrain(config: TrialConfig, trial_id: str, cache: Path) -> Path:
     if done.returncode != 0:
         last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
         raise UserError(
-            f"retraining trial {trial_id} for Grad-CAM failed ({' '.join(last)}): keep model.pt with save_model"
+            f"retraining trial {trial_id} for Grad-CAM failed ({' '.join(last)}): keep {MODEL} with save_model"
         )
-    weights = cache / trial_id / "model.pt"
+    weights = cache / trial_id / MODEL
     if not weights.exists():
         raise UserError(
             f"retraining trial {trial_id} gave another trial id: its data changed since the sweep "
-            "(another manifest); rerun the sweep or keep model.pt with save_model"
+            f"(another manifest); rerun the sweep or keep {MODEL} with save_model"
         )
     return weights
 
 
 def _retrained_f1(folder: Path) -> float | None:
-    summary = folder / "summary.json"
+    summary = folder / SUMMARY
     if not summary.exists():
         return None
     return float(json.loads(summary.read_text())["test"]["f1_minority"])
 
 
 def _cached(cache: Path, trial_id: str) -> Path | None:
-    path = cache / trial_id / "model.pt"
+    path = cache / trial_id / MODEL
     return path if path.exists() else None
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from finalbn.errors import UserError
-from finalbn.sweep.record import RECORD_FILE, SweepRecord
+from finalbn.records.folders import SWEEP_RECORD
+from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.spec import SweepSpec
 
 # Prefix of the readable axis-label columns the driver writes (``axis.data.train_minority``).
@@ -64,13 +65,13 @@ def keep_planned(trials: pl.DataFrame, plan: Plan, name: str) -> tuple[pl.DataFr
     """Drop finished trials the plan does not hold (runs of an earlier grid under the same name),
     with a note; none left means the record belongs to another sweep. Without a plan all stay."""
     if plan.spec is None:
-        return trials, [f"no {RECORD_FILE} found: analysed as a generic sweep, its planned grid unknown"]
+        return trials, [f"no {SWEEP_RECORD} found: analysed as a generic sweep, its planned grid unknown"]
     if not plan.trials:
         return trials, []
     planned = trials.filter(pl.col("trial_id").is_in(list(plan.trials)))
     if planned.height == 0:
         raise UserError(
-            f"the {RECORD_FILE} of {name} plans none of its {trials.height} finished trials: it records another "
+            f"the {SWEEP_RECORD} of {name} plans none of its {trials.height} finished trials: it records another "
             f"sweep; move it aside to analyse the trials as a generic sweep, or rerun the sweep to write it again"
         )
     dropped = trials.height - planned.height

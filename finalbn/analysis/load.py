@@ -23,7 +23,8 @@ from finalbn.analysis.sweep_data import (
     merge_versions,
 )
 from finalbn.errors import UserError
-from finalbn.records import CONFIG, FAILURE, SUMMARY, RecordError, TrialRecord, read_failure, read_json
+from finalbn.records import RecordError, TrialRecord, read_failure, read_json
+from finalbn.records.folders import CONFIG, EPOCHS_TABLE, FAILURE, SUMMARY, TRIALS, TRIALS_TABLE
 from finalbn.sweep.spec import SweepSpec
 
 __all__ = ["SweepData", "from_folder", "from_mlflow", "from_parquet", "load_sweep", "trials_from_epochs"]
@@ -48,8 +49,8 @@ def load_sweep(
     if path.suffix == ".parquet":
         return from_parquet(path, spec=spec)
     if not path.exists():
-        raise UserError(f"{path} does not exist: pass a sweep folder (results/NAME) or its trials.parquet")
-    raise UserError(f"{path} is neither a sweep folder nor a .parquet file: pass results/NAME or its trials.parquet")
+        raise UserError(f"{path} does not exist: pass a sweep folder (results/NAME) or its {TRIALS_TABLE}")
+    raise UserError(f"{path} is neither a sweep folder nor a .parquet file: pass results/NAME or its {TRIALS_TABLE}")
 
 
 def from_folder(folder: Path, spec: SweepSpec | None = None) -> SweepData:
@@ -60,17 +61,17 @@ def from_folder(folder: Path, spec: SweepSpec | None = None) -> SweepData:
             f"sweep folder {folder} does not exist: pass results/<sweep name> of a sweep that ran, "
             "or --experiment NAME to read MLflow"
         )
-    failed = _failed_trials(folder / "trials")
-    path = folder / "trials.parquet"
+    failed = _failed_trials(folder / TRIALS)
+    path = folder / TRIALS_TABLE
     if not path.exists():
         if failed:
-            raise UserError(all_failed_message(folder.name, failed, f"{folder}/trials/<id>/failure.json"))
+            raise UserError(all_failed_message(folder.name, failed, f"{folder}/{TRIALS}/<id>/{FAILURE}"))
         raise UserError(
-            f"{folder} holds no trials.parquet, so no trial of it finished: run the sweep "
+            f"{folder} holds no {TRIALS_TABLE}, so no trial of it finished: run the sweep "
             "(python sweeps/<experiment>.py) or pass the results/<sweep name> folder of one that did"
         )
     plan = read_plan(folder, spec)
-    data = _from_tables(path, folder / "epochs.parquet", folder.name, f"folder {folder}", plan, failed)
+    data = _from_tables(path, folder / EPOCHS_TABLE, folder.name, f"folder {folder}", plan, failed)
     data.folder = folder
     versions, unread = _trial_versions(folder, data.trials["trial_id"].to_list())
     data.versions = merge_versions(plan.code, versions)
@@ -82,18 +83,18 @@ def from_parquet(path: Path, spec: SweepSpec | None = None) -> SweepData:
     """A ``trials.parquet`` (or ``epochs.parquet``); beside its sweep folder it is read as that folder."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist: pass the trials.parquet of a sweep that finished")
-    tables = path.name in ("trials.parquet", "epochs.parquet")
-    if (path.parent / "trials").is_dir() and tables:
+        raise UserError(f"{path} does not exist: pass the {TRIALS_TABLE} of a sweep that finished")
+    tables = path.name in (TRIALS_TABLE, EPOCHS_TABLE)
+    if (path.parent / TRIALS).is_dir() and tables:
         return from_folder(path.parent, spec=spec)
     # A table copied out with its sweep.json keeps its plan; a bare one is generic.
     plan = read_plan(path.parent, spec) if tables else Plan.of(None, spec)
-    name = path.parent.name if path.stem in ("trials", "epochs") else path.stem
-    if path.name == "epochs.parquet" or "epoch" in _parquet_columns(path):
+    name = path.parent.name if tables else path.stem
+    if path.name == EPOCHS_TABLE or "epoch" in _parquet_columns(path):
         epochs = _read_parquet(path)
         data = _with_plan(SweepData(name, trials_from_epochs(epochs), epochs, f"parquet {path}"), plan)
     else:
-        data = _from_tables(path, path.with_name("epochs.parquet"), name, f"parquet {path}", plan, {})
+        data = _from_tables(path, path.with_name(EPOCHS_TABLE), name, f"parquet {path}", plan, {})
     data.versions = merge_versions(plan.code, [])
     return data
 
@@ -112,7 +113,7 @@ def _from_tables(
     trials = _read_parquet(trials_path)
     if trials.height == 0:
         if failed:
-            raise UserError(all_failed_message(name, failed, "the trial folders' failure.json"))
+            raise UserError(all_failed_message(name, failed, f"the trial folders' {FAILURE}"))
         raise UserError(f"{trials_path} has no rows: no trial finished; run the sweep first")
     check_columns(trials, REQUIRED, str(trials_path))
     epochs = _read_parquet(epochs_path) if epochs_path.exists() else None
@@ -133,7 +134,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         return pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"cannot read {path} as Parquet ({first}): pass a sweep's trials.parquet") from None
+        raise UserError(f"cannot read {path} as Parquet ({first}): pass a sweep's {TRIALS_TABLE}") from None
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -162,7 +163,7 @@ def _trial_versions(folder: Path, trial_ids: list[str]) -> tuple[list[dict[str, 
     each config.json that does not validate."""
     found, unread = [], []
     for trial_id in trial_ids:
-        path = folder / "trials" / trial_id / CONFIG
+        path = folder / TRIALS / trial_id / CONFIG
         if not path.exists():
             continue
         try:

@@ -30,8 +30,8 @@ from finalbn.analysis.sweep_data import (
     merge_versions,
 )
 from finalbn.errors import UserError
-from finalbn.records import METRICS, SUMMARY, RecordError, Summary, read_metrics, read_summary
-from finalbn.sweep.record import RECORD_FILE
+from finalbn.records import RecordError, Summary, read_metrics, read_summary
+from finalbn.records.folders import METRICS, SUMMARY, SWEEP_RECORD
 from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import ArtifactFetcher, RunRecord
 
@@ -85,7 +85,7 @@ def _runs(experiment: str, uri: str) -> list[RunRecord]:
 
 def _plan(uri: str, runs: list[RunRecord], cache: Path, spec: SweepSpec | None) -> Plan:
     """The sweep.json of the newest invocation that logged one; without it, generic (or ``spec``)."""
-    path = tracking.latest_parent_artifact(uri, runs, RECORD_FILE, cache / "sweep")
+    path = tracking.latest_parent_artifact(uri, runs, SWEEP_RECORD, cache / "sweep")
     return read_plan(path.parent, spec) if path is not None else Plan.of(None, spec)
 
 

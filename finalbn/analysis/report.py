@@ -40,6 +40,16 @@ from finalbn.analysis.sweep_data import SweepData
 from finalbn.errors import UserError
 from finalbn.provenance import git_commit
 from finalbn.records import write_atomic, write_text
+from finalbn.records.folders import (
+    FAILURE,
+    FIGURES,
+    REPORT,
+    REPORT_HTML,
+    REPORT_MARKDOWN,
+    SWEEP_RECORD,
+    TABLES,
+    TRIALS_TABLE,
+)
 from finalbn.sweep.spec import SweepSpec
 
 DOCS = "docs/analysis.md"
@@ -78,14 +88,14 @@ def write_report(
     ``progress``: name each step as it runs.
     """
     data = from_folder(Path(sweep_folder), spec=spec)
-    result = build_report(data, Path(out) if out else Path(sweep_folder) / "report", gradcam, progress)
+    result = build_report(data, Path(out) if out else Path(sweep_folder) / REPORT, gradcam, progress)
     return log_report(result, data.mlflow_experiment, tracking_uri) if tracking_uri else result
 
 
 def build_report(data: SweepData, out: Path, gradcam: bool | None = None, progress: bool = True) -> ReportResult:
     """``progress``: name each step as it runs (a bar on a terminal, a line each otherwise)."""
     out = Path(out)
-    figures_dir, tables_dir = out / "figures", out / "tables"
+    figures_dir, tables_dir = out / FIGURES, out / TABLES
     for folder in (figures_dir, tables_dir):
         folder.mkdir(parents=True, exist_ok=True)
     doc = Document(f"finalbn analysis: {data.name}")
@@ -116,13 +126,13 @@ def build_report(data: SweepData, out: Path, gradcam: bool | None = None, progre
         codes = data.versions.get("code_fingerprint", [])
         if len(codes) > 1:
             sentences += (
-                f"This sweep mixes {len(codes)} code versions (kept with --keep-stale): trials.parquet's "
+                f"This sweep mixes {len(codes)} code versions (kept with --keep-stale): {TRIALS_TABLE}'s "
                 "code_fingerprint column says which trial ran which.",
             )
         _open_with_answer(doc, headline_slot, sentences, section_figures)
         _write_tables(doc, tables_dir)
-        step("writing report.html and report.md")
-        html_path, md_path = out / "report.html", out / "report.md"
+        step(f"writing {REPORT_HTML} and {REPORT_MARKDOWN}")
+        html_path, md_path = out / REPORT_HTML, out / REPORT_MARKDOWN
         # Atomic: a full disk leaves the last report whole and says so in one line.
         write_text(html_path, doc.html())
         write_text(md_path, doc.markdown(out))
@@ -164,7 +174,7 @@ def _slug(caption: str) -> str:
 
 def log_report(result: ReportResult, experiment: str, tracking_uri: str) -> ReportResult:
     """Attach the report (HTML, Markdown, figures) to the sweep's latest parent run, under ``report/``."""
-    files = {"report": [result.html, result.markdown], "report/figures": list(result.figures)}
+    files = {REPORT: [result.html, result.markdown], f"{REPORT}/{FIGURES}": list(result.figures)}
     run_id = tracking.log_report_files(tracking_uri, experiment, files, result.headline)
     if run_id is None:
         raise UserError(
@@ -197,7 +207,7 @@ def _overview(ctx: Context) -> None:
         ("source", data.source),
         ("analysis", data.analysis),
         ("trials finished", str(data.trials.height)),
-        ("trials planned", str(planned) if spec is not None else f"{planned} (no sweep.json: the grid is unknown)"),
+        ("trials planned", str(planned) if spec is not None else f"{planned} (no {SWEEP_RECORD}: the grid is unknown)"),
         ("trials failed", str(len(data.failed))),
         ("grid points missing", str(len(data.missing))),
         ("finalbn version (sweep, trials)", ", ".join(versions.get("finalbn", [])) or "unknown"),
@@ -210,7 +220,7 @@ def _overview(ctx: Context) -> None:
     doc.table(pl.DataFrame(rows, schema=["item", "value"], orient="row"))
     if data.failed:
         failed = pl.DataFrame({"trial_id": list(data.failed), "last error line": list(data.failed.values())})
-        doc.table(failed.head(MAX_ROWS), "Failed trials (every attempt failed; see each folder's failure.json)")
+        doc.table(failed.head(MAX_ROWS), f"Failed trials (every attempt failed; see each folder's {FAILURE})")
         ctx.notes.append(f"{len(data.failed)} trial(s) failed")
     if data.missing:
         missing = pl.DataFrame(data.missing)

@@ -10,6 +10,7 @@ from finalbn.analysis.grid import AXIS
 from finalbn.analysis.sections import MAX_ROWS, METRICS, Context, num
 from finalbn.analysis.stats import aggregate, summarise_differences
 from finalbn.analysis.sweep_data import NUISANCE, SweepData
+from finalbn.records.folders import TABLES
 
 CONFIG = ("data.", "model.", "train.")
 
@@ -26,7 +27,8 @@ def seed_aggregation(ctx: Context) -> None:
     ctx.doc.heading("Per configuration over seeds")
     ctx.doc.paragraph("Each cell: mean ± std [95% percentile-bootstrap CI of the mean] over the configuration's runs.")
     if display.height > MAX_ROWS:
-        ctx.doc.note(f"{display.height} configurations: the first {MAX_ROWS} shown; all in tables/seed_aggregation.csv")
+        shown = f"the first {MAX_ROWS} shown; all in {TABLES}/seed_aggregation.csv"
+        ctx.doc.note(f"{display.height} configurations: {shown}")
     ctx.doc.table(display.head(MAX_ROWS), "Final test metrics per configuration")
 
 
@@ -78,7 +80,7 @@ def paired_sections(ctx: Context) -> None:
         shown = pairs.select(*keys, *seeds, "treated", "control", "difference")
         ctx.doc.table(shown.sort([*keys, *seeds]), "Per seed")
     else:
-        ctx.doc.note(f"{pairs.height} per-seed pairs: see tables/paired_differences.csv")
+        ctx.doc.note(f"{pairs.height} per-seed pairs: see {TABLES}/paired_differences.csv")
 
 
 def split_tables(data: SweepData) -> dict[str, pl.DataFrame]:

@@ -20,7 +20,8 @@ from finalbn.analysis.coerce import config_from_row
 from finalbn.analysis.grid import AXIS, Plan
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
-from finalbn.records import CONFIG, PREDICTIONS, RecordError, TrialRecord, read_json, read_predictions
+from finalbn.records import RecordError, TrialRecord, read_json, read_predictions
+from finalbn.records.folders import CONFIG, PREDICTIONS, TRIALS
 from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking import ArtifactFetcher
 
@@ -74,7 +75,7 @@ class SweepData:
     def trial_file(self, trial_id: str, name: str) -> Path | None:
         """A file of a trial's result folder (``predictions.parquet``, ``config.json``), if reachable."""
         if self.folder is not None:
-            path = self.folder / "trials" / trial_id / name
+            path = self.folder / TRIALS / trial_id / name
             if path.exists():
                 return path
         return self.fetch(trial_id, name) if self.fetch is not None else None

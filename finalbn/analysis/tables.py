@@ -20,6 +20,7 @@ from finalbn.analysis.sections import SECTIONS, Context, num
 from finalbn.analysis.stats import DEFAULT, Bootstrap, aggregate
 from finalbn.analysis.thesis import TABLE_4_2, TABLE_4_2_ARMS, TABLE_4_6, TABLE_4_6_ARMS, TABLE_4_7, TABLE_4_8
 from finalbn.errors import UserError
+from finalbn.records.folders import SWEEP_RECORD
 from finalbn.sweep.spec import Contrast, SweepSpec
 
 PLANT = "data.plant"
@@ -227,7 +228,7 @@ def difference_name(contrast: Contrast) -> str:
 def _declared(spec: SweepSpec | None, what: str) -> tuple[Contrast, ...]:
     declared = contrasts_of(spec)
     if not declared:
-        raise UserError(f"{what}: {NO_CONTRAST}; pass the sweep's results folder with its sweep.json")
+        raise UserError(f"{what}: {NO_CONTRAST}; pass the sweep's results folder with its {SWEEP_RECORD}")
     return declared
 
 

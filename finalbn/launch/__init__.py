@@ -1,33 +1,51 @@
 """Backends that run a sweep's pending trials, registered by name.
 
 Each entry builds its backend (a ``finalbn.launch.base.Backend``) from its
-registered name and the parsed command line: serial runs trials in this
-process, local and ray through Ray Tune while the command waits, slurm submits
-job arrays and returns (see finalbn.launch.slurm). A backend knows itself only
+registered name and typed ``BackendOptions``: serial runs trials in this
+process, local in warm worker processes on this machine (finalbn.launch.pool),
+ray through Ray Tune (a running cluster, or a private Ray on this machine), slurm submits job arrays and
+returns (see finalbn.launch.slurm). A backend knows itself only
 by the name it was registered under. Backend modules are imported when chosen,
 so naming one costs no import of the others.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from finalbn.errors import UserError
 from finalbn.launch.base import Backend
 from finalbn.registry import Registry
+from finalbn.sweep.options import RayOptions
 
-BACKENDS: Registry[Callable[[str, argparse.Namespace], Backend]] = Registry("backend")
+if TYPE_CHECKING:
+    from finalbn.launch.slurm import SlurmOptions
 
 
-def build_backend(name: str, args: argparse.Namespace) -> Backend:
-    return BACKENDS.get(name)(name, args)
+@dataclass(frozen=True)
+class BackendOptions:
+    """What building a backend reads; each backend takes its own part."""
+
+    # The results folder: a Slurm batch script must be able to hold its path.
+    out: Path = Path("results")
+    ray: RayOptions = RayOptions()
+    # None: SlurmOptions' defaults, made when slurm is chosen (its module brings submitit).
+    slurm: SlurmOptions | None = None
+
+
+BACKENDS: Registry[Callable[[str, BackendOptions], Backend]] = Registry("backend")
+
+
+def build_backend(name: str, options: BackendOptions) -> Backend:
+    return BACKENDS.get(name)(name, options)
 
 
 @BACKENDS.register("serial")
-def serial_backend(name: str, args: argparse.Namespace) -> Backend:
+def serial_backend(name: str, options: BackendOptions) -> Backend:
     """This process, one trial after another: no Ray, breakpoints work."""
     from finalbn.launch.serial import SerialBackend
 
@@ -35,8 +53,22 @@ def serial_backend(name: str, args: argparse.Namespace) -> Backend:
 
 
 @BACKENDS.register("local")
-def local_backend(name: str, args: argparse.Namespace) -> Backend:
-    """A private Ray instance on this machine, started for the sweep (RAY_ADDRESS is ignored)."""
+def local_backend(name: str, options: BackendOptions) -> Backend:
+    """This machine's cores: warm worker processes, each training trial after trial."""
+    from finalbn.launch.pool import PoolBackend
+
+    return PoolBackend(name)
+
+
+@BACKENDS.register("ray")
+def ray_backend(name: str, options: BackendOptions) -> Backend:
+    """Ray Tune: on the running cluster at --address (else RAY_ADDRESS), or on a private Ray started on this
+    machine for the sweep when neither names one."""
+    address = options.ray.resolved()
+    if address:
+        from finalbn.launch.ray_tune import RayTuneBackend
+
+        return RayTuneBackend(name, address)
     with _loopback_ray():
         from finalbn.launch.ray_tune import RayTuneBackend
 
@@ -50,50 +82,24 @@ def _loopback_ray() -> Iterator[None]:
     once, when ray is first imported (a sweep command imports it here). A private one-sweep Ray then
     listens on 127.0.0.1 only; its token authentication stays on (README: Security). Unset again after:
     inherited by a later ``ray start`` (a cluster's node), the switch would refuse to start it."""
-    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-    given = name in os.environ
-    os.environ.setdefault(name, "0")
+    switch = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    given = switch in os.environ
+    os.environ.setdefault(switch, "0")
     try:
         yield
     finally:
         if not given:
-            del os.environ[name]
-
-
-@BACKENDS.register("ray")
-def ray_backend(name: str, args: argparse.Namespace) -> Backend:
-    """An existing Ray cluster: --address, else RAY_ADDRESS."""
-    from finalbn.launch.ray_tune import RayTuneBackend
-
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise UserError(
-            "--backend ray needs a running Ray cluster: pass --address HOST:PORT (or set RAY_ADDRESS); "
-            "use --backend local to start one on this machine"
-        )
-    return RayTuneBackend(name, address)
+            del os.environ[switch]
 
 
 @BACKENDS.register("slurm")
-def slurm_backend(name: str, args: argparse.Namespace) -> Backend:
+def slurm_backend(name: str, options: BackendOptions) -> Backend:
     """Slurm job arrays through submitit, from a login node."""
-    from finalbn.launch.slurm import SlurmBackend, SlurmOptions, check_results, parse_extra, parse_time
+    from finalbn.launch.slurm import SlurmBackend, SlurmOptions, check_results
 
     # Here, not at submission: a dry run refuses what the sbatch script could not hold.
-    check_results(args.out)
-    return SlurmBackend(
-        name,
-        SlurmOptions(
-            partition=args.partition,
-            time_minutes=parse_time(args.time),
-            account=args.account,
-            qos=args.qos,
-            array_parallelism=args.array_parallelism,
-            trials_per_task=args.trials_per_task,
-            extra=parse_extra(args.sbatch),
-            wait=args.wait,
-        ),
-    )
+    check_results(options.out)
+    return SlurmBackend(name, options.slurm or SlurmOptions())
 
 
-__all__ = ["BACKENDS", "Backend", "build_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "build_backend"]

@@ -1,13 +1,17 @@
 """The one seam between the sweep driver and where trials run.
 
-Every backend (serial, local, ray, slurm) implements ``Backend``: the driver
-hands it the pending jobs and gets back a ``RunHandle``; ``wait()`` runs or
-follows them, calling the driver's ``TrialEvents``. A detached handle (a Slurm
-array submitted without --wait) returns at once; rerunning the command asks the
-backend which trials are still ``in_flight`` and carries on with the rest.
+submitit's ``Executor`` is the model: the driver gives a backend the context of one invocation (``Launch``:
+the sweep, its options, the driver's display and its tracker) and gets an ``Executor``; ``submit(jobs)``
+returns a ``RunHandle`` whose ``wait()`` runs or follows them. A detached handle (a Slurm array submitted
+without --wait) returns at once; rerunning the command asks the backend which trials are still ``in_flight``
+and carries on with the rest.
+
+Where failure records and MLflow runs are written belongs to the executor, not the driver: trials that run
+under the driver (serial, local, Ray: ``DriverBound``) are recorded in the driver as it hears their events
+(``Recording``); Slurm tasks outlive the driver and record themselves.
 
 Every worker runs the same per-trial function, ``execute``; backends that run
-attempts in one process (serial, a Slurm task) retry through ``run_attempts``.
+attempts in one process (serial, a local worker, a Slurm task) retry through ``run_attempts``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +30,13 @@ from finalbn.errors import UserError
 from finalbn.records import FAILURE, SUMMARY, RecordError, fault_in, read_failure, write_json
 from finalbn.sweep.claims import ClaimedElsewhere, Owner, hold, trial_claim
 from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.options import SweepOptions
 from finalbn.sweep.spec import SweepSpec
-from finalbn.tracking import TaskTracking
+from finalbn.tracking import Tracker
 
 # "module:function" called with each job before it trains, in the worker: an
 # extension point (tests inject faults through it) that production runs leave unset.
 TRIAL_HOOK_ENV = "FINALBN_TRIAL_HOOK"
-
-
-@dataclass(frozen=True)
-class SweepOptions:
-    out: Path = Path("results")
-    max_concurrent: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    # Attempts after the first before a trial is recorded as failed.
-    retries: int = 2
-    # Show Ray's own logs and tables.
-    verbose: bool = False
-    # Reuse finished trials computed by other code instead of retraining them (finalbn.sweep.plan.set_aside_unusable).
-    keep_stale: bool = False
 
 
 class TrialEvents(Protocol):
@@ -78,12 +70,34 @@ class RunHandle(Protocol):
         """Lines for the person: where the trials are, how to follow or cancel them."""
 
 
+class TrialRecords(Protocol):
+    """Where a trial's MLflow run is written: the driver's ``Tracker``, a Slurm task's ``TaskTracker``."""
+
+    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
+    def discard_attempt(self, job: TrialJob) -> None: ...
+    def finish_trial(self, job: TrialJob, failed: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the driver gives a backend for one invocation, fixed for every ``submit`` of its executor."""
+
+    spec: SweepSpec
+    options: SweepOptions
+    # The driver's display of the trial events (its status line; a Ctrl-C a finalizer swallowed is raised there).
+    progress: TrialEvents
+    # The invocation's MLflow runs (a NullTracker with tracking off).
+    tracker: Tracker
+
+
+class Executor(Protocol):
+    def submit(self, jobs: list[TrialJob], running: Sequence[TrialJob] = ()) -> RunHandle:
+        """Start ``jobs``; ``running``: unfinished trials ``in_flight`` reported, to follow as well."""
+
+
 class Backend(Protocol):
     # The registered name, recorded in sweep.json.
     name: str
-    # True: workers write failure records and MLflow runs themselves (Slurm
-    # tasks outlive the driver), so the driver's events only show progress.
-    workers_record: bool
     # True: trials run on this machine, so its GPUs are the ones they get.
     runs_here: bool
 
@@ -99,17 +113,8 @@ class Backend(Protocol):
     def cancel(self, folder: Path) -> list[str]:
         """Stop what outlives the driver (a submitted array); one line per thing stopped."""
 
-    def launch(
-        self,
-        spec: SweepSpec,
-        jobs: list[TrialJob],
-        options: SweepOptions,
-        events: TrialEvents,
-        tracking: TaskTracking | None,
-        running: list[TrialJob],
-    ) -> RunHandle:
-        """Start ``jobs``. ``tracking``: where workers that write their own MLflow runs log (None:
-        tracking off); ``running``: unfinished trials ``in_flight`` reported, to follow as well."""
+    def executor(self, launch: Launch) -> Executor:
+        """Where this invocation's trials run, and who records them."""
 
 
 def local_slots(max_concurrent: int | None, cpus_per_trial: float) -> int:
@@ -117,14 +122,19 @@ def local_slots(max_concurrent: int | None, cpus_per_trial: float) -> int:
     return max_concurrent or max(1, int((os.cpu_count() or 1) // cpus_per_trial))
 
 
-class DriverBound:
-    """A backend whose trials end with the driver that runs them (serial, Ray): nothing is
-    in flight from an earlier invocation, and finalbn cancel stops the driver itself."""
+def trial_threads(cpus_per_trial: float) -> int:
+    """Torch threads of one trial: its whole --cpus-per-trial, at least one."""
+    return max(1, int(cpus_per_trial))
 
-    workers_record = False
+
+class DriverBound(ABC):
+    """A backend whose trials end with the driver that runs them (serial, local, Ray): nothing is in
+    flight from an earlier invocation, finalbn cancel stops the driver itself, and the driver records
+    the trials as it hears their events."""
 
     def preflight(self) -> None:
-        pass
+        # Nothing to refuse by default: the trials run where the driver does (Ray with an address checks it).
+        return None
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         return {}
@@ -132,10 +142,67 @@ class DriverBound:
     def cancel(self, folder: Path) -> list[str]:
         return []
 
+    def executor(self, launch: Launch) -> Executor:
+        return InDriver(self, launch)
+
+    @abstractmethod
+    def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
+        """Train ``jobs`` (at least one) to their end before returning, telling ``events`` about each."""
+
+
+@dataclass(frozen=True)
+class InDriver:
+    """The executor of a ``DriverBound`` backend: the handle's ``wait`` trains the jobs."""
+
+    backend: DriverBound
+    launch: Launch
+
+    def submit(self, jobs: list[TrialJob], running: Sequence[TrialJob] = ()) -> RunHandle:
+        # ``running`` stays empty: nothing of a driver-bound backend outlives its driver.
+        events = Recording(self.launch.tracker, self.launch.progress)
+        return Finished(lambda: self.backend.run(jobs, self.launch, events) if jobs else None)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Trial events -> the failure records and MLflow runs, written where the events are heard, then
+    ``shown``: in the driver for trials that run under it, in a Slurm task for its own trials."""
+
+    records: TrialRecords
+    shown: TrialEvents
+
+    def started(self, job: TrialJob) -> None:
+        self.shown.started(job)
+
+    def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
+        self.records.log_epoch(job, row)
+        self.shown.epoch(job, row)
+
+    def phase(self, job: TrialJob, text: str) -> None:
+        self.shown.phase(job, text)
+
+    def retrying(self, job: TrialJob, error: str) -> None:
+        record_failure(job, error)
+        self.records.discard_attempt(job)
+        self.shown.retrying(job, error)
+
+    def finished(self, job: TrialJob) -> None:
+        self.records.finish_trial(job, failed=False)
+        self.shown.finished(job)
+
+    def failed(self, job: TrialJob, error: str) -> None:
+        record_failure(job, error)
+        self.records.finish_trial(job, failed=True)
+        self.shown.failed(job, error)
+
+    def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
+        # Its owner keeps its records and its MLflow run (a child of the owner's parent run).
+        self.shown.elsewhere(job, owner)
+
 
 @dataclass(frozen=True)
 class Finished:
-    """The handle of a backend that ran everything inside ``wait``."""
+    """The handle of a driver-bound executor: everything runs inside ``wait``."""
 
     run: Callable[[], None]
     detached: bool = False

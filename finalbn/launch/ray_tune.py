@@ -16,10 +16,12 @@ reporting API has changed across releases; it is touched only in this file.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import signal
+import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,20 +33,20 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Searcher
 
 from finalbn import interrupts
+from finalbn.errors import UserError
 from finalbn.launch.base import (
     DriverBound,
-    Finished,
-    RunHandle,
+    Launch,
     SweepOptions,
     TrialEvents,
     claimed,
     execute,
     local_slots,
+    trial_threads,
 )
 from finalbn.sweep.claims import ClaimedElsewhere, Owner
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.spec import Axis, SweepSpec, flatten
-from finalbn.tracking import TaskTracking
 
 # The config key that carries a Tune trial's finalbn trial id.
 TRIAL_KEY = "finalbn.trial_id"
@@ -68,18 +70,31 @@ class RayTuneBackend(DriverBound):
         # A cluster's size is Ray's to know; the estimate assumes this machine's when none is given.
         return local_slots(max_concurrent, cpus_per_trial)
 
-    def launch(
-        self,
-        spec: SweepSpec,
-        jobs: list[TrialJob],
-        options: SweepOptions,
-        events: TrialEvents,
-        tracking: TaskTracking | None,
-        running: list[TrialJob],
-    ) -> RunHandle:
-        return Finished(lambda: self._run(spec, jobs, options, events) if jobs else None)
+    def preflight(self) -> None:
+        """--backend ray: the cluster answers at its address (before planning, in a dry run too)."""
+        silent = self._silent_endpoint
+        if silent is not None:
+            raise UserError(
+                f"--address {self.address}: nothing answers at {silent}; start the Ray head there "
+                "(ray start --head) or use --backend local"
+            )
 
-    def _run(self, spec: SweepSpec, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
+    @functools.cached_property
+    def _silent_endpoint(self) -> str | None:
+        """The address' HOST:PORT when no TCP connection to it succeeds, else None. Probed once per backend:
+        the driver's preflight after the sweep command's is free. A private Ray (no address), "auto" and
+        other forms without a port are Ray's own to resolve."""
+        host, _, port = (self.address or "").removeprefix("ray://").rpartition(":")
+        if not port.isdigit():
+            return None
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                return None
+        except OSError:
+            return f"{host}:{port}"
+
+    def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
+        options = launch.options
         # Trials write into their own folders by absolute path; keep Tune from
         # moving each worker into a Tune-owned directory.
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -111,7 +126,7 @@ class RayTuneBackend(DriverBound):
             )
             interrupts.install()
         try:
-            _fit(self.name, spec, jobs, options, events)
+            _fit(self.name, launch.spec, jobs, options, events)
         finally:
             if started_here:
                 ray.shutdown()
@@ -164,7 +179,7 @@ class PendingGrid(Searcher):
 
 def _fit(backend: str, spec: SweepSpec, jobs: list[TrialJob], options: SweepOptions, events: TrialEvents) -> None:
     by_id = {job.trial_id: job for job in jobs}
-    threads = max(1, int(options.cpus_per_trial))
+    threads = trial_threads(options.cpus_per_trial)
     axes = spec.axes
 
     def trainable(config: dict[str, Any]) -> None:

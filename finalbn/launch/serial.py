@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 
-from finalbn.launch.base import DriverBound, Finished, RunHandle, SweepOptions, TrialEvents, run_attempts
+from finalbn.launch.base import DriverBound, Launch, TrialEvents, run_attempts, trial_threads
 from finalbn.sweep.jobs import TrialJob
-from finalbn.sweep.spec import SweepSpec
-from finalbn.tracking import TaskTracking
 
 
 class SerialBackend(DriverBound):
@@ -24,27 +22,15 @@ class SerialBackend(DriverBound):
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         return 1
 
-    def launch(
-        self,
-        spec: SweepSpec,
-        jobs: list[TrialJob],
-        options: SweepOptions,
-        events: TrialEvents,
-        tracking: TaskTracking | None,
-        running: list[TrialJob],
-    ) -> RunHandle:
-        threads = max(1, int(options.cpus_per_trial))
+    def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
+        import torch
+
+        threads = trial_threads(launch.options.cpus_per_trial)
         worker = {"backend": self.name, "pid": os.getpid()}
-
-        def run() -> None:
-            import torch
-
-            before = torch.get_num_threads()
-            try:
-                for job in jobs:
-                    run_attempts(job, events, options.retries, threads, worker=worker)
-            finally:
-                # execute() sets the thread count for its trial; this process lives on.
-                torch.set_num_threads(before)
-
-        return Finished(run)
+        before = torch.get_num_threads()
+        try:
+            for job in jobs:
+                run_attempts(job, events, launch.options.retries, threads, worker=worker)
+        finally:
+            # execute() sets the thread count for its trial; this process lives on.
+            torch.set_num_threads(before)

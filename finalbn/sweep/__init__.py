@@ -9,7 +9,7 @@ them: the submodule of that name would shadow it (import finalbn.sweep.plan).
 from finalbn.lazy import lazy_exports
 
 _EXPORTS = {
-    "SweepOptions": "finalbn.launch.base",
+    "SweepOptions": "finalbn.sweep.options",
     "SweepReport": "finalbn.sweep.driver",
     "run_sweep": "finalbn.sweep.driver",
     "is_finished": "finalbn.sweep.plan",

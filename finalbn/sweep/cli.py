@@ -1,30 +1,113 @@
-"""The command line every ``sweeps/<experiment>.py`` script shares."""
+"""The command line every ``sweeps/<experiment>.py`` script shares.
+
+Its flags are generated from the option dataclasses (finalbn.sweep.options, and finalbn.launch.slurm's
+``SlurmOptions``), each field's comment its help; argv becomes a ``SweepCommand`` once, and only typed
+options travel from there.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
-import os
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
+from finalbn.config import field_docs
 from finalbn.console import OneLineParser, guarded, table_format
 from finalbn.errors import UserError
-from finalbn.names import is_utf8
-from finalbn.sweep.experiments import PLANTS, PRESETS, ClassFolders, Data, build_sweeps
-from finalbn.sweep.overrides import Overrides, apply
+from finalbn.sweep.experiments import PLANTS, build_sweeps
+from finalbn.sweep.options import (
+    AUTO,
+    DataOptions,
+    OverrideOptions,
+    RayOptions,
+    RefineOptions,
+    ScriptOptions,
+    SweepOptions,
+    TrackingOptions,
+)
+from finalbn.sweep.overrides import apply
 from finalbn.sweep.spec import SweepSpec, own_name
 
 if TYPE_CHECKING:
     from finalbn.launch.base import Backend
+    from finalbn.launch.slurm import SlurmOptions
     from finalbn.sweep.refine import Refinement
 
 
+@dataclasses.dataclass(frozen=True)
+class SweepCommand:
+    """A sweep script's command line, parsed: one typed object per concern, in --help's order."""
+
+    script: ScriptOptions
+    data: DataOptions
+    overrides: OverrideOptions
+    refine: RefineOptions
+    run: SweepOptions
+    tracking: TrackingOptions
+    ray: RayOptions
+    slurm: SlurmOptions
+
+
+# Each concern's heading in --help; None: among the script's own options, at the top.
+TITLES = {
+    "script": None,
+    "data": "data (your own images: README, Your own images, and docs/own-data.md)",
+    "overrides": "overrides (recorded in sweep.json; they change trial ids)",
+    "refine": "threshold search (sweeps/imbalance_ratio.py only)",
+    "run": "running the trials",
+    "tracking": "MLflow tracking",
+    "ray": "--backend ray (README: Clusters, and docs/cluster.md)",
+    "slurm": "--backend slurm (README: Clusters, and docs/cluster.md)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """A field whose flag reads another form than the field holds."""
+
+    flag: str
+    metavar: str
+    # The flag's default as typed, shown by --help.
+    default: Any
+    parse: Callable[[Any], Any]
+    repeat: Literal["append"] | None = None
+
+
+def _forms() -> dict[str, Form]:
+    """SlurmOptions' fields typed in Slurm's own forms (its time limits, sbatch's KEY=VALUE)."""
+    from finalbn.launch.slurm import parse_extra, parse_time
+
+    return {
+        "time_minutes": Form("--time", "TIME", "60", parse_time),
+        "extra": Form("--sbatch", "KEY=VALUE", [], lambda pairs: parse_extra(list(pairs)), repeat="append"),
+    }
+
+
+# How often --wait looks at an array is the code's choice, not a flag.
+NOT_FLAGS = frozenset({"poll_seconds"})
+
+
+def concerns() -> dict[str, type]:
+    """SweepCommand's fields and the dataclass of each."""
+    from finalbn.launch.slurm import SlurmOptions
+
+    hints = typing.get_type_hints(SweepCommand, localns={"SlurmOptions": SlurmOptions})
+    return {f.name: hints[f.name] for f in dataclasses.fields(SweepCommand)}
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.name not in NOT_FLAGS]
+
+
 def run_script(experiment: str, doc: str | None, argv: Sequence[str] | None = None) -> int:
-    parser = sweep_parser(experiment, doc)
-    args = parser.parse_args(argv)
-    return guarded(lambda: _run(experiment, args), debug=args.debug)
+    args = sweep_parser(experiment, doc).parse_args(argv)
+    # Made inside the guard: an option's own check is a one-line error like any other.
+    return guarded(lambda: _run(experiment, command_of(args)), debug=args.debug)
 
 
 def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
@@ -34,220 +117,134 @@ def sweep_parser(experiment: str, doc: str | None) -> argparse.ArgumentParser:
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", default="laptop", choices=PRESETS, help="grid size (default: laptop)")
-    parser.add_argument("--data", help="data root (PlantVillage folder; full MNIST folder for mnist --preset paper)")
-    _source_flags(parser.add_argument_group("your own images (README: Your own images, and docs/own-data.md)"))
-    parser.add_argument("--dry-run", action="store_true", help="print the grid and its estimated cost, train nothing")
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse to start when any image under --data is unreadable (zero-byte, corrupt, too small) instead of "
-        "skipping and counting it",
-    )
-    parser.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="with --dry-run: time one trial for two epochs here and predict the sweep's wall time from it",
-    )
-    _override_flags(parser.add_argument_group("overrides (recorded in sweep.json; they change trial ids)"))
-    _refine_flags(parser.add_argument_group("threshold search (sweeps/imbalance_ratio.py only)"))
-    _run_flags(parser)
-    _cluster_flags(parser.add_argument_group("clusters (--backend ray / slurm; README: Clusters, and docs/cluster.md)"))
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    forms = _forms()
+    for concern, cls in concerns().items():
+        title = TITLES[concern]
+        group = parser if title is None else parser.add_argument_group(title)
+        docs = field_docs(cls)
+        hints = typing.get_type_hints(cls)
+        for field in flag_fields(cls):
+            # "%" is argparse's format character.
+            help_text = docs[field.name].replace("%", "%%")
+            _add_flag(group, field, hints[field.name], help_text, forms.get(field.name))
     return parser
 
 
-def _source_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--source",
-        default="plantvillage",
-        choices=("plantvillage", "folder"),
-        help="what --data holds: PlantVillage's <Plant>___<condition> folders (default), or any tree of one "
-        "folder per class, named with --majority and --minority",
-    )
-    group.add_argument("--majority", nargs="+", default=[], metavar="FOLDER", help="--source folder: majority classes")
-    group.add_argument("--minority", nargs="+", default=[], metavar="FOLDER", help="--source folder: minority classes")
-    group.add_argument(
-        "--pool-minority",
-        action="store_true",
-        help="--source folder: merge the minority folders into one class, as PlantVillage pools its diseases",
-    )
+def command_of(args: argparse.Namespace) -> SweepCommand:
+    """The parsed flags as typed options; each dataclass checks its own values as it is made."""
+    values = vars(args)
+    forms = _forms()
+    parts = {}
+    for concern, cls in concerns().items():
+        given = {}
+        for field in flag_fields(cls):
+            value = values[field.name]
+            form = forms.get(field.name)
+            given[field.name] = form.parse(value) if form else tuple(value) if isinstance(value, list) else value
+        parts[concern] = cls(**given)
+    return SweepCommand(**parts)
 
 
-def _override_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="change the base config, e.g. --set train.lr=3e-3 model.backbone=resnet18 (tuples: a+b)",
-    )
-    group.add_argument(
-        "--axis",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2",
-        help="replace or add an axis, e.g. --axis data.train_minority=5,10,20; a joint axis by label: "
-        "--axis variant=plain,final_BN",
-    )
-    group.add_argument("--seeds", type=int, metavar="N", help="seed axis 0..N-1 instead of the preset's")
-    group.add_argument(
-        "--name",
-        help="results folder and MLflow experiment of this sweep (default: the preset's name, plus the overrides "
-        "when any are given, so an overridden grid never overwrites the preset's tables and report; finished "
-        "trials with the same id are reused from the other sweeps under --out)",
-    )
+def _add_flag(
+    group: argparse._ActionsContainer, field: dataclasses.Field[Any], hint: Any, help_text: str, form: Form | None
+) -> None:
+    """One field's flag, named after it (dest too), its type read from the field's type hint."""
+    if form is not None:
+        action = form.repeat or "store"
+        group.add_argument(
+            form.flag, dest=field.name, action=action, default=form.default, metavar=form.metavar, help=help_text
+        )
+        return
+    flag = "--" + field.name.replace("_", "-")
+    metavar, repeat = field.metadata.get("metavar"), field.metadata.get("repeat")
+    kind = _value_type(hint)
+    if kind is bool:
+        group.add_argument(flag, action="store_true", help=help_text)
+    elif typing.get_origin(kind) is Literal:
+        group.add_argument(flag, default=field.default, choices=typing.get_args(kind), help=help_text)
+    elif kind is tuple:
+        nargs = None if repeat == "append" else "+"
+        action = repeat or "store"
+        group.add_argument(flag, nargs=nargs, action=action, default=[], metavar=metavar, help=help_text)
+    else:
+        group.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=help_text)
 
 
-def _refine_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--refine",
-        action="store_true",
-        help="after the grid, bisect the threshold's bracket of data.train_minority on log ratio, in rounds",
-    )
-    group.add_argument(
-        "--refine-factor",
-        type=float,
-        default=1.5,
-        help="stop once every bracket's upper / lower ratio is below this (default 1.5)",
-    )
-    group.add_argument(
-        "--refine-budget",
-        type=int,
-        metavar="N",
-        help="most trials the refined points may cost in all (default: as many as the grid)",
-    )
+def _value_type(hint: Any) -> Any:
+    """What a flag's text becomes: str | None -> str; float | "auto" -> _gpus; tuple[str, ...] -> tuple."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if any(typing.get_origin(arg) is Literal and AUTO in typing.get_args(arg) for arg in options):
+            return _gpus
+        [hint] = options
+    origin = typing.get_origin(hint)
+    return hint if origin in (None, Literal) else origin
 
 
-def _run_flags(parser: argparse.ArgumentParser) -> None:
-    from finalbn.launch import BACKENDS
-
-    parser.add_argument("--backend", default="local", choices=BACKENDS.names(), help="where trials run")
-    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as resources allow)")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
-    parser.add_argument(
-        "--gpus-per-trial",
-        type=_gpus,
-        default=0.0,
-        help="GPUs per trial; 0.25 packs four per GPU; auto packs by a calibration trial's peak memory",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="retries of a failed trial (default 2)")
-    parser.add_argument(
-        "--keep-stale",
-        action="store_true",
-        help="reuse finished trials computed by other code (a file of finalbn's data, models, train or metrics "
-        "changed since) instead of retraining them; trials.parquet then says which code made each",
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns.db)",
-    )
-    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
-    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
-
-
-def _cluster_flags(cluster: argparse._ArgumentGroup) -> None:
-    cluster.add_argument("--address", help="--backend ray: the cluster's HOST:PORT (default: $RAY_ADDRESS)")
-    cluster.add_argument("--partition", help="--backend slurm: partition (default: the cluster's default)")
-    cluster.add_argument("--time", default="60", help="--backend slurm: time limit per array task (default 60 min)")
-    cluster.add_argument("--account", help="--backend slurm: account to charge")
-    cluster.add_argument("--qos", help="--backend slurm: quality of service")
-    cluster.add_argument(
-        "--array-parallelism", type=int, default=64, help="--backend slurm: array tasks at once (default 64)"
-    )
-    cluster.add_argument(
-        "--trials-per-task",
-        type=int,
-        help="--backend slurm: trials per array task (default: fill half the time limit by the cost estimate)",
-    )
-    cluster.add_argument(
-        "--sbatch",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="--backend slurm: extra sbatch option, repeatable (e.g. --sbatch mem=16G --sbatch constraint=a100)",
-    )
-    cluster.add_argument(
-        "--wait", action="store_true", help="--backend slurm: follow the array until it is done, then tabulate"
-    )
-
-
-def _run(experiment: str, args: argparse.Namespace) -> None:
-    from finalbn.launch import build_backend
+def _run(experiment: str, command: SweepCommand) -> None:
+    from finalbn.launch import BackendOptions, build_backend
     from finalbn.records import check_writable
 
-    _check_numbers(args)
-    overrides = Overrides(sets=tuple(args.set), axes=tuple(args.axis), seeds=args.seeds)
-    declared = build_sweeps(experiment, args.preset, _data(args))
-    specs = [own_name(apply(spec, overrides), _name(args.name, spec, len(declared))) for spec in declared]
-    if args.strict:
+    script, run = command.script, command.run
+    declared = build_sweeps(experiment, script.preset, command.data.declared())
+    overrides = command.overrides.overrides()
+    specs = [own_name(apply(spec, overrides), command.overrides.folder(spec.name, len(declared))) for spec in declared]
+    if script.strict:
         _refuse_unreadable(specs)
-    if args.refine:
+    if command.refine.refine:
         from finalbn.sweep.refine import check
 
         for spec in specs:
-            check(spec, _refinement(spec, args))
+            check(spec, _refinement(spec, command.refine))
     # Built before any work, so a bad cluster flag fails first.
-    backend = build_backend(args.backend, args)
-    if args.gpus_per_trial == AUTO:
-        args.gpus_per_trial = _pack_gpus(specs, backend)
-    # After the flags' own checks, which need no cluster.
-    _check_reachable(args)
+    backend = build_backend(script.backend, BackendOptions(out=run.out, ray=command.ray, slurm=command.slurm))
+    if run.gpus_per_trial == AUTO:
+        run = dataclasses.replace(run, gpus_per_trial=_pack_gpus(specs, backend))
+    # After the flags' own checks, which need no cluster; the backend asks its cluster once, so the
+    # driver's own preflight costs nothing.
+    backend.preflight()
     # The smoke preset makes a few steps on purpose: it tests the plumbing, not the learning.
-    if args.preset != "smoke":
+    if script.preset != "smoke":
         _warn_few_steps(specs)
-    if args.dry_run:
+    if script.dry_run:
         from finalbn.sweep.plan import check
 
         for spec in specs:
-            print(dry_run(spec, args.out))
+            print(dry_run(spec, run.out))
             # What planning checks, in memory: a dry run passes only where a real run would start.
             for note in check(spec, download=False).notes:
                 print(f"  checked {note}")
-            if args.calibrate:
-                print(calibrated_estimate(spec, backend.slots(args.max_concurrent, args.cpus_per_trial), args))
+            if script.calibrate:
+                print(calibrated_estimate(spec, backend.slots(run.max_concurrent, run.cpus_per_trial), run))
         return
     if backend.runs_here:
         # Elsewhere the GPUs are on the cluster's nodes, not on this machine.
-        _check_gpus(args.gpus_per_trial)
+        _check_gpus(run.gpus_per_trial)
     # The last check, and before the MLflow store is opened: a bad --out leaves no mlruns.db behind.
-    check_writable(args.out)
+    check_writable(run.out)
     failed = 0
     for spec in specs:
-        failed += _run_one(spec, args, backend)
+        failed += _run_one(spec, command, run, backend)
     if failed:
         raise SystemExit(1)
 
 
-def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int:
+def _run_one(spec: SweepSpec, command: SweepCommand, run: SweepOptions, backend: Backend) -> int:
+    from finalbn.sweep import run_sweep, summary_table
+    from finalbn.tracking import MlflowTracker, NullTracker
 
-    from finalbn.sweep import SweepOptions, run_sweep, summary_table
-    from finalbn.tracking import MlflowTracker, NullTracker, default_tracking_uri
-
-    options = SweepOptions(
-        out=args.out,
-        max_concurrent=args.max_concurrent,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        retries=args.retries,
-        verbose=args.verbose,
-        keep_stale=args.keep_stale,
-    )
-    uri = None if args.no_tracking else args.tracking_uri or default_tracking_uri(Path.cwd())
+    uri = command.tracking.uri()
     if uri is None:
         tracker = NullTracker()
     else:
-        tracker = MlflowTracker(uri, artifact_root=args.out.resolve() / "mlartifacts")
-    if args.refine:
+        tracker = MlflowTracker(uri, artifact_root=run.out.resolve() / "mlartifacts")
+    if command.refine.refine:
         from finalbn.analysis.imbalance import refine_brackets
         from finalbn.sweep.refine import refine_sweep
 
-        report = refine_sweep(spec, options, backend, tracker, _refinement(spec, args), refine_brackets)
+        report = refine_sweep(spec, run, backend, tracker, _refinement(spec, command.refine), refine_brackets)
     else:
-        report = run_sweep(spec, options, backend, tracker)
+        report = run_sweep(spec, run, backend, tracker)
     # A refined sweep's spec holds the points the search added.
     spec = report.spec
     for line in report.notes:
@@ -274,11 +271,11 @@ def _run_one(spec: SweepSpec, args: argparse.Namespace, backend: Backend) -> int
     return len(report.failed)
 
 
-def _refinement(spec: SweepSpec, args: argparse.Namespace) -> Refinement:
+def _refinement(spec: SweepSpec, options: RefineOptions) -> Refinement:
     from finalbn.sweep.refine import Refinement
 
-    budget = spec.size() if args.refine_budget is None else args.refine_budget
-    return Refinement(factor=args.refine_factor, budget=budget)
+    budget = spec.size() if options.refine_budget is None else options.refine_budget
+    return Refinement(factor=options.refine_factor, budget=budget)
 
 
 def _report(folder: Path, spec: SweepSpec, uri: str | None) -> None:
@@ -339,13 +336,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} hours" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace) -> str:
+def calibrated_estimate(spec: SweepSpec, workers: int, run: SweepOptions) -> str:
     """The sweep's predicted wall time on ``workers`` trial slots, from one trial timed for two epochs here."""
     from finalbn.sweep.costs import calibrate, epoch_work, makespan
 
     trials = list(spec.trials())
     probe = max(trials, key=lambda trial: epoch_work(trial.config)).config
-    calibration = calibrate(probe, threads=max(1, int(args.cpus_per_trial)))
+    calibration = calibrate(probe, threads=max(1, int(run.cpus_per_trial)))
     seconds = [calibration.trial_seconds(trial.config) for trial in trials]
     wall = makespan(seconds, workers)
     return (
@@ -353,15 +350,6 @@ def calibrated_estimate(spec: SweepSpec, workers: int, args: argparse.Namespace)
         f"{calibration.setup_seconds:.1f} s set-up + {calibration.epoch_seconds:.2f} s per epoch):\n"
         f"  predicted {sum(seconds):.0f} trial-seconds on {workers} workers = {wall / 60:.1f} min wall"
     )
-
-
-def _name(given: str | None, spec: SweepSpec, declared: int) -> str | None:
-    """--name, checked to be one folder name; an experiment that declares several sweeps puts each under its own."""
-    if given is None:
-        return None
-    if not given.strip(". ") or "/" in given or not given.isprintable() or not is_utf8(given):
-        raise UserError(f"--name {given!r}: give one folder name (no '/', not '.' or '..', printable UTF-8)")
-    return given if declared == 1 else f"{given}-{spec.name}"
 
 
 def _refuse_unreadable(specs: list[SweepSpec]) -> None:
@@ -376,52 +364,6 @@ def _refuse_unreadable(specs: list[SweepSpec]) -> None:
                     f"--strict: {data.root or data.source} has unreadable files ({counts}): remove them, or drop "
                     "--strict to skip and count them"
                 )
-
-
-def _data(args: argparse.Namespace) -> Data:
-    """What --data names, checked to be a folder before any sweep is declared on it."""
-    if args.data is not None and not Path(args.data).expanduser().is_dir():
-        raise UserError(f"--data {args.data} is not a folder: point --data at the data root")
-    root = str(Path(args.data).expanduser().resolve()) if args.data else None
-    if args.source == "plantvillage":
-        named = [flag for flag in ("majority", "minority", "pool_minority") if getattr(args, flag)]
-        if named:
-            flag = f"--{named[0].replace('_', '-')}"
-            raise UserError(f"{flag} names class folders of --source folder: add --source folder, or drop {flag}")
-        return root
-    if root is None or not args.majority or not args.minority:
-        raise UserError(
-            "--source folder needs --data DIR --majority A [...] --minority B [...], class folders under DIR"
-        )
-    return ClassFolders(root, tuple(args.majority), tuple(args.minority), args.pool_minority)
-
-
-def _check_reachable(args: argparse.Namespace) -> None:
-    """The cluster a backend submits to answers (before planning, in a dry run too)."""
-    if args.backend == "slurm":
-        from finalbn.launch.slurm.submit import max_array_size
-
-        # scontrol: a UserError when the Slurm client is missing or slurmctld does not answer.
-        max_array_size()
-    elif args.backend == "ray":
-        address = args.address or os.environ.get("RAY_ADDRESS", "")
-        host, _, port = address.removeprefix("ray://").rpartition(":")
-        # "auto" and other forms without a port are Ray's own to resolve.
-        if port.isdigit() and not _answers(host, int(port)):
-            raise UserError(
-                f"--address {address}: nothing answers at {host}:{port}; start the Ray head there "
-                "(ray start --head) or use --backend local"
-            )
-
-
-def _answers(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return True
-    except OSError:
-        return False
 
 
 def _warn_few_steps(specs: list[SweepSpec]) -> None:
@@ -443,22 +385,6 @@ def _warn_few_steps(specs: list[SweepSpec]) -> None:
         f"warning: {len(few)} of {len(trials)} trials will make fewer than {MIN_STEPS} optimizer steps "
         f"(e.g. {steps}: {how}), too few to learn: {fix}"
     )
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise UserError(f"--max-concurrent {args.max_concurrent}: use 1 or more")
-    if not args.cpus_per_trial > 0:
-        raise UserError(f"--cpus-per-trial {args.cpus_per_trial}: use a number > 0, e.g. 1 or 0.5")
-    if args.retries < 0:
-        raise UserError(f"--retries {args.retries}: use 0 or more")
-    for flag in ("array_parallelism", "trials_per_task"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} {value}: use 1 or more")
-
-
-AUTO = "auto"
 
 
 def _gpus(text: str) -> float | str:

@@ -1,4 +1,5 @@
-"""What a sweep will cost: assumed per-image costs, or one measured calibration trial.
+"""What a sweep will cost: assumed per-image costs (each backbone's entry lives with the backbone, in
+finalbn.models.costs), or one measured calibration trial.
 
 Two uses: ``--dry-run`` prints the predicted wall time of a sweep
 (trial-seconds scheduled onto the workers), and ``--gpus-per-trial auto``
@@ -14,25 +15,9 @@ import time
 from dataclasses import dataclass
 
 from finalbn.config import TrialConfig, class_counts, validate
+from finalbn.models.costs import Device, forward_cost
 from finalbn.train import uses_feature_cache
 
-# Seconds per image for one forward pass at 224 px, by backbone and device.
-# CPU numbers were measured on this project's 2-core machines; GPU numbers are
-# assumptions for one H100 with mixed precision. A backward pass is counted as
-# two forwards; a frozen backbone skips it.
-FORWARD_SECONDS = {
-    "resnet18": {"cpu": 0.030, "gpu": 0.0002},
-    "resnet34": {"cpu": 0.060, "gpu": 0.0003},
-    "vgg19": {"cpu": 0.200, "gpu": 0.0008},
-    "vgg19_bn": {"cpu": 0.210, "gpu": 0.0009},
-    # Frozen-trunk extraction, which its trunk runs channels-last in chunks of 8
-    # (finalbn.models.efficientnet); a training forward runs ~2x slower.
-    "efficientnet_lite0": {"cpu": 0.035, "gpu": 0.0001},
-    # simple_cnn and fc128 are costed at their own input size, not 224 px.
-    "simple_cnn": {"cpu": 0.0003, "gpu": 0.00002},
-    "fc128": {"cpu": 0.00002, "gpu": 0.000005},
-}
-SMALL_INPUT_BACKBONES = ("simple_cnn", "fc128")
 # Seconds every trial costs beyond its backbone's forward passes: building the
 # model, reading its images or cached features, the head's training and the
 # scoring of every epoch, its records: the whole cost of a trial on cached
@@ -40,7 +25,7 @@ SMALL_INPUT_BACKBONES = ("simple_cnn", "fc128")
 # quiet 2-core machine) took 3 min 32 s once its features were cached (README:
 # Sweeps), 2.4 s a trial; on a heavily loaded one, 3.9-6.7 s of CPU time each.
 # GPU: assumed (the same work, less of it in arithmetic).
-TRIAL_SETUP_SECONDS = {"cpu": 2.4, "gpu": 1.0}
+TRIAL_SETUP_SECONDS: dict[Device, float] = {"cpu": 2.4, "gpu": 1.0}
 # Memory a CUDA process holds beyond its tensors (context, kernels), per trial.
 CUDA_CONTEXT_BYTES = 600 * 2**20
 # Fraction of a GPU's memory packed trials may fill: allocator fragmentation and peaks.
@@ -63,14 +48,14 @@ def epoch_work(config: TrialConfig) -> float:
     return (train * train_passes + evaluated) * _scale(config)
 
 
-def assumed_trial_seconds(config: TrialConfig, device: str) -> float:
-    """Seconds for one trial from the assumption tables: its set-up, head and
-    scoring, and its backbone's passes (none on cached features)."""
-    forward = config.train.epochs * epoch_work(config) * FORWARD_SECONDS[config.model.backbone][device]
+def assumed_trial_seconds(config: TrialConfig, device: Device) -> float:
+    """Seconds for one trial from the assumptions (its backbone's in finalbn.models.costs): its set-up,
+    head and scoring, and its backbone's passes (none on cached features)."""
+    forward = config.train.epochs * epoch_work(config) * forward_cost(config.model.backbone).seconds(device)
     return TRIAL_SETUP_SECONDS[device] + forward
 
 
-def assumed_sweep_seconds(configs: list[TrialConfig], device: str) -> float:
+def assumed_sweep_seconds(configs: list[TrialConfig], device: Device) -> float:
     """Trial-seconds of a sweep: every trial, plus one feature extraction per image of each pool
     (data without its counts, backbone) the feature-cached trials draw from. Features are cached per
     image, and draws from one pool overlap (a larger count adds images to a smaller one's), so the
@@ -82,7 +67,7 @@ def assumed_sweep_seconds(configs: list[TrialConfig], device: str) -> float:
             largest[pool] = config
     seconds = sum(assumed_trial_seconds(c, device) for c in configs)
     for config in largest.values():
-        seconds += sum(_images(config)) * _scale(config) * FORWARD_SECONDS[config.model.backbone][device]
+        seconds += sum(_images(config)) * _scale(config) * forward_cost(config.model.backbone).seconds(device)
     return seconds
 
 
@@ -96,7 +81,7 @@ def _images(config: TrialConfig) -> tuple[int, int]:
 
 
 def _scale(config: TrialConfig) -> float:
-    return 1.0 if config.model.backbone in SMALL_INPUT_BACKBONES else (config.data.image_size / 224) ** 2
+    return 1.0 if forward_cost(config.model.backbone).small_input else (config.data.image_size / 224) ** 2
 
 
 @dataclass(frozen=True)

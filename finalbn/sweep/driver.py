@@ -1,8 +1,10 @@
 """The one sweep driver: plan, skip what is finished, hand the rest to a backend, tabulate.
 
-Every backend runs behind the same seam (finalbn.launch.base.Backend), so
-planning, setting damaged folders aside, skipping, retries, progress, MLflow,
-``sweep.json`` and the tables are done here once, whichever runs the trials.
+Every backend runs behind the same seam (finalbn.launch.base: a backend's
+executor for this invocation, ``submit(jobs) -> handle``), so planning, setting
+damaged folders aside, skipping, progress, the parent MLflow run, ``sweep.json``
+and the tables are done here once, whichever runs the trials; the executor
+decides where the trials' failure records and MLflow runs are written.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from pathlib import Path
 
 from finalbn import interrupts
 from finalbn.errors import UserError
-from finalbn.launch.base import Backend, SweepOptions
+from finalbn.launch.base import Backend, Executor, Launch, SweepOptions
 from finalbn.provenance import code_versions
 from finalbn.records import fault_of
 from finalbn.sweep.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import is_finished, plan, set_aside_unusable
-from finalbn.sweep.progress import DriverEvents, Outcome, Progress
+from finalbn.sweep.progress import Outcome, Progress, ProgressEvents
 from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.reuse import adopt_finished
 from finalbn.sweep.spec import SweepSpec
@@ -102,13 +104,13 @@ def _run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker
         )
     outcome = Outcome()
     progress = Progress(outcome, len(jobs), len(state.done), len(state.pending) + len(state.running))
-    events = DriverEvents(None if backend.workers_record else tracker, progress)
     invocation.status = "FAILED"
     try:
-        handle = backend.launch(spec, state.pending, options, events, tracker.task_tracking(), state.running)
+        executor = backend.executor(Launch(spec, options, ProgressEvents(progress), tracker))
+        handle = executor.submit(state.pending, state.running)
         handle.wait()
         if not handle.detached:
-            _await_others(spec, jobs, options, backend, events, tracker, outcome, progress)
+            _await_others(jobs, executor, outcome, progress)
         report.detached, report.notes = handle.detached, handle.notes()
         invocation.status = "SUBMITTED" if handle.detached else "FINISHED"
     except KeyboardInterrupt:
@@ -164,16 +166,7 @@ def _claimed_elsewhere(folder: Path, jobs: list[TrialJob]) -> frozenset[str]:
     return frozenset(trials | {owner.run for owner in live_drivers(folder) if owner.run})
 
 
-def _await_others(
-    spec: SweepSpec,
-    jobs: list[TrialJob],
-    options: SweepOptions,
-    backend: Backend,
-    events: DriverEvents,
-    tracker: Tracker,
-    outcome: Outcome,
-    progress: Progress,
-) -> None:
+def _await_others(jobs: list[TrialJob], executor: Executor, outcome: Outcome, progress: Progress) -> None:
     """Trials another driver held when this one reached them: wait until they finish, so the
     tables are complete, and train here those whose owner went away without finishing them."""
     by_id = {job.trial_id: job for job in jobs}
@@ -193,7 +186,7 @@ def _await_others(
                 continue
             del outcome.elsewhere[trial_id]
         if orphans:
-            backend.launch(spec, orphans, options, events, tracker.task_tracking(), []).wait()
+            executor.submit(orphans).wait()
         elif owners:
             if set(owners) != shown:
                 progress.waiting(list(owners.values()))

@@ -22,25 +22,14 @@ from typing import TYPE_CHECKING, Literal
 from finalbn import provenance
 from finalbn.config import SPLITS, DataConfig, TrialConfig, trial_id, validate
 from finalbn.errors import UserError
-from finalbn.records import (
-    SUMMARY,
-    RecordError,
-    TrialRecord,
-    read_finished,
-    writable_folder,
-    write_text,
-)
+from finalbn.records import RecordError, TrialRecord, read_finished, writable_folder, write_text
+from finalbn.records.folders import DAMAGED, MANIFESTS, STALE, SUMMARY, TRIALS, TRIALS_TABLE, reason_file
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
     from finalbn.data import Manifest
 
-MANIFESTS = "manifests"
-# Trial folders whose records did not validate, each beside a file with the reason.
-DAMAGED = "damaged"
-# Finished trial folders computed by other code than the sweep runs now, set aside to be retrained.
-STALE = "stale"
 ROLES: tuple[Literal["majority", "minority"], ...] = ("majority", "minority")
 
 
@@ -79,7 +68,7 @@ def _cpu_precision_note() -> str:
         here = "native bf16: trials on it train under bf16 autocast"
     else:
         here = "no native bf16: trials on it train in float32"
-    return f"precision: train.cpu_amp on; this machine's CPU has {here} (each summary.json records which)"
+    return f"precision: train.cpu_amp on; this machine's CPU has {here} (each {SUMMARY} records which)"
 
 
 def plan(spec: SweepSpec, folder: Path, git_commit: str) -> list[TrialJob]:
@@ -105,7 +94,7 @@ def plan(spec: SweepSpec, folder: Path, git_commit: str) -> list[TrialJob]:
     for trial in spec.trials():
         fingerprint, path = saved[trial.config.data]
         tid = trial_id(trial.config, fingerprint)
-        jobs.append(TrialJob(trial, tid, fingerprint, folder / "trials" / tid, path, git_commit, code))
+        jobs.append(TrialJob(trial, tid, fingerprint, folder / TRIALS / tid, path, git_commit, code))
     return jobs
 
 
@@ -221,7 +210,7 @@ def set_aside_unusable(jobs: list[TrialJob], keep_stale: bool = False) -> list[s
         names = sorted({name for _, changed in stale for name in changed})
         what = f"{_trials(len(stale))} computed by other code ({_first(names)} changed since)"
         if keep_stale:
-            notes.append(f"{what}: kept (--keep-stale); trials.parquet's code_fingerprint column tells them apart")
+            notes.append(f"{what}: kept (--keep-stale); {TRIALS_TABLE}'s code_fingerprint column tells them apart")
         else:
             for job, changed in stale:
                 _set_aside(job, STALE, f"computed by other code ({', '.join(changed)} changed since)")
@@ -265,5 +254,5 @@ def _set_aside(job: TrialJob, into: str, reason: str) -> Path:
             break
         target = aside / f"{job.trial_id}-{stamp}-{count}"
     job.folder.rename(target)
-    write_text(target.with_name(f"{target.name}.reason.txt"), f"trial {job.trial_id}: {reason}\n")
+    write_text(target.with_name(reason_file(target.name)), f"trial {job.trial_id}: {reason}\n")
     return target

@@ -1,4 +1,4 @@
-"""The driver's side of the trial events: records, tracking, and one status line."""
+"""The driver's display of the trial events: one status line (or a live one on a terminal)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from finalbn import interrupts
-from finalbn.launch.base import record_failure
 from finalbn.records import Summary, read_json
+from finalbn.records.folders import SUMMARY
 from finalbn.sweep.claims import Owner
 from finalbn.sweep.jobs import TrialJob
-from finalbn.tracking import Tracker
 
 
 @dataclass
@@ -26,15 +25,12 @@ class Outcome:
     by_others: list[str] = field(default_factory=list)
 
 
-class DriverEvents:
-    """Trial events -> failure records and the tracker (unless the workers keep
-    those themselves, as Slurm tasks do), plus the status line. Each event
-    ends by raising a Ctrl-C that a finalizer swallowed: every backend's
-    driver loop passes through here."""
+class ProgressEvents:
+    """Trial events -> the status line. Whoever records the trials (failure records, MLflow) does so before
+    telling these (finalbn.launch.base.Recording). Each event ends by raising a Ctrl-C that a finalizer
+    swallowed: every backend's driver loop passes through here."""
 
-    def __init__(self, tracker: Tracker | None, progress: Progress) -> None:
-        # None: the workers record failures and MLflow runs; only show progress.
-        self.tracker = tracker
+    def __init__(self, progress: Progress) -> None:
         self.progress = progress
 
     def started(self, job: TrialJob) -> None:
@@ -43,8 +39,6 @@ class DriverEvents:
 
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
         self.progress.epoch(job, int(row["epoch"]))
-        if self.tracker is not None:
-            self.tracker.log_epoch(job, row)
         interrupts.check()
 
     def phase(self, job: TrialJob, text: str) -> None:
@@ -52,26 +46,17 @@ class DriverEvents:
         interrupts.check()
 
     def retrying(self, job: TrialJob, error: str) -> None:
-        if self.tracker is not None:
-            record_failure(job, error)
-            self.tracker.discard_attempt(job)
         interrupts.check()
 
     def finished(self, job: TrialJob) -> None:
-        if self.tracker is not None:
-            self.tracker.finish_trial(job, failed=False)
         self.progress.finished(job)
         interrupts.check()
 
     def failed(self, job: TrialJob, error: str) -> None:
-        if self.tracker is not None:
-            record_failure(job, error)
-            self.tracker.finish_trial(job, failed=True)
         self.progress.failed(job)
         interrupts.check()
 
     def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
-        # Its owner keeps its records and its MLflow run (a child of the owner's parent run).
         self.progress.elsewhere(job, owner)
         interrupts.check()
 
@@ -127,7 +112,7 @@ class Progress:
     def finished(self, job: TrialJob) -> None:
         self._end(job)
         self.outcome.finished.append(job.trial_id)
-        final = read_json(job.folder / "summary.json", Summary).test.f1_minority
+        final = read_json(job.folder / SUMMARY, Summary).test.f1_minority
         self.best = final if self.best != self.best else max(self.best, final)
         self._show(job, ended=True)
 

@@ -23,9 +23,9 @@ from typing import Any
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
 from finalbn.records import RecordError, read_json, write_json
+from finalbn.records.folders import SWEEP_RECORD
 from finalbn.sweep.spec import FINAL_NORM, HEADLINE_REMOVED, REMOVED, Axis, AxisRole, Contrast, Derived, SweepSpec
 
-RECORD_FILE = "sweep.json"
 # Bump when the layout changes; readers refuse other formats by name.
 RECORD_FORMAT = 1
 
@@ -152,12 +152,12 @@ class SweepRecord:
             self.invocations = [*earlier.invocations, *self.invocations]
 
     def write(self, folder: Path) -> Path:
-        return write_json(folder / RECORD_FILE, asdict(self))
+        return write_json(folder / SWEEP_RECORD, asdict(self))
 
     @classmethod
     def read(cls, folder: Path) -> SweepRecord | None:
         """The folder's record; None when it has none (a folder of an older finalbn)."""
-        path = folder / RECORD_FILE
+        path = folder / SWEEP_RECORD
         if not path.exists():
             return None
         try:

@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finalbn.errors import UserError
-from finalbn.launch.base import Backend, SweepOptions
+from finalbn.launch.base import Backend
+from finalbn.records.folders import SWEEP_RECORD
 from finalbn.sweep.driver import SweepReport, run_sweep
+from finalbn.sweep.options import SweepOptions
 from finalbn.sweep.record import SweepRecord
 from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import Tracker
@@ -105,7 +107,7 @@ def recorded(spec: SweepSpec, folder: Path) -> SweepSpec:
     if record is None or not record.refined:
         return spec
     if record.spec().base != spec.base or tuple(record.overrides) != spec.overrides:
-        print(f"--refine: {folder / 'sweep.json'} records another base or overrides; its refined points are not reused")
+        print(f"--refine: {folder / SWEEP_RECORD} records another base or overrides; its refined points are not reused")
         return spec
     return widened(spec, [v for v in record.refined if v not in _axis(spec).values])
 

@@ -14,7 +14,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from finalbn.records import SUMMARY
+from finalbn.records.folders import SUMMARY
 from finalbn.sweep.jobs import TrialJob
 
 

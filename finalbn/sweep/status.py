@@ -13,10 +13,13 @@ import socket
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from finalbn.errors import UserError
 from finalbn.sweep.record import Invocation, SweepRecord
+
+if TYPE_CHECKING:
+    from finalbn.launch.base import Backend
 
 TrialState = Literal["done", "running", "failed", "pending"]
 STATES: tuple[TrialState, ...] = ("done", "running", "failed", "pending")
@@ -93,7 +96,7 @@ def cancel(folder: Path) -> list[str]:
     if status.driver is not None:
         os.kill(status.driver.pid, signal.SIGTERM)
         lines.append(f"sent SIGTERM to the sweep's driver, pid {status.driver.pid}")
-    for backend in _backends(status.record):
+    for backend in _backends(folder, status.record):
         lines.extend(backend.cancel(folder))
     return lines or [f"{status.record.name}: nothing is running"]
 
@@ -126,21 +129,22 @@ def _live_driver(record: SweepRecord) -> Invocation | None:
 
 def _in_flight(folder: Path, record: SweepRecord) -> set[str]:
     live: set[str] = set()
-    for backend in _backends(record):
+    for backend in _backends(folder, record):
         live |= set(backend.in_flight(folder, []))
     return live
 
 
-def _backends(record: SweepRecord) -> list:
-    """The backends the sweep's invocations used, built with the command line's defaults."""
-    from finalbn.launch import build_backend
-    from finalbn.sweep.cli import sweep_parser
+def _backends(folder: Path, record: SweepRecord) -> list[Backend]:
+    """The backends the sweep's invocations used, built from the names sweep.json records, with their
+    default options: what is still running (a Slurm array's state file under the folder) is found from
+    the folder and the name alone."""
+    from finalbn.launch import BackendOptions, build_backend
 
+    options = BackendOptions(out=folder.resolve().parent)
     backends = []
     for name in dict.fromkeys(i.backend for i in record.invocations):
-        args = sweep_parser(record.experiment or record.name, None).parse_args(["--backend", name])
         try:
-            backends.append(build_backend(name, args))
+            backends.append(build_backend(name, options))
         except UserError:
             # A cluster backend this machine cannot reach (no RAY_ADDRESS): nothing of it to ask.
             continue

@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from finalbn.records import RecordError, read_finished, write_parquet
+from finalbn.records.folders import EPOCHS_TABLE, TRIALS_TABLE
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import is_finished
 from finalbn.sweep.spec import SweepSpec, flatten
@@ -47,14 +48,14 @@ def write_tables(folder: Path, jobs: list[TrialJob]) -> None:
         )
     if not epochs:
         return
-    write_parquet(folder / "epochs.parquet", pl.concat(epochs, how="diagonal_relaxed"))
-    write_parquet(folder / "trials.parquet", pl.DataFrame(finals, infer_schema_length=None))
+    write_parquet(folder / EPOCHS_TABLE, pl.concat(epochs, how="diagonal_relaxed"))
+    write_parquet(folder / TRIALS_TABLE, pl.DataFrame(finals, infer_schema_length=None))
 
 
 def summary_table(folder: Path, spec: SweepSpec) -> pl.DataFrame | None:
     """Test minority/majority F1 per value of the scientific axes, over seeds and
     other nuisance axes: the sweep's answer at a glance (analysis/ goes further)."""
-    path = folder / "trials.parquet"
+    path = folder / TRIALS_TABLE
     if not path.exists():
         return None
     keys = [f"axis.{axis.name}" for axis in spec.axes if axis.role == "scientific" and len(axis.values) > 1]

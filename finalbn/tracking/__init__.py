@@ -1,5 +1,5 @@
 """MLflow, owned here: the layout (tags, run names, parent and child runs), the
-writer the sweep driver and Slurm tasks use, and the reader analysis uses.
+tracker seam, the writer the sweep driver and Slurm tasks use, and the reader analysis uses.
 No other finalbn module imports mlflow.
 """
 
@@ -21,14 +21,9 @@ from finalbn.tracking.reader import (
     log_report_files,
     parent_runs,
 )
-from finalbn.tracking.writer import (
-    MlflowTracker,
-    NullTracker,
-    TaskTracker,
-    TaskTracking,
-    Tracker,
-    task_tracker,
-)
+from finalbn.tracking.task import TaskTracker, task_tracker
+from finalbn.tracking.tracker import NullTracker, TaskTracking, Tracker
+from finalbn.tracking.writer import MlflowTracker
 
 __all__ = [
     "TRIAL_TAG",

@@ -13,9 +13,9 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from finalbn.records import METRICS, RecordError, read_metrics, write_atomic
+from finalbn.records import RecordError, read_metrics, write_atomic
+from finalbn.records.folders import CONFUSION, CONFUSION_FIGURE, LEARNING_CURVES, METRICS
 
-CONFUSION = "confusion.csv"
 # Small pictures: a preview pane, not a print.
 DPI = 80
 # Per-epoch columns worth a curve, when the trial logged them.
@@ -24,16 +24,16 @@ SCORES = ("val_f1_minority", "test_f1_minority", "test_f1_majority")
 
 
 def trial_figures(folder: Path, trial_id: str, into: Path) -> list[Path]:
-    """``confusion.png`` and ``learning_curves.png`` in ``into``, each when its record is there and reads back."""
+    """``CONFUSION_FIGURE`` and ``LEARNING_CURVES`` in ``into``, each when its record is there and reads back."""
     drawn = []
     if (folder / CONFUSION).exists():
-        drawn.append(_save(confusion_figure(*read_confusion(folder / CONFUSION)), into / "confusion.png"))
+        drawn.append(_save(confusion_figure(*read_confusion(folder / CONFUSION)), into / CONFUSION_FIGURE))
     try:
         epochs = read_metrics(folder / METRICS, trial_id) if (folder / METRICS).exists() else None
     except RecordError:
         epochs = None
     if epochs is not None and epochs.height:
-        drawn.append(_save(curves_figure(epochs), into / "learning_curves.png"))
+        drawn.append(_save(curves_figure(epochs), into / LEARNING_CURVES))
     return drawn
 
 

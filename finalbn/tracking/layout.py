@@ -24,6 +24,7 @@ import filelock
 
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
+from finalbn.records.folders import MLFLOW_STORE
 from finalbn.sweep.spec import PlannedTrial, SweepSpec, flatten
 
 TRIAL_TAG = "finalbn.trial_id"
@@ -173,7 +174,7 @@ def runs_view(spec: SweepSpec) -> str:
 
 
 def default_tracking_uri(directory: Path) -> str:
-    return f"sqlite:///{(directory / 'mlruns.db').resolve()}"
+    return f"sqlite:///{(directory / MLFLOW_STORE).resolve()}"
 
 
 @contextlib.contextmanager

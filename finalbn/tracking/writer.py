@@ -4,8 +4,9 @@ invocation, one child run per trial.
 With the serial, local and Ray backends only the sweep's driver writes
 (trials report to it through the backend), so a SQLite store never sees
 concurrent writers from one sweep; Slurm tasks write themselves, through
-``TaskTracker``, each write under the store's file lock. ``NullTracker``
-stands in when tracking is off.
+``TaskTracker`` (``finalbn.tracking.task``), each write under the store's
+file lock. ``NullTracker`` (``finalbn.tracking.tracker``, beside the
+``Tracker`` protocol) stands in when tracking is off.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import polars as pl
 
 import finalbn
 from finalbn.errors import UserError
 from finalbn.records import (
-    FAILURE,
-    METRICS,
     RecordError,
     Summary,
     disk_full,
@@ -35,6 +33,7 @@ from finalbn.records import (
     read_json,
     read_metrics,
 )
+from finalbn.records.folders import CONFIG, CONFUSION, FAILURE, MANIFEST, METRICS, PREDICTIONS, SUMMARY
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.spec import SweepSpec
 from finalbn.tracking.layout import (
@@ -62,21 +61,14 @@ from finalbn.tracking.layout import (
     store_lock,
     trial_params,
 )
+from finalbn.tracking.tracker import TaskTracking
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 # Files of a trial folder worth keeping in MLflow; weights stay on disk.
-ARTIFACTS = (
-    "config.json",
-    "manifest.parquet",
-    "metrics.parquet",
-    "predictions.parquet",
-    "confusion.csv",
-    "summary.json",
-    "failure.json",
-)
+ARTIFACTS = (CONFIG, MANIFEST, METRICS, PREDICTIONS, CONFUSION, SUMMARY, FAILURE)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,49 +91,6 @@ def _faults(method: Callable[Concatenate[MlflowTracker, P], R]) -> Callable[Conc
             raise fault from error
 
     return guarded
-
-
-class Tracker(Protocol):
-    def start_sweep(
-        self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
-    ) -> None: ...
-    def sync_finished(self, jobs: list[TrialJob], live: frozenset[str] = frozenset()) -> int: ...
-    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None: ...
-    def discard_attempt(self, job: TrialJob) -> None: ...
-    def finish_trial(self, job: TrialJob, failed: bool) -> None: ...
-    def end_sweep(self, status: str, record: Path | None = None, summary: pl.DataFrame | None = None) -> None: ...
-    def where(self) -> list[str]: ...
-    def task_tracking(self) -> TaskTracking | None: ...
-
-
-class NullTracker:
-    """Tracking off: every call does nothing."""
-
-    def start_sweep(
-        self, spec: SweepSpec, git_commit: str, pending: int, skipped: int, live: frozenset[str] = frozenset()
-    ) -> None:
-        pass
-
-    def task_tracking(self) -> TaskTracking | None:
-        return None
-
-    def sync_finished(self, jobs: list[TrialJob], live: frozenset[str] = frozenset()) -> int:
-        return 0
-
-    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        pass
-
-    def discard_attempt(self, job: TrialJob) -> None:
-        pass
-
-    def finish_trial(self, job: TrialJob, failed: bool) -> None:
-        pass
-
-    def end_sweep(self, status: str, record: Path | None = None, summary: pl.DataFrame | None = None) -> None:
-        pass
-
-    def where(self) -> list[str]:
-        return ["MLflow tracking: off"]
 
 
 class MlflowTracker:
@@ -285,7 +234,7 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         try:
-            final = read_json(job.folder / "summary.json", Summary).test.values()
+            final = read_json(job.folder / SUMMARY, Summary).test.values()
         except RecordError:
             return
         now = int(time.time() * 1000)
@@ -442,50 +391,6 @@ def _owned(run: Run, live: frozenset[str]) -> bool:
     """Whether a trial's run is a child of a live driver's parent run: that driver closes it, also after
     the trial's claim is gone (a Ray worker releases it before its driver hears the trial finished)."""
     return run.data.tags.get(PARENT_TAG) in live
-
-
-@dataclass(frozen=True)
-class TaskTracking:
-    uri: str
-    artifact_root: Path
-    experiment_id: str
-    parent_id: str
-    # How child runs are named (MlflowTracker.names).
-    names: RunNames = field(default_factory=RunNames)
-
-
-class TaskTracker:
-    """MLflow writes from inside a Slurm task, each under the store's file lock:
-    many tasks share one store (a SQLite file on the shared file system), and
-    SQLite's own locking gives up with "database is locked" under that load."""
-
-    def __init__(self, tracking: TaskTracking) -> None:
-        self.tracking = tracking
-        # The driver that submitted this task checked every page of the store; each of many tasks need not.
-        self.inner = MlflowTracker(tracking.uri, tracking.artifact_root, thorough_check=False)
-        self.inner.experiment_id = tracking.experiment_id
-        self.inner.parent_id = tracking.parent_id
-        self.inner.names = tracking.names
-
-    def resume_trial(self, job: TrialJob) -> None:
-        with store_lock(self.tracking.uri):
-            self.inner.adopt_running(job.trial_id)
-
-    def log_epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        with store_lock(self.tracking.uri):
-            self.inner.log_epoch(job, row)
-
-    def discard_attempt(self, job: TrialJob) -> None:
-        with store_lock(self.tracking.uri):
-            self.inner.discard_attempt(job)
-
-    def finish_trial(self, job: TrialJob, failed: bool) -> None:
-        with store_lock(self.tracking.uri):
-            self.inner.finish_trial(job, failed)
-
-
-def task_tracker(tracking: TaskTracking | None) -> TaskTracker | None:
-    return None if tracking is None else TaskTracker(tracking)
 
 
 def _last_error(job: TrialJob) -> str:

@@ -28,21 +28,10 @@ from finalbn import provenance
 from finalbn.config import TrialConfig, validate
 from finalbn.config import trial_id as make_trial_id
 from finalbn.data import Manifest, build_manifest
-from finalbn.records import (
-    CONFIG,
-    METRICS,
-    PREDICTIONS,
-    SUMMARY,
-    read_metrics,
-    writable_folder,
-    write_atomic,
-    write_json,
-    write_parquet,
-    write_text,
-)
+from finalbn.records import read_metrics, writable_folder, write_atomic, write_json, write_parquet, write_text
+from finalbn.records.folders import CHECKPOINT, CONFIG, CONFUSION, MANIFEST, METRICS, MODEL, PREDICTIONS, SUMMARY
 from finalbn.train import EpochCallback, EpochRow, PhaseCallback, TrialResult, checkpoint_epoch, train_trial
 
-CHECKPOINT = "checkpoint.pt"
 # The environment variables that set how many threads OpenMP and MKL use, recorded when set.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -78,7 +67,7 @@ def run_trial(
     rows: list[EpochRow] = _rows_up_to(folder, trial_id, done)
     if done == 0:
         write_json(folder / CONFIG, _config_record(config, trial_id, manifest, git_commit, code))
-        manifest.write(folder / "manifest.parquet")
+        manifest.write(folder / MANIFEST)
 
     def record_epoch(row: EpochRow) -> None:
         rows.append(row)
@@ -96,7 +85,7 @@ def run_trial(
         config, manifest, trial_id=trial_id, on_epoch=record_epoch, on_phase=on_phase, checkpoint=checkpoint
     )
     write_parquet(folder / PREDICTIONS, result.predictions)
-    write_confusion(folder / "confusion.csv", result.confusion, manifest.classes)
+    write_confusion(folder / CONFUSION, result.confusion, manifest.classes)
     # Last: its presence is what marks the trial finished.
     write_json(
         folder / SUMMARY,
@@ -112,7 +101,7 @@ def run_trial(
         },
     )
     if save_model:
-        write_atomic(folder / "model.pt", lambda temporary: torch.save(result.state_dict, temporary))
+        write_atomic(folder / MODEL, lambda temporary: torch.save(result.state_dict, temporary))
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return result, folder

@@ -16,14 +16,16 @@ SQLite file on the shared file system, written under a file lock).
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
 
 from finalbn import interrupts
-from finalbn.launch.base import RunHandle, SweepOptions, TrialEvents
+from finalbn.launch.base import Launch, RunHandle, TrialEvents, trial_threads
 from finalbn.launch.slurm.state import STATE_FILE, SlurmState, Submission, live_trials, task_states
 from finalbn.launch.slurm.submit import (
     SlurmOptions,
@@ -43,14 +45,11 @@ from finalbn.launch.slurm.task import SweepTask
 from finalbn.records import RecordError, read_failure
 from finalbn.sweep.claims import live_owner, trial_claim
 from finalbn.sweep.jobs import TrialJob
-from finalbn.sweep.spec import SweepSpec
-from finalbn.tracking import TaskTracking
 
 
 class SlurmBackend:
     """Submits, re-attaches to and (with --wait) follows a sweep's Slurm arrays."""
 
-    workers_record = True
     runs_here = False
 
     def __init__(self, name: str, options: SlurmOptions) -> None:
@@ -61,8 +60,15 @@ class SlurmBackend:
         return max_concurrent or self.options.array_parallelism
 
     def preflight(self) -> None:
-        # No Slurm client, or no controller answering: refused before the driver opens an MLflow run.
-        max_array_size()
+        """No Slurm client, or no controller answering: refused (scontrol's UserError) before planning, in a
+        dry run too, and before the driver opens an MLflow run."""
+        _ = self.array_limit
+
+    @functools.cached_property
+    def array_limit(self) -> int:
+        """The cluster's MaxArraySize, asked once per backend: the driver's preflight after the sweep command's
+        is free."""
+        return max_array_size()
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         slurm_dir = folder.resolve() / self.name
@@ -78,53 +84,52 @@ class SlurmBackend:
         scancel(arrays)
         return [f"scancel {' '.join(arrays)}: the sweep's live Slurm arrays"]
 
-    def launch(
-        self,
-        spec: SweepSpec,
-        jobs: list[TrialJob],
-        options: SweepOptions,
-        events: TrialEvents,
-        tracking: TaskTracking | None,
-        running: list[TrialJob],
-    ) -> RunHandle:
+    def executor(self, launch: Launch) -> ArrayExecutor:
+        return ArrayExecutor(self, launch)
+
+
+@dataclass(frozen=True)
+class ArrayExecutor:
+    """Submits one invocation's trials as arrays. The tasks outlive the driver, so they write their
+    trials' failure records and MLflow runs themselves (under the invocation's parent run); the driver's
+    events only show progress."""
+
+    backend: SlurmBackend
+    launch: Launch
+
+    def submit(self, jobs: list[TrialJob], running: Sequence[TrialJob] = ()) -> RunHandle:
+        spec, options = self.launch.spec, self.launch.options
         # Before anything is written: the folder and the name go into the sbatch script.
         check_results(options.out)
         check_path("sweep name", spec.name)
-        slurm_dir = options.out.resolve() / spec.name / self.name
+        slurm_dir = options.out.resolve() / spec.name / self.backend.name
         state = SlurmState.load(slurm_dir / STATE_FILE, spec.name)
         if jobs:
-            state.submissions.append(self._submit(spec, jobs, options, tracking, slurm_dir))
+            state.submissions.append(self._submit(jobs, slurm_dir))
             state.write(slurm_dir / STATE_FILE)
-        return SlurmHandle(self.options, state, slurm_dir, [*running, *jobs], events)
+        return SlurmHandle(self.backend.options, state, slurm_dir, [*running, *jobs], self.launch.progress)
 
-    def _submit(
-        self,
-        spec: SweepSpec,
-        jobs: list[TrialJob],
-        options: SweepOptions,
-        tracking: TaskTracking | None,
-        slurm_dir: Path,
-    ) -> Submission:
+    def _submit(self, jobs: list[TrialJob], slurm_dir: Path) -> Submission:
         from finalbn.sweep.costs import assumed_trial_seconds
 
+        spec, options, slurm = self.launch.spec, self.launch.options, self.backend.options
         device = "gpu" if options.gpus_per_trial > 0 else "cpu"
         trial_seconds = max(assumed_trial_seconds(job.trial.config, device) for job in jobs)
-        k = self.options.trials_per_task or trials_per_task(
-            len(jobs), trial_seconds, self.options.time_minutes, max_array_size()
-        )
+        k = slurm.trials_per_task or trials_per_task(len(jobs), trial_seconds, slurm.time_minutes, max_array_size())
         tasks = pack(jobs, k)
         executor = submitit.SlurmExecutor(folder=slurm_dir)
-        executor.update_parameters(**executor_parameters(self.options, options, spec.name))
-        threads = max(1, int(options.cpus_per_trial))
+        executor.update_parameters(**executor_parameters(slurm, options, spec.name))
+        threads = trial_threads(options.cpus_per_trial)
+        tracking = self.launch.tracker.task_tracking()
         n = len(tasks)
         submitted = executor.map_array(
-            SweepTask(), tasks, [self.name] * n, [threads] * n, [options.retries] * n, [tracking] * n
+            SweepTask(), tasks, [self.backend.name] * n, [threads] * n, [options.retries] * n, [tracking] * n
         )
         job_id = submitted[0].job_id.split("_")[0]
         print(
             f"submitted Slurm array {job_id}: {n} tasks of up to {k} trials ({len(jobs)} trials, "
             f"~{k * trial_seconds / 60:.0f} min per task by the cost estimate, "
-            f"time limit {self.options.time_minutes} min)"
+            f"time limit {slurm.time_minutes} min)"
         )
         return Submission(
             job_id=job_id,

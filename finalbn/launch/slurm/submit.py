@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finalbn.errors import UserError
-from finalbn.launch.base import SweepOptions
 from finalbn.names import is_utf8, shown_path
 from finalbn.sweep.jobs import TrialJob
+from finalbn.sweep.options import SweepOptions
 
 # A name that goes into an #SBATCH line (partition, account, qos, a --sbatch
 # value): no spaces, quotes or control characters, so it needs no quoting at all.
@@ -64,23 +64,37 @@ _TASK_TIME_FILL = 0.5
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """The Slurm side of a sweep; its sbatch values are checked when it is made."""
+    """The Slurm side of a sweep; its sbatch values are checked when it is made.
 
+    The comments are the help of the sweep command's flags, generated from these fields (finalbn.sweep.cli).
+    """
+
+    # partition (default: the cluster's default)
     partition: str | None = None
+    # time limit per array task, in Slurm's forms: minutes, HH:MM:SS or D-HH:MM:SS (default 60 min)
     time_minutes: int = 60
+    # account to charge
     account: str | None = None
+    # quality of service
     qos: str | None = None
-    # Array tasks Slurm may run at once (the %N of --array).
+    # array tasks at once, the %N of --array (default 64)
     array_parallelism: int = 64
-    # None: chosen from the cost estimate, the time limit and MaxArraySize.
+    # trials per array task (default: fill half the time limit by the cost estimate, within MaxArraySize)
     trials_per_task: int | None = None
-    # Extra sbatch flags, e.g. {"mem": "16G", "constraint": "a100"}.
+    # extra sbatch option, repeatable (e.g. --sbatch mem=16G --sbatch constraint=a100)
     extra: dict[str, str] = field(default_factory=dict)
+    # follow the array until it is done, then tabulate
     wait: bool = False
     # Seconds between two looks at the array while waiting.
     poll_seconds: float = 10.0
 
     def __post_init__(self) -> None:
+        for flag, number in (
+            ("--array-parallelism", self.array_parallelism),
+            ("--trials-per-task", self.trials_per_task),
+        ):
+            if number is not None and number < 1:
+                raise UserError(f"{flag} {number}: use 1 or more")
         for flag, value in (("--partition", self.partition), ("--account", self.account), ("--qos", self.qos)):
             if value is not None:
                 check_value(flag, value)

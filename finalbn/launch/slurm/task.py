@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import submitit
 
-from finalbn.launch.base import record_failure, run_attempts
+from finalbn.launch.base import Recording, run_attempts
 from finalbn.sweep.claims import Owner
 from finalbn.sweep.jobs import TrialJob
-from finalbn.tracking import TaskTracker, TaskTracking, task_tracker
+from finalbn.tracking import NullTracker, TaskTracker, TaskTracking, task_tracker
 
 
 @dataclass
@@ -33,7 +33,8 @@ class SweepTask(submitit.helpers.Checkpointable):
         self, jobs: list[TrialJob], backend: str, threads: int, retries: int, tracking: TaskTracking | None
     ) -> TaskOutcome:
         worker = _slurm_worker(backend)
-        events = _TaskEvents(task_tracker(tracking))
+        tracker = task_tracker(tracking)
+        events = Recording(tracker or NullTracker(), _TaskLog(tracker))
         outcome = TaskOutcome()
         for job in jobs:
             if (job.folder / "summary.json").exists():
@@ -45,8 +46,9 @@ class SweepTask(submitit.helpers.Checkpointable):
         return outcome
 
 
-class _TaskEvents:
-    """The trial events of a task, kept where the driver would keep them: failure records and MLflow."""
+class _TaskLog:
+    """What a task shows of its trial events, once ``Recording`` wrote their failure records and MLflow runs:
+    its own log (submitit's stdout file, which the driver does not follow); the driver follows the folders."""
 
     def __init__(self, tracker: TaskTracker | None) -> None:
         self.tracker = tracker
@@ -57,26 +59,19 @@ class _TaskEvents:
             self.tracker.resume_trial(job)
 
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        if self.tracker is not None:
-            self.tracker.log_epoch(job, row)
+        pass
 
     def phase(self, job: TrialJob, text: str) -> None:
-        # A task's own log (submitit's stdout file), which the driver does not follow.
         print(f"trial {job.trial_id}: {text}", flush=True)
 
     def retrying(self, job: TrialJob, error: str) -> None:
-        record_failure(job, error)
-        if self.tracker is not None:
-            self.tracker.discard_attempt(job)
+        pass
 
     def finished(self, job: TrialJob) -> None:
-        if self.tracker is not None:
-            self.tracker.finish_trial(job, failed=False)
+        pass
 
     def failed(self, job: TrialJob, error: str) -> None:
-        record_failure(job, error)
-        if self.tracker is not None:
-            self.tracker.finish_trial(job, failed=True)
+        pass
 
     def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:
         pass  # its owner keeps its records and its MLflow run

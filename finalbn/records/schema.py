@@ -1,32 +1,19 @@
-"""The records a sweep keeps, read through one validated schema and written atomically.
+"""The records of a trial folder, read through one validated schema.
 
-Reading: a trial's ``config.json``, ``summary.json``, ``failure.json``,
-``metrics.parquet`` and ``predictions.parquet`` (and ``sweep.json``, whose
-dataclasses live in finalbn.sweep.record) are validated here; a file that does
-not parse, a wrong type (``"0.9"`` for a number), a null or a missing key is a
-``RecordError`` naming the file and the field, never a value trusted downstream.
-
-Writing: every record and table goes through ``write_atomic`` (a temporary
-file beside the target, flushed to disk, renamed over it), so a crash or a
-full disk leaves the old file or the new one, never a 0-byte or truncated
-one; a full disk is one ``UserError`` line naming the folder, its free space
-and the fix.
+A trial's ``config.json``, ``summary.json``, ``failure.json``, ``metrics.parquet`` and ``predictions.parquet``
+(and ``sweep.json``, whose dataclasses live in finalbn.sweep.record) are validated here; a file that does not
+parse, a wrong type (``"0.9"`` for a number), a null or a missing key is a ``RecordError`` naming the file and
+the field, never a value trusted downstream.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import json
 import math
-import os
-import re
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from traceback import format_exception_only
 from typing import Any, TypeVar
 
 import polars as pl
@@ -39,22 +26,7 @@ import pyarrow.parquet as pq
 # validates sweep.json's plain dataclasses as they are declared, so no record is described twice.
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from finalbn.errors import UserError
-
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-FAILURE = "failure.json"
-METRICS = "metrics.parquet"
-PREDICTIONS = "predictions.parquet"
-
-# How every disk-full message starts; record_failure finds it again in a worker's traceback.
-DISK_FULL = "disk full"
-# ENOSPC, and EDQUOT (a cluster's per-user quota): the same fix.
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# How the OS words them, and how polars quotes ENOSPC.
-_FULL_TEXTS = tuple(os.strerror(code) for code in _FULL_ERRNOS) + (f"os error {errno.ENOSPC}",)
-# torch.save reports a full disk as a RuntimeError that names no cause; below this much free space, that is the cause.
-_NEARLY_FULL = 1 << 20
+from finalbn.records.folders import CONFIG, METRICS, PREDICTIONS, SUMMARY
 
 T = TypeVar("T")
 
@@ -222,164 +194,6 @@ def read_predictions(path: Path, classes: list[str]) -> pl.DataFrame:
     return frame
 
 
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """``write(temporary)`` fills a temporary file beside ``path``, which is flushed to disk and renamed over
-    it: readers and a crash see the old file or the new one. A full disk raises the one-line disk-full error."""
-    # Named, not mkstemp: mkstemp's mode 0600 would keep a shared results folder's files from its group.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
-    try:
-        write(temporary)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        # Asked before the unlink: the partial file is what fills the disk.
-        full = isinstance(error, Exception) and _out_of_space(error, path.parent)
-        temporary.unlink(missing_ok=True)
-        if full:
-            raise disk_full(path) from error
-        raise
-    _sync_folder(path.parent)
-    return path
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    return write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def write_text(path: Path, text: str) -> Path:
-    return write_atomic(path, lambda temporary: temporary.write_text(text))
-
-
-def write_parquet(path: Path, frame: pl.DataFrame) -> Path:
-    """With page checksums, so that a garbled page fails to read instead of reading as other numbers."""
-    table = frame.to_arrow()
-    return write_atomic(
-        path, lambda temporary: pq.write_table(table, temporary, compression="zstd", write_page_checksum=True)
-    )
-
-
-def disk_full(path: Path) -> UserError:
-    """The one line for a write that found no space: the folder, what is free there, the fix."""
-    folder = path.parent.absolute()
-    usage = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists()))
-    return UserError(
-        f"{DISK_FULL}: cannot write to {folder} ({_size(usage.free)} free of {_size(usage.total)}): free space "
-        "there or pass --out on a disk with room, then rerun the same command to resume"
-    )
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A failure every later trial would repeat: the sweep stops on it with one line (exit 2) instead of
-    retrying, and the same command resumes once it is fixed."""
-
-    # How the line starts; a UserError line that starts so is recognised again in a worker's traceback.
-    what: str
-    # The OS's or a library's own words for it, found in a traceback's text.
-    pattern: re.Pattern[str]
-    # The fix; ``{store}`` names the MLflow store where it is known.
-    fix: str
-
-
-# Each fault once: what the driver catches (fault_of) and what a worker's traceback says (fault_in) are told
-# apart here only. A worker's failure reaches the driver as text (a Ray worker is another process), so the
-# matchers read text. Measured causes: a read-only remount of --out; mlruns.db deleted mid-sweep (SQLite then
-# says "readonly database", or "no such table" on a new connection); ulimit -v between about 5 and 6.5 GB on
-# a smoke sweep ("failed to map segment" when a trial imports scipy; below that nothing starts, above it all fits).
-FAULTS = (
-    Fault(
-        DISK_FULL,
-        re.compile("|".join(map(re.escape, _FULL_TEXTS))),
-        "free space there or pass --out on a disk with room",
-    ),
-    Fault(
-        "not writable",
-        re.compile(r"\[Errno (?:13|30)\] (?:Permission denied|Read-only file system)"),
-        "make it writable (chmod u+w, or remount it read-write) or pass --out with a writable folder",
-    ),
-    Fault(
-        "MLflow store lost",
-        re.compile(r"(?:no such table|unable to open database file|attempt to write a readonly database)"),
-        "{store} was removed or made read-only while the sweep ran (a rerun makes a new one; --no-tracking "
-        "turns MLflow off)",
-    ),
-    Fault(
-        "out of memory",
-        re.compile(
-            r"MemoryError|OutOfMemoryError|CUDA out of memory|std::bad_alloc|Cannot allocate memory"
-            r"|failed to map segment from shared object"
-        ),
-        "run fewer trials at once (--max-concurrent) or smaller ones (--set train.batch_size=N), or raise the "
-        "memory limit (ulimit -v)",
-    ),
-    Fault(
-        "cannot start a thread",
-        re.compile(r"pthread_create failed|can't start new thread|can't create new thread"),
-        "run fewer trials at once (--max-concurrent) or raise the limits on processes and memory (ulimit -u, -v)",
-    ),
-)
-_RESUME = "then rerun the same command to resume"
-_OURS = re.compile(r"UserError: ((?:" + "|".join(re.escape(f.what) for f in FAULTS) + r"): [^\n]*)")
-
-
-def fault_in(traceback: str, store: str = "the MLflow store", where: str = "a trial") -> str | None:
-    """The one line for a fault (``FAULTS``) in a failed attempt's traceback (``where`` stopped on it), or
-    None: a trial's own bug. Our own line is kept as it is; a library's is quoted with the fix."""
-    ours = _OURS.search(traceback)
-    if ours is not None:
-        return ours.group(1)
-    for fault in FAULTS:
-        # The last mention: a traceback ends with its exception, after the source lines that raised it.
-        found = next(reversed(list(fault.pattern.finditer(traceback))), None)
-        if found is not None:
-            start = traceback.rfind("\n", 0, found.start()) + 1
-            end = traceback.find("\n", found.end())
-            quoted = traceback[start : None if end < 0 else end].strip()[:300]
-            return f"{fault.what}: {where} stopped on {quoted}: {fault.fix.format(store=store)}, {_RESUME}"
-    return None
-
-
-def fault_of(error: BaseException, store: str = "the MLflow store") -> UserError | None:
-    """A caught error as its fault's one-line UserError, or None. The first cause is read first: a read-only
-    folder that fails a write fails the cleanup after it too, and the write is the one to name."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = error
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    for cause in reversed(chain):
-        if isinstance(cause, UserError):
-            return cause
-        line = fault_in("".join(format_exception_only(cause)), store, where="the sweep")
-        if line is not None:
-            return UserError(line)
-    return None
-
-
-def _out_of_space(error: Exception, folder: Path) -> bool:
-    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
-        return True
-    # polars (ComputeError) and torch (RuntimeError) wrap the OS error in their own types, without errno.
-    if any(text in str(error) for text in _FULL_TEXTS):
-        return True
-    return isinstance(error, RuntimeError) and shutil.disk_usage(folder).free < _NEARLY_FULL
-
-
-def _sync_folder(folder: Path) -> None:
-    """The rename itself reaches the disk; a file system that cannot sync a folder (some network ones) is let be."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
 @functools.cache
 def _adapter(schema: type[T]) -> TypeAdapter[T]:
     return TypeAdapter(schema)
@@ -455,37 +269,3 @@ def _predictions_problem(frame: pl.DataFrame, classes: list[str]) -> str | None:
     if any(column.null_count() for column in frame.iter_columns()):
         return "holds nulls"
     return None
-
-
-def _size(count: float) -> str:
-    unit = "bytes"
-    for larger in ("KiB", "MiB", "GiB", "TiB"):
-        if count < 1024:
-            break
-        count, unit = count / 1024, larger
-    return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-
-
-def check_writable(folder: Path) -> None:
-    """Fail in one line when ``folder`` cannot be created and written, creating nothing (the
-    sweep command checks --out so before anything, even MLflow's store, is made)."""
-    existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        what = "is a file" if existing == folder.absolute() and existing.exists() else f"is under {existing}"
-        raise UserError(f"cannot write results to {folder} (it {what}, not a writable folder): pass --out with one")
-
-
-def writable_folder(folder: Path) -> Path:
-    """Create ``folder`` and prove it writable, so a bad --out fails before any training."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise UserError(
-            f"cannot write results to {folder} ({error.strerror}): pass --out with a writable folder"
-        ) from None
-    return folder
