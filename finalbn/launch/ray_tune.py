@@ -44,6 +44,7 @@ from finalbn.launch.base import (
     local_slots,
     trial_threads,
 )
+from finalbn.records.folders import SUMMARY
 from finalbn.sweep.claims import ClaimedElsewhere, Owner
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.spec import Axis, SweepSpec, flatten
@@ -226,7 +227,7 @@ def _fit(backend: str, spec: SweepSpec, jobs: list[TrialJob], options: SweepOpti
 
 
 def _final(job: TrialJob) -> dict[str, float]:
-    summary = json.loads((job.folder / "summary.json").read_text())
+    summary = json.loads((job.folder / SUMMARY).read_text())
     return {f"final_{k}": float(v) for k, v in summary["test"].items()}
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import filelock
 
 from finalbn.records import RecordError, read_json, write_json
+from finalbn.records.folders import CLAIMS
 
-CLAIMS = "claims"
 HEARTBEAT_SECONDS = 5.0
 # Twelve missed heartbeats: a loaded node or a slow shared file system is not a dead owner.
 STALE_SECONDS = 60.0

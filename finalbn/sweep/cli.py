@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from finalbn.config import field_docs
 from finalbn.console import OneLineParser, guarded, table_format
 from finalbn.errors import UserError
+from finalbn.records import folders
 from finalbn.sweep.experiments import PLANTS, build_sweeps
 from finalbn.sweep.options import (
     AUTO,
@@ -57,7 +58,7 @@ class SweepCommand:
 TITLES = {
     "script": None,
     "data": "data (your own images: README, Your own images, and docs/own-data.md)",
-    "overrides": "overrides (recorded in sweep.json; they change trial ids)",
+    "overrides": f"overrides (recorded in {folders.SWEEP_RECORD}; they change trial ids)",
     "refine": "threshold search (sweeps/imbalance_ratio.py only)",
     "run": "running the trials",
     "tracking": "MLflow tracking",
@@ -237,7 +238,7 @@ def _run_one(spec: SweepSpec, command: SweepCommand, run: SweepOptions, backend:
     if uri is None:
         tracker = NullTracker()
     else:
-        tracker = MlflowTracker(uri, artifact_root=run.out.resolve() / "mlartifacts")
+        tracker = MlflowTracker(uri, artifact_root=run.out.resolve() / folders.MLFLOW_ARTIFACTS)
     if command.refine.refine:
         from finalbn.analysis.imbalance import refine_brackets
         from finalbn.sweep.refine import refine_sweep
@@ -261,13 +262,14 @@ def _run_one(spec: SweepSpec, command: SweepCommand, run: SweepOptions, backend:
     if table is not None:
         with table_format():
             print(f"test F1 (final model) by scientific axis, mean over seeds:\n{table}")
-    print(f"results: {report.folder / 'epochs.parquet'} (trial x epoch), {report.folder / 'trials.parquet'} (trial)")
+    epochs, trials = report.folder / folders.EPOCHS_TABLE, report.folder / folders.TRIALS_TABLE
+    print(f"results: {epochs} (trial x epoch), {trials} (trial)")
     for line in tracker.where():
         print(line)
     if report.finished or report.skipped:
         _report(report.folder, spec, uri)
     for trial_id in report.failed:
-        print(f"failed: {report.folder / 'trials' / trial_id / 'failure.json'} (rerun the command to retry)")
+        print(f"failed: {report.folder / folders.TRIALS / trial_id / folders.FAILURE} (rerun the command to retry)")
     return len(report.failed)
 
 

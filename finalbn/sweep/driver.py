@@ -19,6 +19,7 @@ from finalbn.errors import UserError
 from finalbn.launch.base import Backend, Executor, Launch, SweepOptions
 from finalbn.provenance import code_versions
 from finalbn.records import fault_of
+from finalbn.records.folders import FAILURE
 from finalbn.sweep.claims import Owner, acquire, driver_claim, live_drivers, live_owner, sweep_lock, trial_claim
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.plan import is_finished, plan, set_aside_unusable
@@ -216,7 +217,7 @@ class _State:
         return cls(done, running, pending, frozenset(live))
 
     def line(self, name: str) -> str:
-        failed_before = sum((job.folder / "failure.json").exists() for job in self.pending)
+        failed_before = sum((job.folder / FAILURE).exists() for job in self.pending)
         total = len(self.done) + len(self.running) + len(self.pending)
         return (
             f"{name}: {total} trials, {len(self.done)} finished earlier (skipped), "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from finalbn.errors import UserError
+from finalbn.records import folders
 from finalbn.sweep.record import Invocation, SweepRecord
 
 if TYPE_CHECKING:
@@ -51,21 +52,21 @@ class SweepStatus:
 def find_sweep(target: str, results_root: Path) -> Path:
     """A sweep folder given as a path or by name under ``results_root``."""
     for folder in (Path(target), results_root / target):
-        if (folder / "sweep.json").exists():
+        if (folder / folders.SWEEP_RECORD).exists():
             return folder
     raise UserError(
-        f"{target}: no sweep.json there nor in {results_root / target}: give a sweep folder (results/NAME) or "
-        "its name, with --results-root if it is not under results/"
+        f"{target}: no {folders.SWEEP_RECORD} there nor in {results_root / target}: give a sweep folder "
+        "(results/NAME) or its name, with --results-root if it is not under results/"
     )
 
 
 def sweep_status(folder: Path) -> SweepStatus:
     record = SweepRecord.read(folder)
     if record is None:
-        raise UserError(f"{folder} has no sweep.json: give a folder a sweep script wrote")
+        raise UserError(f"{folder} has no {folders.SWEEP_RECORD}: give a folder a sweep script wrote")
     driver = _live_driver(record)
     live = _in_flight(folder, record)
-    states = {tid: _state(folder / "trials" / tid, tid in live, driver is not None) for tid in record.trials}
+    states = {tid: _state(folder / folders.TRIALS / tid, tid in live, driver is not None) for tid in record.trials}
     return SweepStatus(record, states, driver)
 
 
@@ -102,12 +103,12 @@ def cancel(folder: Path) -> list[str]:
 
 
 def _state(folder: Path, in_flight: bool, driver_alive: bool) -> TrialState:
-    if (folder / "summary.json").exists():
+    if (folder / folders.SUMMARY).exists():
         return "done"
     # A started trial is running while something runs it; otherwise it was cut short and reruns.
-    if in_flight or (driver_alive and (folder / "config.json").exists()):
+    if in_flight or (driver_alive and (folder / folders.CONFIG).exists()):
         return "running"
-    if (folder / "failure.json").exists():
+    if (folder / folders.FAILURE).exists():
         return "failed"
     return "pending"
 

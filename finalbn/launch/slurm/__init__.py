@@ -26,7 +26,7 @@ import submitit
 
 from finalbn import interrupts
 from finalbn.launch.base import Launch, RunHandle, TrialEvents, trial_threads
-from finalbn.launch.slurm.state import STATE_FILE, SlurmState, Submission, live_trials, task_states
+from finalbn.launch.slurm.state import SlurmState, Submission, live_trials, task_states
 from finalbn.launch.slurm.submit import (
     SlurmOptions,
     check_path,
@@ -43,6 +43,7 @@ from finalbn.launch.slurm.submit import (
 )
 from finalbn.launch.slurm.task import SweepTask
 from finalbn.records import RecordError, read_failure
+from finalbn.records.folders import FAILURE, SLURM_STATE, SUMMARY
 from finalbn.sweep.claims import live_owner, trial_claim
 from finalbn.sweep.jobs import TrialJob
 
@@ -72,12 +73,12 @@ class SlurmBackend:
 
     def in_flight(self, folder: Path, jobs: list[TrialJob]) -> dict[str, str]:
         slurm_dir = folder.resolve() / self.name
-        state = SlurmState.load(slurm_dir / STATE_FILE, folder.name)
+        state = SlurmState.load(slurm_dir / SLURM_STATE, folder.name)
         return live_trials(state, task_states(state, slurm_dir))
 
     def cancel(self, folder: Path) -> list[str]:
         slurm_dir = folder.resolve() / self.name
-        state = SlurmState.load(slurm_dir / STATE_FILE, folder.name)
+        state = SlurmState.load(slurm_dir / SLURM_STATE, folder.name)
         arrays = sorted({task.split("_")[0] for task in live_trials(state, task_states(state, slurm_dir)).values()})
         if not arrays:
             return []
@@ -103,10 +104,10 @@ class ArrayExecutor:
         check_results(options.out)
         check_path("sweep name", spec.name)
         slurm_dir = options.out.resolve() / spec.name / self.backend.name
-        state = SlurmState.load(slurm_dir / STATE_FILE, spec.name)
+        state = SlurmState.load(slurm_dir / SLURM_STATE, spec.name)
         if jobs:
             state.submissions.append(self._submit(jobs, slurm_dir))
-            state.write(slurm_dir / STATE_FILE)
+            state.write(slurm_dir / SLURM_STATE)
         return SlurmHandle(self.backend.options, state, slurm_dir, [*running, *jobs], self.launch.progress)
 
     def _submit(self, jobs: list[TrialJob], slurm_dir: Path) -> Submission:
@@ -164,7 +165,7 @@ class SlurmHandle:
             for job in self.watched:
                 if job.trial_id in self._reported:
                     continue
-                if (job.folder / "summary.json").exists():
+                if (job.folder / SUMMARY).exists():
                     self._reported.add(job.trial_id)
                     self.events.finished(job)
                 elif job.trial_id not in live:
@@ -186,14 +187,14 @@ class SlurmHandle:
             return []
         last = " ".join(s.job_id for s in self.state.submissions[-1:])
         return [
-            f"Slurm state: {self.slurm_dir / STATE_FILE}",
+            f"Slurm state: {self.slurm_dir / SLURM_STATE}",
             "  follow: the same command with --wait; re-attach (report, resubmit what failed): the same command; "
             f"queue: squeue --me; cancel: scancel {last}",
         ]
 
 
 def _failure_text(job: TrialJob) -> str:
-    path = job.folder / "failure.json"
+    path = job.folder / FAILURE
     try:
         return read_failure(path, job.trial_id).traceback
     except (OSError, RecordError):

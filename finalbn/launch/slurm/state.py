@@ -17,7 +17,6 @@ import submitit
 
 from finalbn.records import write_json
 
-STATE_FILE = "state.json"
 # sacct states after which a task will not run again.
 _ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
 # How long a submitted task may be missing from sacct before it counts as gone.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import submitit
 
 from finalbn.launch.base import Recording, run_attempts
+from finalbn.records.folders import SUMMARY
 from finalbn.sweep.claims import Owner
 from finalbn.sweep.jobs import TrialJob
 from finalbn.tracking import NullTracker, TaskTracker, TaskTracking, task_tracker
@@ -37,7 +38,7 @@ class SweepTask(submitit.helpers.Checkpointable):
         events = Recording(tracker or NullTracker(), _TaskLog(tracker))
         outcome = TaskOutcome()
         for job in jobs:
-            if (job.folder / "summary.json").exists():
+            if (job.folder / SUMMARY).exists():
                 outcome.skipped.append(job.trial_id)
                 continue
             done = run_attempts(job, events, retries, threads, worker=worker, resume=True)
