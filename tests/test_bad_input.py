@@ -75,7 +75,6 @@ CASES = [
         "--axis data.train_minority is given twice: give all its values in one, --axis data.train_minority=1,4",
     ),
     ("abbreviated flag", SWEEP, "--dry-run --epoch 1", "unrecognized arguments: --epoch 1"),
-    ("Ray cluster without an address", SWEEP, "--preset smoke --backend ray", "--backend ray needs a running Ray"),
     ("bad Slurm time limit", SWEEP, "--preset smoke --backend slurm --time soon", "is not a Slurm time"),
     ("unsafe sbatch value", SWEEP, "--preset smoke --backend slurm --partition gpu;rm", "only letters, digits"),
     ("malformed sbatch pass-through", SWEEP, "--preset smoke --backend slurm --sbatch mem", "use KEY=VALUE"),
