@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from finalbn.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 TABLE = (REPO / "docs" / "bad-input.md").read_text()
 
+# Each command, as its own process and as the call its entry point makes (``in_process``).
 TRAIN = [sys.executable, "-m", "finalbn.cli", "train"]
 SWEEP = [sys.executable, str(REPO / "sweeps" / "imbalance_ratio.py")]
 MNIST_SWEEP = [sys.executable, str(REPO / "sweeps" / "mnist.py")]
@@ -168,18 +170,67 @@ def scratch(tmp_path: Path, plantvillage_root: Path) -> Path:
 EPOCH_LINE = re.compile(r"^epoch +\d+/", re.MULTILINE)
 
 
+# Rows run as their own process: a script's argparse exit, a script's one-line error through sys.exit, and a
+# name of other bytes that only a process's argv turns into surrogates. The other rows' check is the same
+# in this process: the entry point each command calls, its output read from file descriptors 1 and 2.
+AS_PROCESS = {"unknown preset", "override of an axis field", "class folder name not UTF-8", "missing data root"}
+assert AS_PROCESS <= {case[0] for case in CASES}, AS_PROCESS - {case[0] for case in CASES}
+
+
 def run(command: list[str], arguments: str, scratch: Path, pv: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     args = [a.format(pv=pv, tmp=scratch) for a in arguments.split(" ")]
     return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, timeout=180)
 
 
+def in_process(
+    command: list[str],
+    arguments: str,
+    scratch: Path,
+    pv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> subprocess.CompletedProcess[str]:
+    """``command``'s entry point called in this process from ``scratch``; its exit status and what it printed,
+    as a finished process gives them (argparse's usage errors exit through SystemExit). A warning logged
+    through a logger without a handler reaches a process's stderr as its message alone (logging's last
+    resort); here pytest's handler takes it, so it is added to stderr as that line."""
+    from finalbn.cli import main
+    from finalbn.sweep.cli import run_script
+
+    args = [a.format(pv=pv, tmp=scratch) for a in arguments.split(" ")]
+    script = Path(command[-1]).stem
+    entry = (lambda: main(["train", *args])) if command is TRAIN else (lambda: run_script(script, None, args))
+    monkeypatch.chdir(scratch)
+    capfd.readouterr()
+    caplog.clear()
+    try:
+        status = entry()
+    except SystemExit as exit_:
+        status = exit_.code
+    printed = capfd.readouterr()
+    logged = "".join(f"{r.getMessage()}\n" for r in caplog.records if r.levelno >= logging.WARNING)
+    return subprocess.CompletedProcess(args, status, printed.out, printed.err + logged)
+
+
 @pytest.mark.plantvillage
 @pytest.mark.parametrize("case, command, arguments, needle", CASES, ids=[c[0] for c in CASES])
 def test_rejected_input(
-    case: str, command: list[str], arguments: str, needle: str, scratch: Path, plantvillage_root: Path
+    case: str,
+    command: list[str],
+    arguments: str,
+    needle: str,
+    scratch: Path,
+    plantvillage_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     made = set(scratch.iterdir())
-    done = run(command, arguments, scratch, plantvillage_root, cwd=scratch)
+    if case in AS_PROCESS:
+        done = run(command, arguments, scratch, plantvillage_root, cwd=scratch)
+    else:
+        done = in_process(command, arguments, scratch, plantvillage_root, monkeypatch, capfd, caplog)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -245,7 +296,13 @@ NOT_ERRORS = ["name not UTF-8", "smaller than 32 px", "fewer than 20 optimizer s
 
 
 @pytest.mark.plantvillage
-def test_odd_files_are_skipped_with_a_count_and_the_trial_trains(scratch: Path, plantvillage_root: Path) -> None:
+def test_odd_files_are_skipped_with_a_count_and_the_trial_trains(
+    scratch: Path,
+    plantvillage_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A name of non-UTF-8 bytes and a 1x1 image in a class folder: skipped, counted and the first of each named
     on one line; the trial trains on the rest, and warns that 20 images at batch 64 make too few steps."""
     tree = scratch / "tree"
@@ -257,7 +314,7 @@ def test_odd_files_are_skipped_with_a_count_and_the_trial_trains(scratch: Path, 
         f"--source folder --root {{tmp}}/tree --majority healthy --minority sick {counts} --test-minority 3 "
         "--backbone simple_cnn --weights none --unfreeze all --image-size 32 --epochs 1 --out {tmp}/runs"
     )
-    done = run(TRAIN, arguments, scratch, plantvillage_root, cwd=scratch)
+    done = in_process(TRAIN, arguments, scratch, plantvillage_root, monkeypatch, capfd, caplog)
     assert done.returncode == 0, done.stdout + done.stderr
     [skipped] = [line for line in done.stderr.splitlines() if line.startswith("skipped files:")]
     assert "1 name not UTF-8 (first: b'sick/caf\\xe9.JPG')" in skipped
@@ -272,9 +329,11 @@ def test_odd_files_are_skipped_with_a_count_and_the_trial_trains(scratch: Path, 
     assert not {"sick/pixel.png", "sick/empty.JPG"} & set(pl.read_parquet(manifest)["path"])
 
 
-def test_a_sweep_of_trials_with_too_few_steps_warns_once() -> None:
-    done = subprocess.run(
-        [*SWEEP, "--dry-run", "--set", "train.batch_size=64", "train.epochs=2"], capture_output=True, text=True
+def test_a_sweep_of_trials_with_too_few_steps_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    done = in_process(
+        SWEEP, "--dry-run --set train.batch_size=64 train.epochs=2", tmp_path, tmp_path, monkeypatch, capfd, caplog
     )
     assert done.returncode == 0, done.stdout + done.stderr
     [warning] = [line for line in done.stdout.splitlines() if line.startswith("warning:")]
@@ -286,7 +345,7 @@ def test_a_sweep_of_trials_with_too_few_steps_warns_once() -> None:
         warning,
     ), warning
     # The smoke preset makes 4 steps on purpose: it tests the plumbing, not the learning.
-    smoke = subprocess.run([*SWEEP, "--dry-run", "--preset", "smoke"], capture_output=True, text=True)
+    smoke = in_process(SWEEP, "--dry-run --preset smoke", tmp_path, tmp_path, monkeypatch, capfd, caplog)
     assert smoke.returncode == 0 and "warning:" not in smoke.stdout
 
 

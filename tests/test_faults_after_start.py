@@ -5,8 +5,8 @@ same command resumes once the fault is gone. A fault strikes the second trial (`
 trial hook, after the first has finished.
 
 The sweep command runs in this process (``run_script``, as the script calls it), but for the deleted
-store: there it runs as its own process, as people run it, since MLflow keeps one engine per store in
-a process and a store deleted under a live process is the case to show."""
+store: there the faulted run is its own process, as people run it, since MLflow keeps one engine per store
+in a process and a store deleted under a live process is the case to show."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_the_results_folder_made_read_only(tmp_path: Path, smoke: Smoke) -> None
         resumes(smoke, tmp_path, out, before)
 
 
-def test_the_mlflow_store_deleted_while_the_sweep_runs(tmp_path: Path) -> None:
+def test_the_mlflow_store_deleted_while_the_sweep_runs(tmp_path: Path, smoke: Smoke) -> None:
     out = tmp_path / "results"
     store = tmp_path / "mlruns.db"
     line = one_line(smoke_process(tmp_path, out, env(f"remove:{SECOND}:1", store)))
@@ -114,8 +114,10 @@ def test_the_mlflow_store_deleted_while_the_sweep_runs(tmp_path: Path) -> None:
     assert not store.exists() or "RUNNING" not in statuses(tmp_path)
     before = finished(out)
     assert before == 1
-    # A new store: the trial finished before the fault is logged again from its folder.
-    resumes(smoke_process, tmp_path, out, before)
+    # A new store: the trial finished before the fault is logged again from its folder. The rerun runs in this
+    # process, which never opened the removed store (statuses() opens a store that exists again), so it holds
+    # no engine of it: the new store is made as a new process makes it.
+    resumes(smoke, tmp_path, out, before)
 
 
 def test_a_trial_out_of_memory(tmp_path: Path, smoke: Smoke) -> None:

@@ -152,7 +152,9 @@ def test_every_trial_logs_what_explains_the_effect(smoke_sweeps: Path) -> None:
 
 @pytest.mark.slow
 def test_report_sections_for_both_sweeps(smoke_sweeps: Path) -> None:
-    lr = write_report(smoke_sweeps / "learning_rate-smoke")
+    # No Grad-CAM: it retrains two trials per report in `python -m finalbn.train` subprocesses (~7 s each), and
+    # the sections asked here do not depend on it; test_analysis_e2e draws it from retrained trials.
+    lr = write_report(smoke_sweeps / "learning_rate-smoke", gradcam=False)
     assert lr.kind == "learning_rate"
     caveat, finding = lr.headline.split("\n")
     assert caveat == "Learning rate x final BN: 2 seeds per learning rate: too few for reliable intervals; 5 needed."
@@ -162,7 +164,7 @@ def test_report_sections_for_both_sweeps(smoke_sweeps: Path) -> None:
     assert gains["pairs"].to_list() == [2] * gains.height
     table = pl.read_csv(lr.html.parent / "tables" / "lr_by_final_bn.csv")
     assert table.height == 4 and {"auc_mean", "bn_shift_minority_mean", "f1_minority_lo"} <= set(table.columns)
-    steps = write_report(smoke_sweeps / "batch_steps-smoke")
+    steps = write_report(smoke_sweeps / "batch_steps-smoke", gradcam=False)
     assert steps.kind == "batch_steps"
     assert steps.headline.startswith("At a fixed 4 optimizer steps: Batch optimum: ")
 

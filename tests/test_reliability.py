@@ -36,15 +36,20 @@ pytestmark = pytest.mark.slow
 
 DRIVER = Path(__file__).with_name("sweep_driver.py")
 TRIALS = sweep_driver.TRIALS
-EPOCHS = 3
+EPOCHS = sweep_driver.EPOCHS
 
 
 def start(
-    name: str, root: Path, retries: int = 2, backend: str = "serial", env: dict[str, str] | None = None
+    name: str,
+    root: Path,
+    retries: int = 2,
+    backend: str = "serial",
+    env: dict[str, str] | None = None,
+    minority: str = "3,6",
 ) -> subprocess.Popen[str]:
-    """tests/sweep_driver.py as its own process (group), on ``backend``."""
+    """tests/sweep_driver.py as its own process (group), on ``backend``, its grid's minority counts ``minority``."""
     return subprocess.Popen(
-        [sys.executable, str(DRIVER), name, str(root / "results"), uri(root), str(retries), backend],
+        [sys.executable, str(DRIVER), name, str(root / "results"), uri(root), str(retries), backend, minority],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -53,10 +58,10 @@ def start(
     )
 
 
-def here(name: str, root: Path, capsys: pytest.CaptureFixture[str], retries: int = 2) -> str:
+def here(name: str, root: Path, capsys: pytest.CaptureFixture[str], retries: int = 2, minority: str = "3,6") -> str:
     """tests/sweep_driver.py's sweep on the serial backend in this process; what it printed."""
     capsys.readouterr()
-    sweep_driver.main(name, str(root / "results"), uri(root), str(retries), "serial")
+    sweep_driver.main(name, str(root / "results"), uri(root), str(retries), "serial", minority)
     out, err = capsys.readouterr()
     return out + err
 
@@ -87,32 +92,33 @@ def reap(process: subprocess.Popen[str]) -> None:
     process.communicate(timeout=60)
 
 
-def check_store(root: Path, name: str) -> None:
-    """Exactly the grid's trials, each finished once, nothing RUNNING, no duplicate rows."""
+def check_store(root: Path, name: str, trials: int = TRIALS) -> None:
+    """Exactly the grid's ``trials``, each finished once, nothing RUNNING, no duplicate rows."""
     client = MlflowClient(uri(root))
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
     children = [r for r in runs if TRIAL_TAG in r.data.tags]
     trial_ids = [r.data.tags[TRIAL_TAG] for r in children]
-    assert len(trial_ids) == len(set(trial_ids)) == TRIALS
+    assert len(trial_ids) == len(set(trial_ids)) == trials
     assert {r.info.status for r in children} == {"FINISHED"}
     folder = root / "results" / name
-    assert len(list(folder.glob("trials/*/summary.json"))) == TRIALS
+    assert len(list(folder.glob("trials/*/summary.json"))) == trials
     epochs = pl.read_parquet(folder / "epochs.parquet")
-    assert epochs.height == TRIALS * EPOCHS
+    assert epochs.height == trials * EPOCHS
     assert epochs.select("trial_id", "epoch").is_duplicated().sum() == 0
     assert set(epochs["trial_id"]) == set(trial_ids)
 
 
 def test_killed_driver_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    process = start("killed", tmp_path)
-    wait_for_finished_trials(tmp_path, "killed", 3)
+    # Four trials: killed after two, two are left, one of them in flight.
+    process = start("killed", tmp_path, minority="6")
+    wait_for_finished_trials(tmp_path, "killed", 2)
     os.kill(process.pid, signal.SIGKILL)
     reap(process)
-    output = here("killed", tmp_path, capsys)
+    output = here("killed", tmp_path, capsys, minority="6")
     assert "finished earlier (skipped)" in output
-    check_store(tmp_path, "killed")
+    check_store(tmp_path, "killed", trials=4)
     client = MlflowClient(uri(tmp_path))
     parents = [
         r
@@ -143,12 +149,12 @@ def test_ctrl_c_stops_quickly_and_resumes(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_dying_workers_are_retried_until_every_trial_finishes(tmp_path: Path) -> None:
-    # Half the trials kill their Ray worker process on the first attempt (the local backend's own dying
-    # workers: tests/test_pool.py).
-    finish(start("crashing", tmp_path, backend="ray", env=fault_env("exit:p=0.5:1")))
-    check_store(tmp_path, "crashing")
+    # One of the four trials of this grid kills its Ray worker process on the first attempt: each death costs
+    # Ray a new worker process (the local backend's own dying workers: tests/test_pool.py).
+    finish(start("crashing", tmp_path, backend="ray", env=fault_env("exit:p=0.5:1"), minority="3"))
+    check_store(tmp_path, "crashing", trials=4)
     failures = [json.loads(p.read_text()) for p in (tmp_path / "results" / "crashing").glob("trials/*/failure.json")]
-    assert 1 <= len(failures) < TRIALS
+    assert 1 <= len(failures) < 4
     assert all(f["attempts"] == 1 for f in failures)
     # The driver wrote down Ray's account of the worker that vanished.
     assert all("died" in f["traceback"].lower() for f in failures), failures[0]["traceback"]
@@ -157,13 +163,14 @@ def test_dying_workers_are_retried_until_every_trial_finishes(tmp_path: Path) ->
 def test_without_retries_failures_are_recorded_and_rerun_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Four trials, three of them hit by the fault.
     with monkeypatch.context() as faulty:
         for key, value in fault_env("raise:p=0.3").items():
             faulty.setenv(key, value)
-        here("no-retry", tmp_path, capsys, retries=0)
+        here("no-retry", tmp_path, capsys, retries=0, minority="6")
     folder = tmp_path / "results" / "no-retry"
     failed = {p.parent.name for p in folder.glob("trials/*/failure.json")}
-    assert 1 <= len(failed) < TRIALS
+    assert 1 <= len(failed) < 4
     assert not any((folder / "trials" / t / "summary.json").exists() for t in failed)
     client = MlflowClient(uri(tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("no-retry").experiment_id])
@@ -173,32 +180,38 @@ def test_without_retries_failures_are_recorded_and_rerun_alone(
     for trial in failed:
         assert "fault injected" in json.loads((folder / "trials" / trial / "failure.json").read_text())["traceback"]
 
-    output = here("no-retry", tmp_path, capsys, retries=0)
+    output = here("no-retry", tmp_path, capsys, retries=0, minority="6")
     n = len(failed)
-    assert f"{TRIALS - n} finished earlier (skipped), {n} failed earlier (retried), {n} to run" in output
-    check_store(tmp_path, "no-retry")
+    assert f"{4 - n} finished earlier (skipped), {n} failed earlier (retried), {n} to run" in output
+    check_store(tmp_path, "no-retry", trials=4)
 
 
-def test_damaged_state_is_set_aside_and_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    here("damaged", tmp_path, capsys)
-    folder = tmp_path / "results" / "damaged"
+def test_damaged_state_is_set_aside_and_rebuilt(
+    finished_sweep: FinishedSweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The session's finished sweep (tests/fixtures_sweep.py: sweep_driver's grid, serial), copied and damaged."""
+    copy = copy_sweep(finished_sweep, tmp_path)
+    folder = copy.folder
     first, second = sorted(folder.glob("trials/*/summary.json"))[:2]
     first.write_text('{"trial_id": "trunc')
     (second.parent / "metrics.parquet").write_bytes(b"not parquet at all")
     (folder / "epochs.parquet").write_bytes(b"garbage")
-    output = here("damaged", tmp_path, capsys)
+    capsys.readouterr()
+    sweep(copy.spec, copy.root)
+    output = "".join(capsys.readouterr())
     assert output.count("result folder unreadable") == 2
     assert f"{TRIALS - 2} finished earlier (skipped), 2 to run" in output
     assert len(list(folder.glob("damaged/*/config.json"))) == 2
-    check_store(tmp_path, "damaged")
+    check_store(copy.root, copy.spec.name)
 
 
 def test_two_sweeps_share_one_store_and_results_folder(tmp_path: Path) -> None:
-    first, second = start("first", tmp_path), start("second", tmp_path)
+    # Four trials each: the two drivers make and write one store and one folder at once from their start.
+    first, second = start("first", tmp_path, minority="6"), start("second", tmp_path, minority="6")
     outputs = [finish(first), finish(second)]
     assert not any("database is locked" in output for output in outputs)
-    check_store(tmp_path, "first")
-    check_store(tmp_path, "second")
+    check_store(tmp_path, "first", trials=4)
+    check_store(tmp_path, "second", trials=4)
 
 
 # ------------------------------------------------------------------ a full disk, a bad store, bad records

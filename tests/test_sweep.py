@@ -2,7 +2,8 @@
 
 The driver's logic (resume, retries, the MLflow layout, the tables, sweep.json)
 runs on the serial backend, in this process, in seconds; the same driver
-through real Ray Tune is checked once at the end, with Tune's own view of it.
+through real Ray Tune, with Tune's own view of it, is checked where a person
+runs it: tests/test_user_path.py::test_a_private_ray_listens_on_loopback_only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from backends import ray
 from faults import env
 from fixtures_sweep import FinishedSweep, copy_sweep, runs, spec, sweep
 
@@ -155,33 +155,6 @@ def test_the_worker_trains_from_the_planned_manifest(finished: tuple) -> None:
         assert (report.folder / "trials" / trial / "manifest.parquet").read_bytes() == planned[fingerprint[:16]]
         used.add(fingerprint)
     assert len(used) == 2  # train_minority 3 and 6: two datasets, each manifest built once
-
-
-@pytest.mark.slow
-def test_ray_tune_sees_the_axes_and_the_final_metrics(tmp_path: Path) -> None:
-    """The same driver through real Ray Tune: Tune's own API opens the sweep with its axes."""
-    from ray.tune import ExperimentAnalysis
-
-    # Half a core per trial: the four trials run (and report) at once on two cores.
-    report, client = sweep(spec("tuned", minority_counts=(3,)), tmp_path, backend=ray(), cpus_per_trial=0.5)
-    assert len(report.finished) == 4 and report.failed == []
-    [experiment] = (report.folder / "ray").iterdir()
-    frame = ExperimentAnalysis(str(experiment)).dataframe()
-    for column in (
-        "config/data.train_minority",
-        "config/model.final_norm",
-        "config/train.seed",
-        "config/finalbn.trial_id",
-        "final_f1_minority",
-        "final_nobn_f1_minority",
-    ):
-        assert column in frame.columns, column
-    assert sorted(frame["config/finalbn.trial_id"]) == sorted(report.finished)
-    trials = pl.read_parquet(report.folder / "trials.parquet")
-    by_id = dict(zip(frame["config/finalbn.trial_id"], frame["final_f1_minority"], strict=True))
-    assert all(by_id[t] == pytest.approx(f) for t, f in zip(trials["trial_id"], trials["f1_minority"], strict=True))
-    # The serial backend gives the same numbers as Ray for the same trials (same ids, same seeds).
-    assert len(runs(client, "tuned")) == 5
 
 
 # A live driver between a trial's last file and closing its run, as under Ray: the worker releases the

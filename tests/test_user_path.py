@@ -9,6 +9,7 @@ every terminal (Tune pickled the live display) while those tests passed.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 
 import pexpect
+import polars as pl
 import pytest
+from fixtures_sweep import FinishedSweep
 from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +136,8 @@ def test_the_readme_main_command_runs_in_a_terminal_and_listens_on_no_port(tmp_p
 
 def test_a_private_ray_listens_on_loopback_only(tmp_path: Path) -> None:
     """``--backend ray`` without a cluster's address: while its private Ray runs, every socket of the sweep's
-    process tree listens on 127.0.0.1 only; the README's Ray Tune recipe, as written, opens the sweep after."""
+    process tree listens on 127.0.0.1 only; the README's Ray Tune recipe, as written, opens the sweep after,
+    and Tune's own view holds the axes, each trial's id and final metrics, the numbers of trials.parquet."""
     out = tmp_path / "results"
     env_address = os.environ.pop("RAY_ADDRESS", None)
     try:
@@ -150,13 +154,25 @@ def test_a_private_ray_listens_on_loopback_only(tmp_path: Path) -> None:
     open_beyond = {pid: s for pid, s in sockets.items() if not all(_loopback(a) for a in s)}
     assert not open_beyond, f"listening beyond loopback: {open_beyond}"
     recipe = _readme_block("**Ray Tune's view.**").replace("imbalance_ratio-laptop", NAME)
-    shown = subprocess.run(
-        [sys.executable, "-c", f"{recipe}\nprint(len(frame), sorted(frame.columns)[:3])"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert shown.returncode == 0 and shown.stdout.startswith(f"{TRIALS} "), shown.stderr[-2000:]
+    view = "import json\nprint(json.dumps({'columns': list(frame.columns), 'rows': frame.to_dict('records')}))"
+    shown = subprocess.run([sys.executable, "-c", f"{recipe}\n{view}"], cwd=tmp_path, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    tune = json.loads(shown.stdout.strip().splitlines()[-1])
+    for column in (
+        "config/data.train_minority",
+        "config/model.final_norm",
+        "config/train.seed",
+        "config/finalbn.trial_id",
+        "final_f1_minority",
+        "final_nobn_f1_minority",
+    ):
+        assert column in tune["columns"], column
+    f1 = {row["config/finalbn.trial_id"]: row["final_f1_minority"] for row in tune["rows"]}
+    trials = pl.read_parquet(out / NAME / "trials.parquet")
+    assert len(tune["rows"]) == TRIALS and sorted(f1) == sorted(trials["trial_id"])
+    assert [f1[t] for t in trials["trial_id"]] == pytest.approx(trials["f1_minority"].to_list())
+    # The parent and one finished child run per trial, logged by the driver from what Tune reported.
+    assert len(all_runs(out)) == TRIALS + 1 and {r.info.status for r in child_runs(out)} == {"FINISHED"}
 
 
 def _loopback(address: str) -> bool:
@@ -198,6 +214,9 @@ def test_a_local_sweep_stopped_by_a_person_exits_130_and_resumes(tmp_path: Path,
     # The workers went with their sweep: none of them is left.
     assert len(workers) >= 2
     assert not _alive_after(workers, seconds=15), f"left running {stopped_in:.0f} s after the stop"
+    if stop == "finalbn cancel":
+        # It sent the driver the SIGTERM of the "sigterm" case (asserted above): the resume is that case's.
+        return
 
     again = terminal(sweep_args(out), cwd=tmp_path)
     status, drawn = finish(again)
@@ -227,10 +246,11 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_status_into_a_reader_that_stops_early_is_quiet(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    done = subprocess.run(sweep_args(out, "--backend", "serial"), capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+def test_status_into_a_reader_that_stops_early_is_quiet(imbalance_smoke: FinishedSweep, tmp_path: Path) -> None:
+    """``finalbn status`` of a finished smoke sweep (the session's, tests/fixtures_sweep.py, which status only
+    reads) piped into readers that stop early or read nothing."""
+    out = imbalance_smoke.folder.parent
+    assert imbalance_smoke.folder.name == NAME
     for reader in ("head -1", "true"):
         piped = subprocess.run(
             f"{FINALBN} status {NAME} --results-root {out} | {reader}",
