@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import faults
 import pytest
 
+from finalbn import interrupts
+from finalbn.errors import UserError
+from finalbn.launch.base import Recording
 from finalbn.launch.pool import PoolBackend
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.sweep.spec import Axis, SweepSpec
@@ -51,6 +55,57 @@ def test_two_warm_workers_train_every_trial_and_leave_nothing_running(tmp_path: 
     assert not [pid for pid in pids if alive(pid)]
 
 
+def pool_workers() -> set[int]:
+    """The pids of this process' live pool workers (``python -m finalbn.launch.pool``)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # it exited meanwhile
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"finalbn.launch.pool" in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
+class WatchingTracker(NullTracker):
+    """Notes the pool workers alive while the driver sets up MLflow; ``fail``: then refuses, as a lost store."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.workers: set[int] = set()
+
+    def start_sweep(self, *args: object, **kwargs: object) -> None:
+        self.workers = pool_workers()
+        if self.fail:
+            raise UserError("the MLflow store went away")
+
+
+def test_the_workers_start_before_mlflow_is_set_up_and_train_the_trials(tmp_path: Path) -> None:
+    tracker = WatchingTracker()
+    report = run_sweep(SPEC, SweepOptions(out=tmp_path, max_concurrent=2), PoolBackend("local"), tracker)
+    assert len(report.finished) == SPEC.size()
+    assert len(tracker.workers) == 2 and set(workers_of(report.folder).values()) == tracker.workers
+    assert not pool_workers()
+
+
+def test_workers_started_for_a_sweep_that_fails_to_set_up_are_stopped(tmp_path: Path) -> None:
+    tracker = WatchingTracker(fail=True)
+    with pytest.raises(UserError, match="store went away"):
+        run_sweep(SPEC, SweepOptions(out=tmp_path, max_concurrent=2), PoolBackend("local"), tracker)
+    assert len(tracker.workers) == 2
+    assert not [pid for pid in tracker.workers if alive(pid)] and not pool_workers()
+
+
+def test_a_rerun_with_nothing_to_train_starts_no_worker(tmp_path: Path) -> None:
+    options = SweepOptions(out=tmp_path, max_concurrent=2)
+    run_sweep(SPEC, options, PoolBackend("local"), NullTracker())
+    tracker = WatchingTracker()
+    report = run_sweep(SPEC, options, PoolBackend("local"), tracker)
+    assert report.skipped == SPEC.size() and tracker.workers == set()
+
+
 def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_trained_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,21 +136,40 @@ def test_a_trial_that_kills_every_worker_it_meets_is_failed_after_its_retries(
         assert record["attempts"] == 2
 
 
-def test_a_stop_inside_a_deferred_block_is_raised_as_the_block_ends() -> None:
-    """The pool tells the driver's records each event inside ``interrupts.deferred``: a SIGTERM that lands while
-    MLflow creates a trial's run must not leave that run unknown to the tracker (and RUNNING forever)."""
-    import signal
+class StoppedMidRecord:
+    """MLflow's side of a trial that a SIGTERM reaches while its run is being closed."""
 
-    from finalbn import interrupts
+    def __init__(self) -> None:
+        self.closed: list[object] = []
 
+    def log_epoch(self, job: object, row: dict[str, float]) -> None:
+        raise AssertionError("no epoch here")
+
+    def discard_attempt(self, job: object) -> None:
+        raise AssertionError("no retry here")
+
+    def finish_trial(self, job: object, failed: bool) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        self.closed.append(job)
+
+
+class Shown(NullTracker):
+    def __init__(self) -> None:
+        self.finished_trials: list[object] = []
+
+    def finished(self, job: object) -> None:
+        self.finished_trials.append(job)
+
+
+def test_a_stop_while_a_trial_is_recorded_is_raised_when_the_record_is_whole() -> None:
+    """Every driver-bound backend records trial events through ``Recording``: a SIGTERM that lands while MLflow
+    closes a trial's run must not leave that run open (and SQLite locked for the driver's last writes)."""
     before = interrupts.install()
-    done = []
+    records, shown, job = StoppedMidRecord(), Shown(), "trial 1"
     try:
         with pytest.raises(KeyboardInterrupt):
-            with interrupts.deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
-                done.append("the block's work")
-        assert done == ["the block's work"]
+            Recording(records, shown).finished(job)  # type: ignore[arg-type]
+        assert records.closed == [job] and shown.finished_trials == []
     finally:
         interrupts.restore(before)
         interrupts.reset()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from finalbn import interrupts
 from finalbn.errors import UserError
 from finalbn.records import FAILURE, SUMMARY, RecordError, fault_in, read_failure, write_json
 from finalbn.sweep.claims import ClaimedElsewhere, Owner, hold, trial_claim
@@ -88,11 +89,16 @@ class Launch:
     progress: TrialEvents
     # The invocation's MLflow runs (a NullTracker with tracking off).
     tracker: Tracker
+    # Trials this invocation sets out to train: a backend with workers starts no more of them.
+    pending: int = 0
 
 
 class Executor(Protocol):
     def submit(self, jobs: list[TrialJob], running: Sequence[TrialJob] = ()) -> RunHandle:
         """Start ``jobs``; ``running``: unfinished trials ``in_flight`` reported, to follow as well."""
+
+    def close(self) -> None:
+        """Let go of what the executor holds for its invocation (warm workers), whether or not it ran anything."""
 
 
 class Backend(Protocol):
@@ -142,31 +148,40 @@ class DriverBound(ABC):
     def cancel(self, folder: Path) -> list[str]:
         return []
 
-    def executor(self, launch: Launch) -> Executor:
-        return InDriver(self, launch)
-
     @abstractmethod
-    def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
-        """Train ``jobs`` (at least one) to their end before returning, telling ``events`` about each."""
+    def executor(self, launch: Launch) -> InDriver: ...
+
+
+def _holds_nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
 class InDriver:
     """The executor of a ``DriverBound`` backend: the handle's ``wait`` trains the jobs."""
 
-    backend: DriverBound
     launch: Launch
+    # Trains the jobs of one submit (at least one) to their end before returning, telling the events about each.
+    train: Callable[[list[TrialJob], TrialEvents], None]
+    # Lets go of what the submits share (the local backend's warm workers).
+    release: Callable[[], None] = _holds_nothing
 
     def submit(self, jobs: list[TrialJob], running: Sequence[TrialJob] = ()) -> RunHandle:
         # ``running`` stays empty: nothing of a driver-bound backend outlives its driver.
         events = Recording(self.launch.tracker, self.launch.progress)
-        return Finished(lambda: self.backend.run(jobs, self.launch, events) if jobs else None)
+        return Finished(lambda: self.train(jobs, events) if jobs else None)
+
+    def close(self) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
 class Recording:
     """Trial events -> the failure records and MLflow runs, written where the events are heard, then
-    ``shown``: in the driver for trials that run under it, in a Slurm task for its own trials."""
+    ``shown``: in the driver for trials that run under it, in a Slurm task for its own trials.
+
+    A stop (Ctrl-C, SIGTERM) that lands while an event is recorded is raised when the record is whole: cut in
+    two, an MLflow write leaves its run open (or SQLite locked) for the driver's last writes."""
 
     records: TrialRecords
     shown: TrialEvents
@@ -175,24 +190,28 @@ class Recording:
         self.shown.started(job)
 
     def epoch(self, job: TrialJob, row: dict[str, float]) -> None:
-        self.records.log_epoch(job, row)
+        with interrupts.deferred():
+            self.records.log_epoch(job, row)
         self.shown.epoch(job, row)
 
     def phase(self, job: TrialJob, text: str) -> None:
         self.shown.phase(job, text)
 
     def retrying(self, job: TrialJob, error: str) -> None:
-        record_failure(job, error)
-        self.records.discard_attempt(job)
+        with interrupts.deferred():
+            record_failure(job, error)
+            self.records.discard_attempt(job)
         self.shown.retrying(job, error)
 
     def finished(self, job: TrialJob) -> None:
-        self.records.finish_trial(job, failed=False)
+        with interrupts.deferred():
+            self.records.finish_trial(job, failed=False)
         self.shown.finished(job)
 
     def failed(self, job: TrialJob, error: str) -> None:
-        record_failure(job, error)
-        self.records.finish_trial(job, failed=True)
+        with interrupts.deferred():
+            record_failure(job, error)
+            self.records.finish_trial(job, failed=True)
         self.shown.failed(job, error)
 
     def elsewhere(self, job: TrialJob, owner: Owner | None) -> None:

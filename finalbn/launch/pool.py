@@ -1,9 +1,9 @@
 """``--backend local``: the trials on this machine's cores, in worker processes that stay warm.
 
-Each worker is started once per sweep, imports torch and finalbn while the driver is still setting up, and
-then trains trial after trial through ``run_attempts`` (claims and retries as in the serial backend); the
-driver hands out the jobs and hears every trial event through one queue, so failure records and MLflow are
-written in the driver, exactly as for the serial backend.
+The workers start with the sweep's executor, before the driver sets up MLflow, import torch and finalbn
+meanwhile, and then each trains trial after trial through ``run_attempts`` (claims and retries as in the
+serial backend); the driver hands out the jobs and hears every trial event through one queue, so failure
+records and MLflow are written in the driver, exactly as for the serial backend.
 
 Why not Ray here (``--backend ray`` still runs a cluster through Ray Tune): on one machine, starting a private
 Ray and passing every trial through Tune cost as much as a small trial itself, and a head-only sweep on cached
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from finalbn import interrupts
-from finalbn.launch.base import DriverBound, Launch, TrialEvents, local_slots, run_attempts, trial_threads
+from finalbn.launch.base import DriverBound, InDriver, Launch, TrialEvents, local_slots, run_attempts, trial_threads
 from finalbn.sweep.claims import Owner
 from finalbn.sweep.jobs import TrialJob
 from finalbn.sweep.options import SweepOptions
@@ -51,11 +51,14 @@ class PoolBackend(DriverBound):
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         return local_slots(max_concurrent, cpus_per_trial)
 
-    def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
+    def executor(self, launch: Launch) -> InDriver:
         options = launch.options
-        slots = min(len(jobs), self.slots(options.max_concurrent, options.cpus_per_trial))
-        slots = min(slots, gpu_slots(options.gpus_per_trial) or slots)
-        _Pool(self.name, options, events, slots).run(jobs)
+        size = self.slots(options.max_concurrent, options.cpus_per_trial)
+        pool = _Pool(self.name, options, min(size, gpu_slots(options.gpus_per_trial) or size))
+        # Started with the executor, before the driver sets up MLflow (seconds on a new store): the workers
+        # import torch meanwhile and are warm by the first trial.
+        pool.start(launch.pending)
+        return InDriver(launch, pool.run, pool.stop)
 
 
 @dataclass
@@ -73,17 +76,23 @@ class _Worker:
 class _Pool:
     backend: str
     options: SweepOptions
-    events: TrialEvents
+    # Workers at most.
     size: int
     workers: list[_Worker] = field(default_factory=list)
     # Attempts of a trial that ended with its worker's death (killed, out of memory), by trial id.
     deaths: dict[str, int] = field(default_factory=dict)
 
-    def run(self, jobs: list[TrialJob]) -> None:
+    def start(self, trials: int) -> None:
+        """Workers for ``trials`` trials, up to the pool's size, unless they run already."""
+        if not self.workers:
+            self.workers = [self._start(slot) for slot in range(min(self.size, trials))]
+
+    def run(self, jobs: list[TrialJob], events: TrialEvents) -> None:
+        """Train ``jobs`` on the workers (started now unless they are warm), then stop them."""
         pending = deque(jobs)
         by_id = {job.trial_id: job for job in jobs}
         try:
-            self.workers = [self._start(slot) for slot in range(self.size)]
+            self.start(len(jobs))
             while pending or any(worker.job is not None for worker in self.workers):
                 for worker in self.workers:
                     if worker.job is None and pending:
@@ -91,10 +100,10 @@ class _Pool:
                         with contextlib.suppress(OSError):  # it died just now: its channel says so below
                             worker.channel.send(worker.job)
                 for channel in wait([worker.channel for worker in self.workers], timeout=_POLL_SECONDS):
-                    self._hear(channel, by_id, pending)
+                    self._hear(channel, by_id, pending, events)
                 interrupts.check()
         finally:
-            self._stop()
+            self.stop()
 
     def _start(self, slot: int) -> _Worker:
         mine, theirs = socket.socketpair()
@@ -119,14 +128,16 @@ class _Pool:
         theirs.close()
         return _Worker(process, Connection(mine.detach()), slot)
 
-    def _hear(self, channel: Connection, by_id: dict[str, TrialJob], pending: deque[TrialJob]) -> None:
+    def _hear(
+        self, channel: Connection, by_id: dict[str, TrialJob], pending: deque[TrialJob], events: TrialEvents
+    ) -> None:
         """One event from a worker, told to the driver's events; a closed channel is a dead worker."""
         index = next(i for i, worker in enumerate(self.workers) if worker.channel is channel)
         worker = self.workers[index]
         try:
             event, trial_id, payload = channel.recv()
         except (EOFError, OSError):
-            self._bury(worker, pending)
+            self._bury(worker, pending, events)
             self.workers[index] = self._start(worker.slot)
             return
         job = by_id[trial_id]
@@ -134,11 +145,9 @@ class _Pool:
             payload = None if payload is None else Owner(**payload)
         if event in ("finished", "failed", "elsewhere"):
             worker.job = None
-        # The driver's records of the event (an MLflow run begun, a failure counted) are made whole first.
-        with interrupts.deferred():
-            getattr(self.events, event)(job, *([] if payload is _NONE else [payload]))
+        getattr(events, event)(job, *([] if payload is _NONE else [payload]))
 
-    def _bury(self, worker: _Worker, pending: deque[TrialJob]) -> None:
+    def _bury(self, worker: _Worker, pending: deque[TrialJob], events: TrialEvents) -> None:
         """A worker that died with its trial: the attempt counts, the trial runs again or is failed."""
         worker.channel.close()
         code = worker.process.wait()
@@ -151,12 +160,13 @@ class _Pool:
             "memory) before the trial finished"
         )
         if attempts <= self.options.retries:
-            self.events.retrying(job, error)
+            events.retrying(job, error)
             pending.appendleft(job)
         else:
-            self.events.failed(job, error)
+            events.failed(job, error)
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
+        """Tell the workers to exit and wait for them (kill them when interrupted or slow); none is left."""
         for worker in self.workers:
             with contextlib.suppress(OSError):  # it is exiting already
                 worker.channel.send(None)
@@ -168,6 +178,7 @@ class _Pool:
                 worker.process.kill()
                 worker.process.wait()
             worker.channel.close()
+        self.workers = []
 
 
 # The payload of an event whose method takes the job alone (started, finished).
@@ -227,7 +238,9 @@ def gpu_slots(gpus_per_trial: float) -> int | None:
 
 def _work(channel: Connection, backend: str, threads: int, retries: int) -> None:
     """A worker's life: warm up, then train each job the driver sends until it sends None."""
-    import torch  # noqa: F401 (warm: imported while the driver still sets up)
+    # Warm: imported while the driver still sets up, not in the worker's first trial. torch._dynamo is what
+    # the first optimizer loads (~1.4 s of a 2 s head trial).
+    import torch._dynamo  # noqa: F401
 
     import finalbn.train.results  # noqa: F401
 
@@ -235,6 +248,11 @@ def _work(channel: Connection, backend: str, threads: int, retries: int) -> None
     worker = {"backend": backend, "pid": os.getpid()}
     while (job := channel.recv()) is not None:
         run_attempts(job, events, retries, threads, worker=worker)
+    # Everything the worker wrote is closed; the interpreter's teardown of torch would hold the sweep's end
+    # (stop() waits for the workers) for a second or more.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from finalbn import interrupts
 from finalbn.errors import UserError
 from finalbn.launch.base import (
     DriverBound,
+    InDriver,
     Launch,
     SweepOptions,
     TrialEvents,
@@ -93,6 +94,9 @@ class RayTuneBackend(DriverBound):
                 return None
         except OSError:
             return f"{host}:{port}"
+
+    def executor(self, launch: Launch) -> InDriver:
+        return InDriver(launch, lambda jobs, events: self.run(jobs, launch, events))
 
     def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
         options = launch.options

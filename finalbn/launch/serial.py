@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from finalbn.launch.base import DriverBound, Launch, TrialEvents, run_attempts, trial_threads
+from finalbn.launch.base import DriverBound, InDriver, Launch, TrialEvents, run_attempts, trial_threads
 from finalbn.sweep.jobs import TrialJob
 
 
@@ -21,6 +21,9 @@ class SerialBackend(DriverBound):
 
     def slots(self, max_concurrent: int | None, cpus_per_trial: float) -> int:
         return 1
+
+    def executor(self, launch: Launch) -> InDriver:
+        return InDriver(launch, lambda jobs, events: self.run(jobs, launch, events))
 
     def run(self, jobs: list[TrialJob], launch: Launch, events: TrialEvents) -> None:
         import torch

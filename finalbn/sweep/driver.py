@@ -86,71 +86,72 @@ def _run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker
     if state.pending:
         # A launch the backend refuses (no Slurm client) leaves no invocation, no experiment, no run.
         backend.preflight()
-    record = _record(spec, jobs, versions, folder)
-    invocation = record.begin(backend.name, skipped=len(state.done), pending=len(state.pending))
-    record.write(folder)
-    # Under the sweep's lock: another driver starting now must see this one's parent run as alive.
-    with sweep_lock(folder):
-        busy = state.live | _claimed_elsewhere(folder, jobs)
-        tracker.start_sweep(
-            spec, versions["git_commit"], pending=len(state.pending), skipped=len(state.done), live=busy
-        )
-        tracking = tracker.task_tracking()
-        me = acquire(driver_claim(folder), run="" if tracking is None else tracking.parent_id)
-    relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in busy], live=busy)
-    if relogged:
-        print(
-            f"MLflow: {relogged} finished trials had no finished run in {spec.name} (reused from another sweep, "
-            "or their driver was killed); logged from their folders"
-        )
     outcome = Outcome()
     progress = Progress(outcome, len(jobs), len(state.done), len(state.pending) + len(state.running))
-    invocation.status = "FAILED"
-    try:
-        executor = backend.executor(Launch(spec, options, ProgressEvents(progress), tracker))
-        handle = executor.submit(state.pending, state.running)
-        handle.wait()
-        if not handle.detached:
-            _await_others(jobs, executor, outcome, progress)
-        report.detached, report.notes = handle.detached, handle.notes()
-        invocation.status = "SUBMITTED" if handle.detached else "FINISHED"
-    except KeyboardInterrupt:
-        invocation.status = "KILLED"
-        left = len(state.pending) - len(outcome.finished) - len(outcome.failed)
-        print(
-            f"\ninterrupted: {len(outcome.finished)} trials finished in this run, {left} did not; "
-            "rerun the same command to resume (finished trials are skipped)",
-            flush=True,
-        )
-        raise
-    finally:
-        # A read-only results folder cannot lose the claim file either: with its heartbeat stopped, it goes stale.
-        with contextlib.suppress(OSError):
-            me.release()
-        progress.close()
-        report.finished, report.failed, report.by_others = outcome.finished, outcome.failed, outcome.by_others
-        invocation.close(outcome.finished, outcome.failed)
-        # A submitted array's parent run is complete: the tasks log their own runs under it.
-        status = "FINISHED" if invocation.status == "SUBMITTED" else invocation.status
-        try:
-            record_path = record.write(folder)
-            write_tables(folder, jobs)
-        except Exception:
-            tracker.end_sweep(status)  # a full disk must not leave runs RUNNING
-            raise
-        lost = _lost(jobs, state.done, outcome)
-        report.lost = lost
-        if lost:
-            report.finished = [trial_id for trial_id in outcome.finished if trial_id not in lost]
+    launch = Launch(spec, options, ProgressEvents(progress), tracker, pending=len(state.pending))
+    # The executor before MLflow's set-up (seconds on a new store): the local backend's workers start meanwhile.
+    with contextlib.closing(progress), contextlib.closing(backend.executor(launch)) as executor:
+        record = _record(spec, jobs, versions, folder)
+        invocation = record.begin(backend.name, skipped=len(state.done), pending=len(state.pending))
+        record.write(folder)
+        # Under the sweep's lock: another driver starting now must see this one's parent run as alive.
+        with sweep_lock(folder):
+            busy = state.live | _claimed_elsewhere(folder, jobs)
+            tracker.start_sweep(
+                spec, versions["git_commit"], pending=len(state.pending), skipped=len(state.done), live=busy
+            )
+            tracking = tracker.task_tracking()
+            me = acquire(driver_claim(folder), run="" if tracking is None else tracking.parent_id)
+        relogged = tracker.sync_finished([job for job in state.done if job.trial_id not in busy], live=busy)
+        if relogged:
             print(
-                f"{spec.name}: {len(lost)} finished trials have no readable result folder now (deleted or damaged "
-                f"while the sweep ran): {', '.join(lost)}; they are not in the tables, and rerunning the same "
-                "command trains them again",
+                f"MLflow: {relogged} finished trials had no finished run in {spec.name} (reused from another sweep, "
+                "or their driver was killed); logged from their folders"
+            )
+        invocation.status = "FAILED"
+        try:
+            handle = executor.submit(state.pending, state.running)
+            handle.wait()
+            if not handle.detached:
+                _await_others(jobs, executor, outcome, progress)
+            report.detached, report.notes = handle.detached, handle.notes()
+            invocation.status = "SUBMITTED" if handle.detached else "FINISHED"
+        except KeyboardInterrupt:
+            invocation.status = "KILLED"
+            left = len(state.pending) - len(outcome.finished) - len(outcome.failed)
+            print(
+                f"\ninterrupted: {len(outcome.finished)} trials finished in this run, {left} did not; "
+                "rerun the same command to resume (finished trials are skipped)",
                 flush=True,
             )
-        # The tables first: the parent run's metrics are the summary's numbers.
-        tracker.end_sweep(status, record_path, summary_table(folder, spec))
-        report.seconds = time.perf_counter() - started
+            raise
+        finally:
+            # A read-only results folder cannot lose the claim file either: with its heartbeat stopped, it goes stale.
+            with contextlib.suppress(OSError):
+                me.release()
+            report.finished, report.failed, report.by_others = outcome.finished, outcome.failed, outcome.by_others
+            invocation.close(outcome.finished, outcome.failed)
+            # A submitted array's parent run is complete: the tasks log their own runs under it.
+            status = "FINISHED" if invocation.status == "SUBMITTED" else invocation.status
+            try:
+                record_path = record.write(folder)
+                write_tables(folder, jobs)
+            except Exception:
+                tracker.end_sweep(status)  # a full disk must not leave runs RUNNING
+                raise
+            lost = _lost(jobs, state.done, outcome)
+            report.lost = lost
+            if lost:
+                report.finished = [trial_id for trial_id in outcome.finished if trial_id not in lost]
+                print(
+                    f"{spec.name}: {len(lost)} finished trials have no readable result folder now (deleted or damaged "
+                    f"while the sweep ran): {', '.join(lost)}; they are not in the tables, and rerunning the same "
+                    "command trains them again",
+                    flush=True,
+                )
+            # The tables first: the parent run's metrics are the summary's numbers.
+            tracker.end_sweep(status, record_path, summary_table(folder, spec))
+    report.seconds = time.perf_counter() - started
     return report
 
 

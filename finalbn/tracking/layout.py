@@ -11,6 +11,7 @@ import decimal
 import errno
 import json
 import re
+import shutil
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -24,6 +25,7 @@ import filelock
 
 from finalbn.config import TrialConfig
 from finalbn.errors import UserError
+from finalbn.records import write_atomic
 from finalbn.records.folders import MLFLOW_STORE
 from finalbn.sweep.spec import PlannedTrial, SweepSpec, flatten
 
@@ -190,6 +192,43 @@ def store_lock(uri: str) -> Iterator[None]:
     # Reentrant in one thread: a Slurm task's tracker holds it while the store's client opens lazily inside.
     with filelock.FileLock(lock_path, is_singleton=True):
         yield
+
+
+def seed_store(uri: str) -> None:
+    """A new SQLite store starts as a copy of an empty one that finalbn's cache keeps per MLflow version.
+
+    MLflow builds a new store by running every schema migration (1.6 s on this project's 2-core machine, for
+    each sweep and each test that opens a store); the copy takes milliseconds. The template holds the
+    migrated schema without MLflow's Default experiment, which MLflow then makes on first open as it would
+    (its artifact folder under the opener's working directory). Call under ``store_lock``.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.is_file() and path.stat().st_size > 0:
+        return
+    import mlflow
+
+    # Imported here: finalbn.data loads torch, which a sweep that opens a store has loaded already.
+    from finalbn.data.cache import cache_root
+
+    template = cache_root() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(template.with_suffix(".lock")):
+        if not template.is_file():
+            write_atomic(template, _empty_store)
+    write_atomic(path, lambda temporary: shutil.copyfile(template, temporary))
+
+
+def _empty_store(path: Path) -> None:
+    """A store MLflow migrated at ``path``, its Default experiment taken out again."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(f"sqlite:///{path}", path.parent.as_uri())
+    store.engine.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as database, database:
+        database.execute("delete from experiment_tags")
+        database.execute("delete from experiments")
 
 
 def check_store(uri: str, thorough: bool = True) -> None:

@@ -16,7 +16,9 @@ class TaskTracker:
     def __init__(self, tracking: TaskTracking) -> None:
         self.tracking = tracking
         # The driver that submitted this task checked every page of the store; each of many tasks need not.
-        self.inner = MlflowTracker(tracking.uri, tracking.artifact_root, thorough_check=False)
+        # Each epoch is written at once: a requeued task resumes its run, and cannot know what a preempted
+        # one held back.
+        self.inner = MlflowTracker(tracking.uri, tracking.artifact_root, thorough_check=False, live_seconds=0)
         self.inner.experiment_id = tracking.experiment_id
         self.inner.parent_id = tracking.parent_id
         self.inner.names = tracking.names

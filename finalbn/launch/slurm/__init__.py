@@ -110,6 +110,10 @@ class ArrayExecutor:
             state.write(slurm_dir / SLURM_STATE)
         return SlurmHandle(self.backend.options, state, slurm_dir, [*running, *jobs], self.launch.progress)
 
+    def close(self) -> None:
+        # The submitted arrays are Slurm's now; the driver holds nothing of them.
+        return None
+
     def _submit(self, jobs: list[TrialJob], slurm_dir: Path) -> Submission:
         from finalbn.sweep.costs import assumed_trial_seconds
 
