@@ -82,12 +82,18 @@ class WatchingTracker(NullTracker):
             raise UserError("the MLflow store went away")
 
 
-def test_the_workers_start_before_mlflow_is_set_up_and_train_the_trials(tmp_path: Path) -> None:
+def test_the_workers_start_before_mlflow_is_set_up_and_a_rerun_with_nothing_to_train_starts_none(
+    tmp_path: Path,
+) -> None:
+    options = SweepOptions(out=tmp_path, max_concurrent=2)
     tracker = WatchingTracker()
-    report = run_sweep(SPEC, SweepOptions(out=tmp_path, max_concurrent=2), PoolBackend("local"), tracker)
+    report = run_sweep(SPEC, options, PoolBackend("local"), tracker)
     assert len(report.finished) == SPEC.size()
     assert len(tracker.workers) == 2 and set(workers_of(report.folder).values()) == tracker.workers
     assert not pool_workers()
+    again = WatchingTracker()
+    report = run_sweep(SPEC, options, PoolBackend("local"), again)
+    assert report.skipped == SPEC.size() and again.workers == set()
 
 
 def test_workers_started_for_a_sweep_that_fails_to_set_up_are_stopped(tmp_path: Path) -> None:
@@ -96,14 +102,6 @@ def test_workers_started_for_a_sweep_that_fails_to_set_up_are_stopped(tmp_path: 
         run_sweep(SPEC, SweepOptions(out=tmp_path, max_concurrent=2), PoolBackend("local"), tracker)
     assert len(tracker.workers) == 2
     assert not [pid for pid in tracker.workers if alive(pid)] and not pool_workers()
-
-
-def test_a_rerun_with_nothing_to_train_starts_no_worker(tmp_path: Path) -> None:
-    options = SweepOptions(out=tmp_path, max_concurrent=2)
-    run_sweep(SPEC, options, PoolBackend("local"), NullTracker())
-    tracker = WatchingTracker()
-    report = run_sweep(SPEC, options, PoolBackend("local"), tracker)
-    assert report.skipped == SPEC.size() and tracker.workers == set()
 
 
 def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_trained_again(

@@ -66,16 +66,14 @@ def cheap(data: SweepData, trial_id: str) -> bool:
     return data.config(trial_id).model.backbone in CHEAP_BACKBONES or torch.cuda.is_available()
 
 
-def load_trial_model(data: SweepData, trial_id: str, cache: Path) -> TrialModel:
-    """The trained model of one trial: its model.pt, or trained again from its config into ``cache``."""
+def load_trial_model(data: SweepData, trial_id: str, cache: Path, retrained_now: bool) -> TrialModel:
+    """The trained model of one trial: its model.pt, or the one ``_retrain_missing`` trained into ``cache``
+    (``retrained_now``: by this report, else by an earlier one)."""
     config = data.config(trial_id)
     weights, origin, retrained = data.trial_file(trial_id, MODEL), MODEL, None
-    if weights is None and _cached(cache, trial_id) is not None:
-        weights, origin = _cached(cache, trial_id), "retrained, cached"
-        retrained = _retrained_f1(cache / trial_id)
     if weights is None:
-        weights, origin = _retrain(config, trial_id, cache), "retrained"
-        retrained = _retrained_f1(cache / trial_id)
+        weights = cache / trial_id / MODEL
+        origin, retrained = ("retrained" if retrained_now else "retrained, cached"), _retrained_f1(cache / trial_id)
     manifest = build_manifest(config.data)
     tensors = load_split_tensors(manifest, config.data)
     # Weights come from the state dict: no ImageNet file is needed to build the
@@ -167,8 +165,9 @@ def gradcam_figure(data: SweepData, comparison: Comparison, cache: Path, count: 
     """
     # Loaded once per trial: an arm with its final BN removed is its source's first run.
     loaded: dict[str, TrialModel] = {}
-    with_model = _arm_model(data, comparison.treated, cache, loaded)
-    without = _arm_model(data, comparison.control, cache, loaded)
+    retrained = _retrain_missing(data, [comparison.treated.trials[0], comparison.control.trials[0]], cache)
+    with_model = _arm_model(data, comparison.treated, cache, loaded, retrained)
+    without = _arm_model(data, comparison.control, cache, loaded, retrained)
     tensors = with_model.data
     minority = tensors.minority[0]
     picks = torch.nonzero(tensors.y["test"] == minority).flatten()[:count]
@@ -193,10 +192,12 @@ def gradcam_figure(data: SweepData, comparison: Comparison, cache: Path, count: 
     return figure, _caption(comparison, list(loaded.values()))
 
 
-def _arm_model(data: SweepData, arm: Arm, cache: Path, loaded: dict[str, TrialModel]) -> TrialModel:
+def _arm_model(
+    data: SweepData, arm: Arm, cache: Path, loaded: dict[str, TrialModel], retrained: set[str]
+) -> TrialModel:
     """The network of an arm's first run: the trained one, or with its final BN removed for that derived arm."""
     if arm.trials[0] not in loaded:
-        loaded[arm.trials[0]] = load_trial_model(data, arm.trials[0], cache)
+        loaded[arm.trials[0]] = load_trial_model(data, arm.trials[0], cache, arm.trials[0] in retrained)
     trained = loaded[arm.trials[0]]
     if not arm.derived:
         return trained
@@ -217,16 +218,31 @@ def _show(ax: object, image: torch.Tensor, cam: np.ndarray | None) -> None:
     ax.set_yticks([])
 
 
-def _retrain(config: TrialConfig, trial_id: str, cache: Path) -> Path:
-    """The trial trained again into ``cache/<trial id>/`` with its weights kept, by the trial command itself
-    (``python -m finalbn.train``): analysis reads what training wrote and imports no training code."""
+def _retrain_missing(data: SweepData, trial_ids: list[str], cache: Path) -> set[str]:
+    """The trials without weights trained again into ``cache``, all at once (each retraining is a process of
+    its own: two take the wall time of one on two cores); returns their ids."""
+    missing = [trial_id for trial_id in dict.fromkeys(trial_ids) if needs_retraining(data, trial_id, cache)]
+    started = {trial_id: _start_retraining(data.config(trial_id), trial_id, cache) for trial_id in missing}
+    for trial_id, process in started.items():
+        _retrained(trial_id, process, cache)
+    return set(started)
+
+
+def _start_retraining(config: TrialConfig, trial_id: str, cache: Path) -> subprocess.Popen[str]:
+    """The trial command itself (``python -m finalbn.train``) training it again: analysis reads what training
+    wrote and imports no training code."""
     cache.mkdir(parents=True, exist_ok=True)
     spec = cache / f"{trial_id}.config.json"
     spec.write_text(json.dumps(config.to_dict()))
     command = [sys.executable, "-m", "finalbn.train", "--config", str(spec), "--out", str(cache)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _retrained(trial_id: str, process: subprocess.Popen[str], cache: Path) -> Path:
+    """The weights a retraining wrote, once it ended; a failed one, or one of another trial id, is refused."""
+    out, err = process.communicate()
+    if process.returncode != 0:
+        last = (err.strip() or out.strip()).splitlines()[-1:]
         raise UserError(
             f"retraining trial {trial_id} for Grad-CAM failed ({' '.join(last)}): keep {MODEL} with save_model"
         )
@@ -244,11 +260,6 @@ def _retrained_f1(folder: Path) -> float | None:
     if not summary.exists():
         return None
     return float(json.loads(summary.read_text())["test"]["f1_minority"])
-
-
-def _cached(cache: Path, trial_id: str) -> Path | None:
-    path = cache / trial_id / MODEL
-    return path if path.exists() else None
 
 
 def _caption(comparison: Comparison, models: list[TrialModel]) -> str:

@@ -94,16 +94,20 @@ class _Pool:
         try:
             self.start(len(jobs))
             while pending or any(worker.job is not None for worker in self.workers):
-                for worker in self.workers:
-                    if worker.job is None and pending:
-                        worker.job = pending.popleft()
-                        with contextlib.suppress(OSError):  # it died just now: its channel says so below
-                            worker.channel.send(worker.job)
+                self._hand_out(pending)
                 for channel in wait([worker.channel for worker in self.workers], timeout=_POLL_SECONDS):
                     self._hear(channel, by_id, pending, events)
                 interrupts.check()
         finally:
             self.stop()
+
+    def _hand_out(self, pending: deque[TrialJob]) -> None:
+        """The next pending trials to the workers that have none."""
+        for worker in self.workers:
+            if worker.job is None and pending:
+                worker.job = pending.popleft()
+                with contextlib.suppress(OSError):  # it died just now: its channel says so when next heard
+                    worker.channel.send(worker.job)
 
     def _start(self, slot: int) -> _Worker:
         mine, theirs = socket.socketpair()
@@ -145,6 +149,8 @@ class _Pool:
             payload = None if payload is None else Owner(**payload)
         if event in ("finished", "failed", "elsewhere"):
             worker.job = None
+            # Its next trial first, then this one's records: the worker trains while the driver writes MLflow.
+            self._hand_out(pending)
         getattr(events, event)(job, *([] if payload is _NONE else [payload]))
 
     def _bury(self, worker: _Worker, pending: deque[TrialJob], events: TrialEvents) -> None:
