@@ -37,13 +37,18 @@ def workers_of(folder: Path) -> dict[str, int]:
     }
 
 
+def stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name: its state, its parent's pid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     # A zombie is gone too: it waits only for its parent to read its exit code.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return stat(pid)[0] != "Z"
 
 
 def test_two_warm_workers_train_every_trial_and_leave_nothing_running(tmp_path: Path) -> None:
@@ -58,14 +63,14 @@ def test_two_warm_workers_train_every_trial_and_leave_nothing_running(tmp_path: 
 def pool_workers() -> set[int]:
     """The pids of this process' live pool workers (``python -m finalbn.launch.pool``)."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for folder in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes()
+            state, parent = stat(int(folder.name))[:2]
+            command = (folder / "cmdline").read_bytes()
         except OSError:  # it exited meanwhile
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"finalbn.launch.pool" in command:
-            found.add(int(stat.parent.name))
+        if int(parent) == os.getpid() and state != "Z" and b"finalbn.launch.pool" in command:
+            found.add(int(folder.name))
     return found
 
 
