@@ -44,3 +44,14 @@ def test_a_store_that_exists_is_not_replaced(tmp_path: Path, monkeypatch: pytest
     MlflowClient(uri).create_experiment("kept")
     tracker = MlflowTracker(uri, artifact_root=tmp_path / "artifacts")
     assert "kept" in {e.name for e in tracker.client.search_experiments()}
+
+
+def test_a_cache_folder_that_takes_no_file_leaves_the_store_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("FINALBN_CACHE_DIR", str(blocked))
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlruns.db'}", artifact_root=tmp_path / "artifacts")
+    [default] = tracker.client.search_experiments()
+    assert default.name == "Default" and blocked.is_file()

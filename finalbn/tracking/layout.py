@@ -213,10 +213,14 @@ def seed_store(uri: str) -> None:
     from finalbn.data.cache import cache_root
 
     template = cache_root() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
-    template.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(template.with_suffix(".lock")):
-        if not template.is_file():
-            write_atomic(template, _empty_store)
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(template.with_suffix(".lock")):
+            if not template.is_file():
+                write_atomic(template, _empty_store)
+    except (OSError, UserError):
+        # A cache folder that takes no file (read-only, full) only costs the migrations: MLflow builds the store.
+        return
     write_atomic(path, lambda temporary: shutil.copyfile(template, temporary))
 
 
