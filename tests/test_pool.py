@@ -60,53 +60,63 @@ def test_two_warm_workers_train_every_trial_and_leave_nothing_running(tmp_path: 
     assert not [pid for pid in pids if alive(pid)]
 
 
-def pool_workers() -> set[int]:
-    """The pids of this process' live pool workers (``python -m finalbn.launch.pool``)."""
-    found = set()
+def pool_processes() -> dict[int, int]:
+    """This process' live pool processes (``python -m finalbn.launch.pool``: the zygote and the workers it
+    forked), each with its parent's pid."""
+    found = {}
     for folder in Path("/proc").glob("[0-9]*"):
         try:
             state, parent = stat(int(folder.name))[:2]
             command = (folder / "cmdline").read_bytes()
         except OSError:  # it exited meanwhile
             continue
-        if int(parent) == os.getpid() and state != "Z" and b"finalbn.launch.pool" in command:
-            found.add(int(folder.name))
-    return found
+        if state != "Z" and b"finalbn.launch.pool" in command:
+            found[int(folder.name)] = int(parent)
+    mine = {pid: parent for pid, parent in found.items() if parent == os.getpid()}
+    return mine | {pid: parent for pid, parent in found.items() if parent in mine}
 
 
 class WatchingTracker(NullTracker):
-    """Notes the pool workers alive while the driver sets up MLflow; ``fail``: then refuses, as a lost store."""
+    """Notes the pool processes alive while the driver sets up MLflow and as each trial is recorded;
+    ``fail``: then refuses, as a lost store."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.workers: set[int] = set()
+        self.at_set_up: dict[int, int] = {}
+        self.while_training: dict[int, int] = {}
 
     def start_sweep(self, *args: object, **kwargs: object) -> None:
-        self.workers = pool_workers()
+        self.at_set_up = pool_processes()
         if self.fail:
             raise UserError("the MLflow store went away")
 
+    def finish_trial(self, job: object, failed: bool) -> None:
+        self.while_training |= pool_processes()
 
-def test_the_workers_start_before_mlflow_is_set_up_and_a_rerun_with_nothing_to_train_starts_none(
+
+def test_the_workers_warm_up_while_mlflow_is_set_up_and_a_rerun_with_nothing_to_train_starts_none(
     tmp_path: Path,
 ) -> None:
     options = SweepOptions(out=tmp_path, max_concurrent=2)
     tracker = WatchingTracker()
     report = run_sweep(SPEC, options, PoolBackend("local"), tracker)
     assert len(report.finished) == SPEC.size()
-    assert len(tracker.workers) == 2 and set(workers_of(report.folder).values()) == tracker.workers
-    assert not pool_workers()
+    # One zygote imports torch and finalbn during the set-up; both workers are forked from it.
+    [zygote] = tracker.at_set_up
+    forked = {pid for pid, parent in tracker.while_training.items() if parent == zygote}
+    assert set(workers_of(report.folder).values()) == forked and len(forked) == 2
+    assert not pool_processes()
     again = WatchingTracker()
     report = run_sweep(SPEC, options, PoolBackend("local"), again)
-    assert report.skipped == SPEC.size() and again.workers == set()
+    assert report.skipped == SPEC.size() and again.at_set_up == {}
 
 
 def test_workers_started_for_a_sweep_that_fails_to_set_up_are_stopped(tmp_path: Path) -> None:
     tracker = WatchingTracker(fail=True)
     with pytest.raises(UserError, match="store went away"):
         run_sweep(SPEC, SweepOptions(out=tmp_path, max_concurrent=2), PoolBackend("local"), tracker)
-    assert len(tracker.workers) == 2
-    assert not [pid for pid in tracker.workers if alive(pid)] and not pool_workers()
+    assert len(tracker.at_set_up) == 1
+    assert not [pid for pid in tracker.at_set_up if alive(pid)] and not pool_processes()
 
 
 def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_trained_again(

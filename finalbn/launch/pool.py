@@ -1,9 +1,10 @@
 """``--backend local``: the trials on this machine's cores, in worker processes that stay warm.
 
-The workers start with the sweep's executor, before the driver sets up MLflow, import torch and finalbn
-meanwhile, and then each trains trial after trial through ``run_attempts`` (claims and retries as in the
-serial backend); the driver hands out the jobs and hears every trial event through one queue, so failure
-records and MLflow are written in the driver, exactly as for the serial backend.
+The workers start with the sweep's executor, before the driver sets up MLflow: one process (the zygote)
+imports torch and finalbn meanwhile and forks every worker from itself, warm, and then each worker trains trial
+after trial through ``run_attempts`` (claims and retries as in the serial backend); the driver hands out the
+jobs and hears every trial event through one queue, so failure records and MLflow are written in the driver,
+exactly as for the serial backend.
 
 Why not Ray here (``--backend ray`` still runs a cluster through Ray Tune): on one machine, starting a private
 Ray and passing every trial through Tune cost as much as a small trial itself, and a head-only sweep on cached
@@ -11,8 +12,10 @@ features ran no faster on the local backend than on the serial one. Why not ``co
 ``multiprocessing``: on Python 3.11 a ``ProcessPoolExecutor`` can neither kill its workers (Ctrl-C,
 ``finalbn cancel``) nor go on after one of them died (every pending future breaks), ``multiprocessing.Pool``
 waits forever for a dead worker's task, and their spawned workers import the caller's main module again (a
-script without a ``__main__`` guard would start its sweep once more in every worker). So each worker is a plain
-``python -m finalbn.launch.pool`` process on one end of a socket pair: it listens on no port.
+script without a ``__main__`` guard would start its sweep once more in every worker). So the zygote is a plain
+``python -m finalbn.launch.pool`` process, and each worker talks to the driver on one end of a socket pair: none
+listens on a port. Why a zygote: each worker importing torch, torch._dynamo and scikit-learn for itself cost
+~4.5 s of a core per worker, on the cores the trials need; a fork of a warm process costs milliseconds.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import traceback
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import recv_handle, send_handle
+from typing import NoReturn
 
 from finalbn import interrupts
 from finalbn.launch.base import DriverBound, InDriver, Launch, TrialEvents, local_slots, run_attempts, trial_threads
@@ -40,6 +46,8 @@ from finalbn.sweep.options import SweepOptions
 _POLL_SECONDS = 0.2
 # A worker told to stop (the sweep is done) gets this long to exit before it is killed.
 _STOP_SECONDS = 5.0
+# How often the zygote reaps its exited workers (their exit codes go to the driver).
+_REAP_SECONDS = 0.1
 
 
 class PoolBackend(DriverBound):
@@ -63,13 +71,94 @@ class PoolBackend(DriverBound):
 
 @dataclass
 class _Worker:
-    process: subprocess.Popen[bytes]
     # Both ways: jobs to the worker, its trial events back.
     channel: Connection
     # Its place in the pool, which decides its GPUs.
     slot: int
+    # Its fork request to the zygote, which answers with its pid and, once it exited, its exit code.
+    ticket: int
     # The trial it trains now.
     job: TrialJob | None = None
+
+
+@dataclass
+class _Zygote:
+    """The driver's end of the zygote: asks it for workers, hears their pids and exit codes."""
+
+    process: subprocess.Popen[bytes]
+    # Fork requests (a ticket, the worker's GPUs, then the worker's end of its channel) to the zygote;
+    # ("pid", ticket, pid) and ("exit", pid, exit code) back.
+    control: Connection
+    tickets: int = 0
+    pids: dict[int, int] = field(default_factory=dict)
+    exits: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, backend: str, options: SweepOptions) -> _Zygote:
+        mine, theirs = socket.socketpair()
+        quiet = subprocess.DEVNULL if not options.verbose else None
+        threads = trial_threads(options.cpus_per_trial)
+        command = [sys.executable, "-m", "finalbn.launch.pool", str(theirs.fileno()), backend, str(threads)]
+        # Its own process group, which its workers inherit: a terminal's Ctrl-C reaches the driver's group,
+        # and it is the driver's to stop the sweep and its workers, not each worker's to die mid-record.
+        process = subprocess.Popen(
+            [*command, str(options.retries)],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=quiet,
+            stderr=quiet,
+            process_group=0,
+        )
+        theirs.close()
+        return cls(process, Connection(mine.detach()))
+
+    def fork(self, gpus: str | None) -> tuple[Connection, int]:
+        """The driver's end of a new worker's channel, and its ticket: the zygote forks it once warm."""
+        mine, theirs = socket.socketpair()
+        ticket = self.tickets
+        self.tickets += 1
+        self.control.send((ticket, gpus))
+        send_handle(self.control, theirs.fileno(), self.process.pid)
+        theirs.close()
+        return Connection(mine.detach()), ticket
+
+    def exit_code(self, ticket: int) -> int | None:
+        """The exit code of the worker of ``ticket``, which exited (None: the zygote died before telling it)."""
+        self._hear(lambda: ticket in self.pids and self.pids[ticket] in self.exits, timeout=None)
+        pid = self.pids.get(ticket)
+        return None if pid is None else self.exits.get(pid)
+
+    def stop(self, now: bool) -> None:
+        """No more workers; the zygote exits once every worker did (told to stop before this). ``now``:
+        the workers are killed first."""
+        if now:
+            self._hear(lambda: False, timeout=0)
+            for pid in set(self.pids.values()) - set(self.exits):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.control.close()
+        try:
+            self.process.wait(0.5 if now else _STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            # Workers still busy or not yet forked: the group holds the zygote and every worker it forked.
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def _hear(self, until: Callable[[], bool], timeout: float | None) -> None:
+        """Reads the zygote's answers until ``until`` holds, ``timeout`` passed, or the zygote is gone."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not until():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                if not self.control.poll(left):
+                    return
+                kind, key, value = self.control.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "pid":
+                self.pids[key] = value
+            else:
+                self.exits[key] = value
 
 
 @dataclass
@@ -81,10 +170,11 @@ class _Pool:
     workers: list[_Worker] = field(default_factory=list)
     # Attempts of a trial that ended with its worker's death (killed, out of memory), by trial id.
     deaths: dict[str, int] = field(default_factory=dict)
+    zygote: _Zygote | None = None
 
     def start(self, trials: int) -> None:
         """Workers for ``trials`` trials, up to the pool's size, unless they run already."""
-        if not self.workers:
+        if not self.workers and trials:
             self.workers = [self._start(slot) for slot in range(min(self.size, trials))]
 
     def run(self, jobs: list[TrialJob], events: TrialEvents) -> None:
@@ -110,27 +200,10 @@ class _Pool:
                     worker.channel.send(worker.job)
 
     def _start(self, slot: int) -> _Worker:
-        mine, theirs = socket.socketpair()
-        env = dict(os.environ)
-        gpus = _gpus_of(slot, self.options.gpus_per_trial)
-        if gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpus
-        quiet = subprocess.DEVNULL if not self.options.verbose else None
-        threads = trial_threads(self.options.cpus_per_trial)
-        command = [sys.executable, "-m", "finalbn.launch.pool", str(theirs.fileno()), self.backend, str(threads)]
-        # Ignored signals stay ignored in the child: a terminal's Ctrl-C reaches the whole process group, and
-        # it is the driver's to stop the sweep and its workers, not each worker's to die mid-record.
-        with _sigint_ignored():
-            process = subprocess.Popen(
-                [*command, str(self.options.retries)],
-                pass_fds=[theirs.fileno()],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=quiet,
-                stderr=quiet,
-            )
-        theirs.close()
-        return _Worker(process, Connection(mine.detach()), slot)
+        if self.zygote is None or self.zygote.process.poll() is not None:
+            self.zygote = _Zygote.start(self.backend, self.options)
+        channel, ticket = self.zygote.fork(_gpus_of(slot, self.options.gpus_per_trial))
+        return _Worker(channel, slot, ticket)
 
     def _hear(
         self, channel: Connection, by_id: dict[str, TrialJob], pending: deque[TrialJob], events: TrialEvents
@@ -156,13 +229,14 @@ class _Pool:
     def _bury(self, worker: _Worker, pending: deque[TrialJob], events: TrialEvents) -> None:
         """A worker that died with its trial: the attempt counts, the trial runs again or is failed."""
         worker.channel.close()
-        code = worker.process.wait()
+        code = None if self.zygote is None else self.zygote.exit_code(worker.ticket)
+        told = "unknown" if code is None else code
         job = worker.job
         if job is None:
             return
         attempts = self.deaths[job.trial_id] = self.deaths.get(job.trial_id, 0) + 1
         error = (
-            f"the worker process training trial {job.trial_id} died (exit code {code}: killed, or out of "
+            f"the worker process training trial {job.trial_id} died (exit code {told}: killed, or out of "
             "memory) before the trial finished"
         )
         if attempts <= self.options.retries:
@@ -176,15 +250,12 @@ class _Pool:
         for worker in self.workers:
             with contextlib.suppress(OSError):  # it is exiting already
                 worker.channel.send(None)
-        for worker in self.workers:
+        if self.zygote is not None:
             # Interrupted: a trial mid-epoch would only finish what nobody waits for.
-            try:
-                worker.process.wait(0 if interrupts.pending() else _STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
+            self.zygote.stop(now=interrupts.pending())
+        for worker in self.workers:
             worker.channel.close()
-        self.workers = []
+        self.workers, self.zygote = [], None
 
 
 # The payload of an event whose method takes the job alone (started, finished).
@@ -242,35 +313,75 @@ def gpu_slots(gpus_per_trial: float) -> int | None:
     return max(1, math.floor(torch.cuda.device_count() / gpus_per_trial + 1e-9))
 
 
-def _work(channel: Connection, backend: str, threads: int, retries: int) -> None:
-    """A worker's life: warm up, then train each job the driver sends until it sends None."""
-    # Warm: imported while the driver still sets up, not in the worker's first trial. torch._dynamo is what
+def _zygote(control: Connection, backend: str, threads: int, retries: int) -> NoReturn:
+    """The zygote's life: warm up once, then fork a worker for each request of the driver and reap the
+    exited ones, until the driver closes its end; then wait for the last workers."""
+    # Warm: imported while the driver still sets up, not in each worker's first trial. torch._dynamo is what
     # the first optimizer loads (~1.4 s of a 2 s head trial).
     import torch._dynamo  # noqa: F401
 
     import finalbn.train.results  # noqa: F401
 
-    events = _ChannelEvents(channel)
-    worker = {"backend": backend, "pid": os.getpid()}
-    while (job := channel.recv()) is not None:
-        run_attempts(job, events, retries, threads, worker=worker)
+    workers: set[int] = set()
+    while True:
+        _reap(workers, control, block=False)
+        if not wait([control], timeout=_REAP_SECONDS):
+            continue
+        try:
+            ticket, gpus = control.recv()
+            fd = recv_handle(control)
+        except (EOFError, OSError):
+            break
+        pid = os.fork()
+        if pid == 0:
+            _worker(control, Connection(fd), gpus, backend, threads, retries)
+        os.close(fd)
+        workers.add(pid)
+        control.send(("pid", ticket, pid))
+    while workers:
+        _reap(workers, control, block=True)
+    os._exit(0)
+
+
+def _reap(workers: set[int], control: Connection, block: bool) -> None:
+    """Reaps the exited workers (one, waiting for it, when ``block``) and tells the driver their exit codes."""
+    while workers:
+        pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return
+        workers.discard(pid)
+        with contextlib.suppress(OSError):  # the driver is gone or done
+            control.send(("exit", pid, os.waitstatus_to_exitcode(status)))
+        if block:
+            return
+
+
+def _worker(
+    control: Connection, channel: Connection, gpus: str | None, backend: str, threads: int, retries: int
+) -> NoReturn:
+    """A forked worker's life: train each job the driver sends until it sends None; never back into the
+    zygote's loop."""
+    control.close()
+    if gpus is not None:
+        # Before anything touches CUDA: the zygote never does.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    code = 0
+    try:
+        events = _ChannelEvents(channel)
+        worker = {"backend": backend, "pid": os.getpid()}
+        while (job := channel.recv()) is not None:
+            run_attempts(job, events, retries, threads, worker=worker)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
     # Everything the worker wrote is closed; the interpreter's teardown of torch would hold the sweep's end
     # (stop() waits for the workers) for a second or more.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
-
-
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    # python -m finalbn.launch.pool FD BACKEND THREADS RETRIES: one worker, started by _Pool._start.
+    # python -m finalbn.launch.pool FD BACKEND THREADS RETRIES: the zygote, started by _Zygote.start.
     fd, name, threads_text, retries_text = sys.argv[1:]
-    _work(Connection(int(fd)), name, int(threads_text), int(retries_text))
+    _zygote(Connection(int(fd)), name, int(threads_text), int(retries_text))
