@@ -1,7 +1,7 @@
 """Every benchmark, one table: ``python benchmarks/run_all.py [--quick]``.
 
 Ratios are measured side by side in one run on this machine; absolute times
-on shared machines are noise, ratios much less so. About 25 minutes on 2 CPU
+on shared machines are noise, ratios much less so. About 27 minutes on 2 CPU
 cores, 13 of them the whole cpu baselines sweep (``--quick``: smaller, noisier, ~6 minutes).
 """
 

@@ -43,7 +43,8 @@ def test_a_serial_sweep_log_shows_the_phase_of_its_running_trial(
 
 def test_running_counts_only_trials_that_run_now(tmp_path: Path) -> None:
     [first, second] = _jobs(2, tmp_path)
-    progress = Progress(Outcome(), total=2, skipped=0, todo=2)
+    progress = Progress(Outcome())
+    progress.begin(total=2, skipped=0, todo=2)
     progress.started(first)
     progress.started(second)
     progress.failed(first)

@@ -89,8 +89,6 @@ class Launch:
     progress: TrialEvents
     # The invocation's MLflow runs (a NullTracker with tracking off).
     tracker: Tracker
-    # Trials this invocation sets out to train: a backend with workers starts no more of them.
-    pending: int = 0
 
 
 class Executor(Protocol):

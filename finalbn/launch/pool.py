@@ -63,9 +63,9 @@ class PoolBackend(DriverBound):
         options = launch.options
         size = self.slots(options.max_concurrent, options.cpus_per_trial)
         pool = _Pool(self.name, options, min(size, gpu_slots(options.gpus_per_trial) or size))
-        # Started with the executor, before the driver sets up MLflow (seconds on a new store): the workers
-        # import torch meanwhile and are warm by the first trial.
-        pool.start(launch.pending)
+        # Started with the executor, before the driver plans and sets up MLflow (seconds): the zygote imports
+        # torch meanwhile, and the workers forked from it at the first submit are warm.
+        pool.zygote = _Zygote.start(self.name, options)
         return InDriver(launch, pool.run, pool.stop)
 
 
@@ -131,6 +131,12 @@ class _Zygote:
     def stop(self, now: bool) -> None:
         """No more workers; the zygote exits once every worker did (told to stop before this). ``now``:
         the workers are killed first."""
+        if not self.tickets:
+            # It forked no worker (nothing to train, or the set-up failed): nothing of it is worth waiting for.
+            self.process.kill()
+            self.process.wait()
+            self.control.close()
+            return
         if now:
             self._hear(lambda: False, timeout=0)
             for pid in set(self.pids.values()) - set(self.exits):
@@ -172,17 +178,12 @@ class _Pool:
     deaths: dict[str, int] = field(default_factory=dict)
     zygote: _Zygote | None = None
 
-    def start(self, trials: int) -> None:
-        """Workers for ``trials`` trials, up to the pool's size, unless they run already."""
-        if not self.workers and trials:
-            self.workers = [self._start(slot) for slot in range(min(self.size, trials))]
-
     def run(self, jobs: list[TrialJob], events: TrialEvents) -> None:
-        """Train ``jobs`` on the workers (started now unless they are warm), then stop them."""
+        """Train ``jobs`` on workers forked for them, up to the pool's size, then stop the pool."""
         pending = deque(jobs)
         by_id = {job.trial_id: job for job in jobs}
         try:
-            self.start(len(jobs))
+            self.workers = [self._start(slot) for slot in range(min(self.size, len(jobs)))]
             while pending or any(worker.job is not None for worker in self.workers):
                 self._hand_out(pending)
                 for channel in wait([worker.channel for worker in self.workers], timeout=_POLL_SECONDS):

@@ -73,24 +73,25 @@ def _run_sweep(spec: SweepSpec, options: SweepOptions, backend: Backend, tracker
     started = time.perf_counter()
     folder = options.out / spec.name
     versions = code_versions()
-    # Checks everything first, then creates the folder.
-    jobs = plan(spec, folder, versions["git_commit"])
-    live = backend.in_flight(folder, jobs)
-    # Not a folder something is writing now: a live task's, or a trial another driver holds.
-    idle = [job for job in jobs if job.trial_id not in live and live_owner(trial_claim(job.folder)) is None]
-    for note in adopt_finished(idle, folder.resolve().parent):
-        print(f"{spec.name}: {note}")
-    state = _State.of(jobs, live, options.keep_stale)
-    print(state.line(spec.name))
-    report = SweepReport(spec, folder, len(jobs), skipped=len(state.done), in_flight=len(state.running))
-    if state.pending:
-        # A launch the backend refuses (no Slurm client) leaves no invocation, no experiment, no run.
-        backend.preflight()
     outcome = Outcome()
-    progress = Progress(outcome, len(jobs), len(state.done), len(state.pending) + len(state.running))
-    launch = Launch(spec, options, ProgressEvents(progress), tracker, pending=len(state.pending))
-    # The executor before MLflow's set-up (seconds on a new store): the local backend's workers start meanwhile.
+    progress = Progress(outcome)
+    launch = Launch(spec, options, ProgressEvents(progress), tracker)
+    # The executor first: the local backend's workers warm up while the driver plans and sets up MLflow.
     with contextlib.closing(progress), contextlib.closing(backend.executor(launch)) as executor:
+        # Checks everything first, then creates the folder.
+        jobs = plan(spec, folder, versions["git_commit"])
+        live = backend.in_flight(folder, jobs)
+        # Not a folder something is writing now: a live task's, or a trial another driver holds.
+        idle = [job for job in jobs if job.trial_id not in live and live_owner(trial_claim(job.folder)) is None]
+        for note in adopt_finished(idle, folder.resolve().parent):
+            print(f"{spec.name}: {note}")
+        state = _State.of(jobs, live, options.keep_stale)
+        print(state.line(spec.name))
+        report = SweepReport(spec, folder, len(jobs), skipped=len(state.done), in_flight=len(state.running))
+        if state.pending:
+            # A launch the backend refuses (no Slurm client) leaves no invocation, no experiment, no run.
+            backend.preflight()
+        progress.begin(len(jobs), len(state.done), len(state.pending) + len(state.running))
         record = _record(spec, jobs, versions, folder)
         invocation = record.begin(backend.name, skipped=len(state.done), pending=len(state.pending))
         record.write(folder)

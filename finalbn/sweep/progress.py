@@ -71,11 +71,10 @@ class Progress:
     (start-up time is not a trial's). A live rich display on a terminal; one
     plain line per finished trial otherwise, so CI logs stay readable."""
 
-    def __init__(self, outcome: Outcome, total: int, skipped: int, todo: int) -> None:
+    def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        self.total = total
-        self.skipped = skipped
-        self.todo = todo
+        # The sweep's counts, from its plan (begin): the driver makes its display before it plans.
+        self.total = self.skipped = self.todo = 0
         # Trial id -> (start time, epochs done) of the trials running now.
         self.running: dict[str, tuple[float, int]] = {}
         self.durations: list[float] = []
@@ -83,7 +82,13 @@ class Progress:
         self.best = float("nan")
         # Trial id -> when its last phase line was printed (a log, not a terminal).
         self.phase_shown: dict[str, float] = {}
-        self.live = _LiveDisplay(total, skipped) if sys.stdout.isatty() else None
+        self.live: _LiveDisplay | None = None
+
+    def begin(self, total: int, skipped: int, todo: int) -> None:
+        """The planned sweep: ``total`` trials, ``skipped`` finished before, ``todo`` to run or follow."""
+        self.total, self.skipped, self.todo = total, skipped, todo
+        if sys.stdout.isatty():
+            self.live = _LiveDisplay(total, skipped)
 
     def started(self, job: TrialJob) -> None:
         if job.trial_id not in self.running:
