@@ -1,7 +1,7 @@
 """``--backend local``: the trials on this machine's cores, in worker processes that stay warm.
 
-The workers start with the sweep's executor, before the driver sets up MLflow: one process (the zygote)
-imports torch and finalbn meanwhile and forks every worker from itself, warm, and then each worker trains trial
+One process, the zygote, starts with the sweep's executor, before the driver plans: it imports torch and
+finalbn meanwhile and, at the first submit, forks every worker from itself, warm. Each worker then trains trial
 after trial through ``run_attempts`` (claims and retries as in the serial backend); the driver hands out the
 jobs and hears every trial event through one queue, so failure records and MLflow are written in the driver,
 exactly as for the serial backend.
