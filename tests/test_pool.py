@@ -6,9 +6,13 @@ the fault hook), and the driver's records as the serial backend writes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import faults
@@ -188,3 +192,46 @@ def test_a_stop_while_a_trial_is_recorded_is_raised_when_the_record_is_whole() -
     finally:
         interrupts.restore(before)
         interrupts.reset()
+
+
+def descendants(root: int) -> set[int]:
+    """The live processes under ``root``: its children, theirs, and so on."""
+    parents = {}
+    for folder in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            state, parent = stat(int(folder.name))[:2]
+            if state != "Z":
+                parents[int(folder.name)] = int(parent)
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_a_killed_driver_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """SIGKILL to the driver alone: the zygote finds it gone and ends its workers (each mid-trial, or waiting
+    for a job) within its grace period, with nobody left to tell."""
+    driver = Path(__file__).with_name("sweep_driver.py")
+    results = tmp_path / "results"
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    command = [sys.executable, str(driver), "orphans", str(results), store, "2", "local"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(results.glob("orphans/trials/*/summary.json")):
+            assert time.monotonic() < deadline and process.poll() is None, "the sweep finished no trial"
+            time.sleep(0.2)
+        pool = descendants(process.pid)
+        # The zygote and the two workers it forked.
+        assert len(pool) == 3, pool
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 15
+        while [pid for pid in pool if alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in pool if alive(pid)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -30,7 +30,6 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
@@ -48,6 +47,10 @@ _POLL_SECONDS = 0.2
 _STOP_SECONDS = 5.0
 # How often the zygote reaps its exited workers (their exit codes go to the driver).
 _REAP_SECONDS = 0.1
+# How long the driver waits for the zygote to kill its workers and exit.
+_KILL_SECONDS = 1.0
+# The pool's end, told to the zygote: its workers exit between trials, or are killed (Ctrl-C, SIGTERM).
+_STOP, _KILL = "stop", "kill"
 
 
 class PoolBackend(DriverBound):
@@ -83,14 +86,13 @@ class _Worker:
 
 @dataclass
 class _Zygote:
-    """The driver's end of the zygote: asks it for workers, hears their pids and exit codes."""
+    """The driver's end of the zygote: asks it for workers, hears their exit codes, stops it."""
 
     process: subprocess.Popen[bytes]
-    # Fork requests (a ticket, the worker's GPUs, then the worker's end of its channel) to the zygote;
-    # ("pid", ticket, pid) and ("exit", pid, exit code) back.
+    # Fork requests (a ticket, the worker's GPUs, then the worker's end of its channel) and the pool's end
+    # (_STOP or _KILL) to the zygote; (ticket, exit code) of each exited worker back.
     control: Connection
     tickets: int = 0
-    pids: dict[int, int] = field(default_factory=dict)
     exits: dict[int, int] = field(default_factory=dict)
 
     @classmethod
@@ -99,15 +101,12 @@ class _Zygote:
         quiet = subprocess.DEVNULL if not options.verbose else None
         threads = trial_threads(options.cpus_per_trial)
         command = [sys.executable, "-m", "finalbn.launch.pool", str(theirs.fileno()), backend, str(threads)]
-        # Its own process group, which its workers inherit: a terminal's Ctrl-C reaches the driver's group,
-        # and it is the driver's to stop the sweep and its workers, not each worker's to die mid-record.
         process = subprocess.Popen(
             [*command, str(options.retries)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=quiet,
             stderr=quiet,
-            process_group=0,
         )
         theirs.close()
         return cls(process, Connection(mine.detach()))
@@ -124,47 +123,30 @@ class _Zygote:
 
     def exit_code(self, ticket: int) -> int | None:
         """The exit code of the worker of ``ticket``, which exited (None: the zygote died before telling it)."""
-        self._hear(lambda: ticket in self.pids and self.pids[ticket] in self.exits, timeout=None)
-        pid = self.pids.get(ticket)
-        return None if pid is None else self.exits.get(pid)
+        while ticket not in self.exits:
+            try:
+                exited, code = self.control.recv()
+            except (EOFError, OSError):
+                return None
+            self.exits[exited] = code
+        return self.exits[ticket]
 
     def stop(self, now: bool) -> None:
-        """No more workers; the zygote exits once every worker did (told to stop before this). ``now``:
-        the workers are killed first."""
-        if not self.tickets:
+        """The zygote's end: it waits for its workers (told to exit before this) or, ``now``, kills them.
+        Only the zygote signals a worker: it has not reaped it yet, so the pid cannot be another process'."""
+        if self.tickets:
+            with contextlib.suppress(OSError):  # it is gone already
+                self.control.send(_KILL if now else _STOP)
+        else:
             # It forked no worker (nothing to train, or the set-up failed): nothing of it is worth waiting for.
             self.process.kill()
-            self.process.wait()
-            self.control.close()
-            return
-        if now:
-            self._hear(lambda: False, timeout=0)
-            for pid in set(self.pids.values()) - set(self.exits):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
         self.control.close()
         try:
-            self.process.wait(0.5 if now else _STOP_SECONDS)
+            self.process.wait(_KILL_SECONDS if now else _STOP_SECONDS + _KILL_SECONDS)
         except subprocess.TimeoutExpired:
-            # Workers still busy or not yet forked: the group holds the zygote and every worker it forked.
-            os.killpg(self.process.pid, signal.SIGKILL)
+            # Still warming up (it hears the driver only then) or stuck: a worker of it ends with its channel.
+            self.process.kill()
             self.process.wait()
-
-    def _hear(self, until: Callable[[], bool], timeout: float | None) -> None:
-        """Reads the zygote's answers until ``until`` holds, ``timeout`` passed, or the zygote is gone."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not until():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                if not self.control.poll(left):
-                    return
-                kind, key, value = self.control.recv()
-            except (EOFError, OSError):
-                return
-            if kind == "pid":
-                self.pids[key] = value
-            else:
-                self.exits[key] = value
 
 
 @dataclass
@@ -316,43 +298,57 @@ def gpu_slots(gpus_per_trial: float) -> int | None:
 
 def _zygote(control: Connection, backend: str, threads: int, retries: int) -> NoReturn:
     """The zygote's life: warm up once, then fork a worker for each request of the driver and reap the
-    exited ones, until the driver closes its end; then wait for the last workers."""
+    exited ones, until the pool ends (or the driver is gone); then see the last workers out."""
+    # A terminal's Ctrl-C reaches the whole process group, and it is the driver's to stop the sweep and its
+    # workers (who inherit this), not each worker's to die mid-record.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Warm: imported while the driver still sets up, not in each worker's first trial. torch._dynamo is what
     # the first optimizer loads (~1.4 s of a 2 s head trial).
     import torch._dynamo  # noqa: F401
 
     import finalbn.train.results  # noqa: F401
 
-    workers: set[int] = set()
+    # The live workers: pid -> ticket.
+    workers: dict[int, int] = {}
     while True:
-        _reap(workers, control, block=False)
+        _reap(workers, control)
         if not wait([control], timeout=_REAP_SECONDS):
             continue
         try:
-            ticket, gpus = control.recv()
-            fd = recv_handle(control)
+            request = control.recv()
         except (EOFError, OSError):
+            request = _STOP  # the driver is gone
+        if request in (_STOP, _KILL):
             break
+        ticket, gpus = request
+        fd = recv_handle(control)
         pid = os.fork()
         if pid == 0:
             _worker(control, Connection(fd), gpus, backend, threads, retries)
         os.close(fd)
-        workers.add(pid)
-        control.send(("pid", ticket, pid))
+        workers[pid] = ticket
+    # Told to stop, a worker exits between trials; one still training after _STOP_SECONDS (at once when killed)
+    # would only finish what nobody waits for.
+    deadline = time.monotonic() + (0 if request == _KILL else _STOP_SECONDS)
+    while workers and time.monotonic() < deadline:
+        time.sleep(_REAP_SECONDS)
+        _reap(workers, control)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
     while workers:
         _reap(workers, control, block=True)
     os._exit(0)
 
 
-def _reap(workers: set[int], control: Connection, block: bool) -> None:
+def _reap(workers: dict[int, int], control: Connection, block: bool = False) -> None:
     """Reaps the exited workers (one, waiting for it, when ``block``) and tells the driver their exit codes."""
     while workers:
         pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         if pid == 0:
             return
-        workers.discard(pid)
+        ticket = workers.pop(pid)
         with contextlib.suppress(OSError):  # the driver is gone or done
-            control.send(("exit", pid, os.waitstatus_to_exitcode(status)))
+            control.send((ticket, os.waitstatus_to_exitcode(status)))
         if block:
             return
 
