@@ -64,20 +64,31 @@ def test_two_warm_workers_train_every_trial_and_leave_nothing_running(tmp_path: 
     assert not [pid for pid in pids if alive(pid)]
 
 
+def descendants(root: int) -> dict[int, int]:
+    """The live processes under ``root`` (its children, theirs, and so on), each with its parent's pid."""
+    parents = {}
+    for folder in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            state, parent = stat(int(folder.name))[:2]
+            if state != "Z":
+                parents[int(folder.name)] = int(parent)
+    found: dict[int, int] = {}
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found.keys()
+        found |= {pid: parents[pid] for pid in frontier}
+    return found
+
+
 def pool_processes() -> dict[int, int]:
     """This process' live pool processes (``python -m finalbn.launch.pool``: the zygote and the workers it
     forked), each with its parent's pid."""
     found = {}
-    for folder in Path("/proc").glob("[0-9]*"):
-        try:
-            state, parent = stat(int(folder.name))[:2]
-            command = (folder / "cmdline").read_bytes()
-        except OSError:  # it exited meanwhile
-            continue
-        if state != "Z" and b"finalbn.launch.pool" in command:
-            found[int(folder.name)] = int(parent)
-    mine = {pid: parent for pid, parent in found.items() if parent == os.getpid()}
-    return mine | {pid: parent for pid, parent in found.items() if parent in mine}
+    for pid, parent in descendants(os.getpid()).items():
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            if b"finalbn.launch.pool" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found[pid] = parent
+    return found
 
 
 class WatchingTracker(NullTracker):
@@ -192,21 +203,6 @@ def test_a_stop_while_a_trial_is_recorded_is_raised_when_the_record_is_whole() -
     finally:
         interrupts.restore(before)
         interrupts.reset()
-
-
-def descendants(root: int) -> set[int]:
-    """The live processes under ``root``: its children, theirs, and so on."""
-    parents = {}
-    for folder in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):  # it exited meanwhile
-            state, parent = stat(int(folder.name))[:2]
-            if state != "Z":
-                parents[int(folder.name)] = int(parent)
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def test_a_killed_driver_leaves_no_worker_behind(tmp_path: Path) -> None:
