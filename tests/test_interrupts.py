@@ -16,8 +16,7 @@ from faults import env, swallow_an_interrupt
 from fixtures_sweep import runs, spec, sweep
 from mlflow.tracking import MlflowClient
 
-from finalbn import interrupts
-from finalbn.console import guarded
+from finalbn.console import guarded, interrupts
 from finalbn.launch.ray_tune import _Relay
 
 

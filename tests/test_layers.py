@@ -11,9 +11,10 @@ a layer break. Rules:
   (Grad-CAM retrains a missing model through ``python -m finalbn.train``);
 - data imports nothing of models, models nothing of data;
 - the sweep core (sweep, launch, tracking, spec, jobs) never imports analysis;
-- only finalbn.tracking imports mlflow.
+- only finalbn.tracking imports mlflow;
+- finalbn's root keeps at most ten modules, and a module past 450 lines says why it stays whole.
 
-The last two tests plant a violation in a copy of the package and check that it is caught.
+Three tests plant a violation in a copy of the package and check that it is caught.
 """
 
 from __future__ import annotations
@@ -197,3 +198,28 @@ def test_the_arrows_that_once_ran_the_wrong_way_are_caught(tmp_path: Path) -> No
         plant(tmp_path / "cam", "finalbn.analysis.gradcam", "from finalbn.train.results import run_config")
     )
     assert results == ["analysis finalbn.analysis.gradcam imports training finalbn.train.results"]
+
+
+# The plan in the folders: what sits loose at finalbn's root is shared by every layer, so it stays few.
+ROOT_MODULES = 10
+# A module past this many lines holds more than one concern, unless it says why it stays whole.
+LONG_MODULE_LINES = 450
+# Those that stay whole, and why (the README's Layout section says the same).
+STAY_WHOLE = {
+    "finalbn/config.py": "the trial config's dataclasses, which the fingerprinted trial code imports from it",
+    "finalbn/data/sources.py": "under the code fingerprint: splitting it would mark every finished trial stale",
+}
+
+
+def test_the_root_keeps_few_modules() -> None:
+    loose = sorted(path.stem for path in PACKAGE.glob("*.py") if path.name != "__init__.py")
+    assert len(loose) <= ROOT_MODULES, loose
+
+
+def test_a_long_module_states_why_it_stays_whole() -> None:
+    long = {
+        path.relative_to(PACKAGE.parent).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if len(path.read_text().splitlines()) > LONG_MODULE_LINES
+    }
+    assert long <= set(STAY_WHOLE), sorted(long - set(STAY_WHOLE))

@@ -18,7 +18,7 @@ from pathlib import Path
 import faults
 import pytest
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.errors import UserError
 from finalbn.launch.base import Recording
 from finalbn.launch.pool import PoolBackend

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.errors import UserError
 from finalbn.records import FAILURE, SUMMARY, RecordError, fault_in, read_failure, write_json
 from finalbn.sweep.claims import ClaimedElsewhere, Owner, hold, trial_claim

@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import NoReturn
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.launch.base import DriverBound, InDriver, Launch, TrialEvents, local_slots, run_attempts, trial_threads
 from finalbn.sweep.claims import Owner
 from finalbn.sweep.jobs import TrialJob

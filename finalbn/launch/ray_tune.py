@@ -32,7 +32,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import Searcher
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.errors import UserError
 from finalbn.launch.base import (
     DriverBound,

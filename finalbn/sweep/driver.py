@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.errors import UserError
 from finalbn.launch.base import Backend, Executor, Launch, SweepOptions
 from finalbn.provenance import code_versions

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.records import Summary, read_json
 from finalbn.records.folders import SUMMARY
 from finalbn.sweep.claims import Owner

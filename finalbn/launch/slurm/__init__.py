@@ -24,7 +24,7 @@ from pathlib import Path
 
 import submitit
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.launch.base import Launch, RunHandle, TrialEvents, trial_threads
 from finalbn.launch.slurm.state import SlurmState, Submission, live_trials, task_states
 from finalbn.launch.slurm.submit import (

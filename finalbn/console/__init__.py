@@ -1,7 +1,8 @@
-"""What every finalbn command shares: one-line usage errors and the guarded run.
+"""What every finalbn command shares in a terminal: one-line usage errors, the guarded run, and
+(``interrupts``) Ctrl-C that cannot be lost.
 
-Its own module, with no finalbn imports beyond the errors and interrupts, so that each command
-line (trial, sweep, analysis) imports it without importing the others.
+Its own package, with no finalbn imports beyond the errors, so that each command line (trial, sweep,
+analysis) and each backend imports it without importing the others.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 if typing.TYPE_CHECKING:
     import polars as pl
 
-from finalbn import interrupts
+from finalbn.console import interrupts
 from finalbn.errors import UserError
 
 
@@ -34,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 def guarded(action: Callable[[], None], debug: bool) -> int:
     """Run a command: user errors become one line and exit 2; Ctrl-C (or
     SIGTERM, as a scheduler sends) ends quietly with 130 after cleanup ran,
-    also when a finalizer swallowed it (see finalbn.interrupts)."""
+    also when a finalizer swallowed it (see finalbn.console.interrupts)."""
     previous = interrupts.install()
     try:
         action()
