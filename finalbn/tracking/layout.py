@@ -158,8 +158,8 @@ def _sortable(values: tuple[Any, ...]) -> list[str] | None:
 # the order this experiment tag holds (JSON, the UI's own field names).
 RUNS_VIEW = "finalbn-runs"
 RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW}"
-# The final test numbers worth a column.
-VIEW_METRICS = ("final_f1_minority", "final_f1_majority", "final_nobn_f1_minority", "final_accuracy")
+# A trial's last test numbers (summary.json's, nobn_* too) are logged under this prefix: the runs table's columns.
+FINAL = "final_"
 
 
 def runs_view(spec: SweepSpec) -> str:
@@ -307,6 +307,15 @@ def redact(uri: str) -> str:
 def metric_key(name: str) -> str:
     # MLflow keys allow letters, digits and _ - . space : / only; class names may hold more.
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
+def final_metric(name: str) -> str:
+    """The MLflow key of a trial's last test number ``name`` (a summary.json test key)."""
+    return metric_key(FINAL + name)
+
+
+# The last test numbers worth a column in the runs table.
+VIEW_METRICS = tuple(final_metric(name) for name in ("f1_minority", "f1_majority", "nobn_f1_minority", "accuracy"))
 
 
 def check_reachable(uri: str, fallback: str = "pass --no-tracking") -> None:

@@ -54,6 +54,7 @@ from finalbn.tracking.layout import (
     RunNames,
     check_reachable,
     check_store,
+    final_metric,
     log_artifact,
     metric_key,
     redact,
@@ -267,7 +268,7 @@ class MlflowTracker:
             return
         now = int(time.time() * 1000)
         epochs = job.trial.config.train.epochs
-        metrics = [Metric(metric_key(f"final_{k}"), float(v), now, epochs) for k, v in final.items()]
+        metrics = [Metric(final_metric(k), float(v), now, epochs) for k, v in final.items()]
         self.client.log_batch(run_id, metrics=metrics)
 
     @_faults
