@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
+from multiprocessing import Pipe
 from pathlib import Path
 
 import faults
@@ -21,7 +23,7 @@ import pytest
 from finalbn.console import interrupts
 from finalbn.errors import UserError
 from finalbn.launch.base import Recording
-from finalbn.launch.pool import PoolBackend
+from finalbn.launch.pool import PoolBackend, _Pool, _Worker
 from finalbn.sweep import SweepOptions, run_sweep
 from finalbn.sweep.spec import Axis, SweepSpec
 from finalbn.tracking import NullTracker
@@ -139,7 +141,8 @@ def test_workers_started_for_a_sweep_that_fails_to_set_up_are_stopped(tmp_path: 
 def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_trained_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The first attempt of the seed-1 trials exits its worker process (os._exit) as it starts training.
+    # The first attempt of the seed-1 trials exits its worker process (os._exit) as it starts training, while
+    # that worker holds the next trial, sent ahead: it goes back in line without spending an attempt.
     for name, value in faults.env("exit:seed=1:1").items():
         monkeypatch.setenv(name, value)
     report = run_sweep(SPEC, SweepOptions(out=tmp_path, max_concurrent=2), PoolBackend("local"), NullTracker())
@@ -151,6 +154,29 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_trained_again(
         assert record["attempts"] == 1 and "died (exit code 3" in record["traceback"]
     # The two killed workers were replaced: more than two processes trained the sweep.
     assert len(set(workers_of(report.folder).values())) > 2
+
+
+def test_each_worker_is_sent_its_next_trial_ahead_while_more_remain_than_workers(tmp_path: Path) -> None:
+    """A worker starts its next trial at once, not after the driver has recorded another one; the last few go to
+    whichever worker is free first."""
+    pool = _Pool("local", SweepOptions(out=tmp_path), size=2)
+    ends = [Pipe() for _ in range(2)]
+    pool.workers = [_Worker(driver_end, slot, ticket=slot) for slot, (driver_end, _) in enumerate(ends)]
+
+    def received() -> list[list[str]]:
+        return [[worker_end.recv() for _ in iter(worker_end.poll, False)] for _, worker_end in ends]
+
+    pending = deque(f"trial-{i}" for i in range(6))
+    pool._hand_out(pending)  # type: ignore[arg-type]
+    assert received() == [["trial-0", "trial-2"], ["trial-1", "trial-3"]] and list(pending) == ["trial-4", "trial-5"]
+    # Worker 0 finished trial-0: no more remain than workers, so nothing is sent ahead of its trial-2.
+    pool.workers[0].jobs.popleft()
+    pool._hand_out(pending)  # type: ignore[arg-type]
+    assert received() == [[], []]
+    # Worker 1 finished both of its trials: it gets one, and nothing ahead.
+    pool.workers[1].jobs.clear()
+    pool._hand_out(pending)  # type: ignore[arg-type]
+    assert received() == [[], ["trial-4"]] and list(pending) == ["trial-5"]
 
 
 def test_a_trial_that_kills_every_worker_it_meets_is_failed_after_its_retries(

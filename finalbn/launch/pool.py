@@ -80,8 +80,9 @@ class _Worker:
     slot: int
     # Its fork request to the zygote, which answers with its pid and, once it exited, its exit code.
     ticket: int
-    # The trial it trains now.
-    job: TrialJob | None = None
+    # The trials sent to it, in order: the one it trains now and, while more remain than workers, its next one,
+    # sent ahead so that it starts that one at once instead of waiting while the driver records another trial.
+    jobs: deque[TrialJob] = field(default_factory=deque)
 
 
 @dataclass
@@ -166,7 +167,7 @@ class _Pool:
         by_id = {job.trial_id: job for job in jobs}
         try:
             self.workers = [self._start(slot) for slot in range(min(self.size, len(jobs)))]
-            while pending or any(worker.job is not None for worker in self.workers):
+            while pending or any(worker.jobs for worker in self.workers):
                 self._hand_out(pending)
                 for channel in wait([worker.channel for worker in self.workers], timeout=_POLL_SECONDS):
                     self._hear(channel, by_id, pending, events)
@@ -175,12 +176,14 @@ class _Pool:
             self.stop()
 
     def _hand_out(self, pending: deque[TrialJob]) -> None:
-        """The next pending trials to the workers that have none."""
-        for worker in self.workers:
-            if worker.job is None and pending:
-                worker.job = pending.popleft()
-                with contextlib.suppress(OSError):  # it died just now: its channel says so when next heard
-                    worker.channel.send(worker.job)
+        """The next pending trials: one to each worker that has none, then one ahead to each while more remain
+        than workers (the last few go to whichever worker is free first, so none waits behind another's)."""
+        for depth, spare in ((1, 0), (2, len(self.workers))):
+            for worker in self.workers:
+                if len(worker.jobs) < depth and len(pending) > spare:
+                    worker.jobs.append(pending.popleft())
+                    with contextlib.suppress(OSError):  # it died just now: its channel says so when next heard
+                        worker.channel.send(worker.jobs[-1])
 
     def _start(self, slot: int) -> _Worker:
         if self.zygote is None or self.zygote.process.poll() is not None:
@@ -204,8 +207,8 @@ class _Pool:
         if event == "elsewhere":
             payload = None if payload is None else Owner(**payload)
         if event in ("finished", "failed", "elsewhere"):
-            worker.job = None
-            # Its next trial first, then this one's records: the worker trains while the driver writes MLflow.
+            worker.jobs.remove(job)
+            # Its next trials first, then this one's records: the worker trains while the driver writes MLflow.
             self._hand_out(pending)
         getattr(events, event)(job, *([] if payload is _NONE else [payload]))
 
@@ -214,9 +217,11 @@ class _Pool:
         worker.channel.close()
         code = None if self.zygote is None else self.zygote.exit_code(worker.ticket)
         told = "unknown" if code is None else code
-        job = worker.job
-        if job is None:
+        if not worker.jobs:
             return
+        job, *unstarted = worker.jobs
+        # Sent ahead but never started: back in line, without spending an attempt.
+        pending.extendleft(reversed(unstarted))
         attempts = self.deaths[job.trial_id] = self.deaths.get(job.trial_id, 0) + 1
         error = (
             f"the worker process training trial {job.trial_id} died (exit code {told}: killed, or out of "
