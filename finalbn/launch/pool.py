@@ -78,7 +78,7 @@ class _Worker:
     channel: Connection
     # Its place in the pool, which decides its GPUs.
     slot: int
-    # Its fork request to the zygote, which answers with its pid and, once it exited, its exit code.
+    # The number of its fork request: the zygote reports the worker's exit code under it once it exited.
     ticket: int
     # The trials sent to it, in order: the one it trains now and, while more remain than workers, its next one,
     # sent ahead so that it starts that one at once instead of waiting while the driver records another trial.
